@@ -1,0 +1,233 @@
+//! Exposition: snapshots of families, and the text formats they are written in.
+
+pub mod float;
+pub mod openmetrics;
+pub mod text;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::family::Desc;
+use crate::names::Kind;
+
+/// Values of one series at collection time.
+#[derive(Clone, Debug)]
+pub struct SeriesSnapshot {
+    /// Label values aligned with the family's label names.
+    pub labels: Vec<String>,
+    /// Cell values, laid out as the family kind's cells.
+    pub values: Vec<f64>,
+    /// Creation time in seconds since the epoch.
+    pub created: f64,
+    /// Key-value pairs of an info series.
+    pub info: Vec<(String, String)>,
+}
+
+/// One family and the values of its series at collection time.
+#[derive(Clone, Debug)]
+pub struct FamilySnapshot {
+    /// The family's description.
+    pub desc: Arc<Desc>,
+    /// Its series.
+    pub series: Vec<SeriesSnapshot>,
+}
+
+/// Options shared by both encoders.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Emit `_created` samples for counters, histograms and summaries.
+    pub created: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { created: true }
+    }
+}
+
+/// Append `s` as a label value: backslash, newline and double quote escaped.
+pub fn escape_label_value(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Append `s` as help text: backslash and newline escaped, and double quote if `quote`.
+pub fn escape_help(out: &mut String, s: &str, quote: bool) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The labels of one series, rendered once and sorted by name, split around the slot where an
+/// extra label (`le`, an enum's own name) goes.
+pub(crate) struct RenderedLabels {
+    before: String,
+    after: String,
+}
+
+/// One sample line: the suffix after the family name, an optional extra label, and its value.
+pub(crate) struct Sample<'a> {
+    pub suffix: &'a str,
+    pub extra: Option<&'a str>,
+    pub value: f64,
+}
+
+/// Per-family rendering state shared by the encoders.
+pub(crate) struct FamilyRender<'a> {
+    pub desc: &'a Desc,
+    /// Label indices in sorted-name order.
+    order: Vec<usize>,
+    /// The extra label's name, if this kind has one.
+    extra_name: Option<&'a str>,
+    /// Pre-formatted `le` values.
+    pub le: Vec<String>,
+}
+
+impl<'a> FamilyRender<'a> {
+    pub fn new(desc: &'a Desc) -> FamilyRender<'a> {
+        let mut order: Vec<usize> = (0..desc.labelnames.len()).collect();
+        order.sort_by(|a, b| desc.labelnames[*a].cmp(&desc.labelnames[*b]));
+        let extra_name = match desc.kind {
+            Kind::Histogram => Some("le"),
+            Kind::Enum => Some(desc.name.as_str()),
+            _ => None,
+        };
+        let le = desc
+            .buckets
+            .iter()
+            .map(|b| {
+                let mut s = String::new();
+                float::write_go_float(&mut s, *b);
+                s
+            })
+            .collect();
+        FamilyRender { desc, order, extra_name, le }
+    }
+
+    /// Render the labels of `series`, sorted by name.
+    pub fn labels(&self, series: &SeriesSnapshot) -> RenderedLabels {
+        let mut pairs: Vec<(&str, &str)> = self
+            .order
+            .iter()
+            .map(|i| {
+                (self.desc.labelnames[*i].as_str(), series.labels.get(*i).map(String::as_str).unwrap_or(""))
+            })
+            .collect();
+        if !series.info.is_empty() {
+            pairs.extend(series.info.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            pairs.sort();
+        }
+        let mut before = String::new();
+        let mut after = String::new();
+        for (k, v) in pairs {
+            let dst = match self.extra_name {
+                Some(extra) if k > extra => &mut after,
+                _ => &mut before,
+            };
+            if !dst.is_empty() {
+                dst.push(',');
+            }
+            dst.push_str(k);
+            dst.push_str("=\"");
+            escape_label_value(dst, v);
+            dst.push('"');
+        }
+        RenderedLabels { before, after }
+    }
+
+    /// Append one sample line.
+    pub fn write_sample(&self, out: &mut String, labels: &RenderedLabels, sample: &Sample<'_>) {
+        out.push_str(&self.desc.name);
+        out.push_str(sample.suffix);
+        let has_extra = sample.extra.is_some();
+        if has_extra || !labels.before.is_empty() || !labels.after.is_empty() {
+            out.push('{');
+            out.push_str(&labels.before);
+            if let (Some(value), Some(name)) = (sample.extra, self.extra_name) {
+                if !labels.before.is_empty() {
+                    out.push(',');
+                }
+                out.push_str(name);
+                out.push_str("=\"");
+                escape_label_value(out, value);
+                out.push('"');
+            }
+            if !labels.after.is_empty() {
+                if has_extra || !labels.before.is_empty() {
+                    out.push(',');
+                }
+                out.push_str(&labels.after);
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        float::write_go_float(out, sample.value);
+        out.push('\n');
+    }
+
+    /// The samples of one series, without `_created`, in prometheus_client's order.
+    pub fn samples<'s>(&'s self, series: &'s SeriesSnapshot) -> Vec<Sample<'s>> {
+        let v = &series.values;
+        let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+        match self.desc.kind {
+            Kind::Counter => vec![Sample { suffix: "_total", extra: None, value: at(0) }],
+            Kind::Gauge => vec![Sample { suffix: "", extra: None, value: at(0) }],
+            Kind::Summary => vec![
+                Sample { suffix: "_count", extra: None, value: at(0) },
+                Sample { suffix: "_sum", extra: None, value: at(1) },
+            ],
+            Kind::Info => vec![Sample { suffix: "_info", extra: None, value: 1.0 }],
+            Kind::Enum => {
+                let current = at(0);
+                self.desc
+                    .states
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| Sample {
+                        suffix: "",
+                        extra: Some(s.as_str()),
+                        value: if i as f64 == current { 1.0 } else { 0.0 },
+                    })
+                    .collect()
+            }
+            Kind::Histogram => {
+                let n = self.desc.buckets.len();
+                let mut out = Vec::with_capacity(n + 2);
+                let mut acc = 0.0;
+                for (i, le) in self.le.iter().enumerate() {
+                    acc += at(i);
+                    out.push(Sample { suffix: "_bucket", extra: Some(le.as_str()), value: acc });
+                }
+                out.push(Sample { suffix: "_count", extra: None, value: acc });
+                if self.desc.buckets.first().is_some_and(|b| *b >= 0.0) {
+                    out.push(Sample { suffix: "_sum", extra: None, value: at(n) });
+                }
+                out
+            }
+        }
+    }
+
+    /// Whether this kind has a `_created` sample.
+    pub fn has_created(&self) -> bool {
+        matches!(self.desc.kind, Kind::Counter | Kind::Histogram | Kind::Summary)
+    }
+}
+
+/// Gzip `data` at a level that favours speed (scrapes are frequent and mostly repetitive).
+pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc =
+        flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
+    enc.write_all(data)?;
+    enc.finish()
+}

@@ -1,0 +1,72 @@
+//! OpenMetrics 1.0 text, laid out exactly as prometheus_client's OpenMetrics `generate_latest`.
+
+use super::{escape_help, FamilyRender, FamilySnapshot, Options, Sample};
+
+/// Content type of this format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Append the families to `out`, without the closing `# EOF` (see [`finish`]).
+pub fn encode(out: &mut String, families: &[FamilySnapshot], opts: Options) {
+    for fam in families {
+        let desc = &fam.desc;
+        let render = FamilyRender::new(desc);
+        out.push_str("# HELP ");
+        out.push_str(&desc.name);
+        out.push(' ');
+        escape_help(out, &desc.help, true);
+        out.push_str("\n# TYPE ");
+        out.push_str(&desc.name);
+        out.push(' ');
+        out.push_str(desc.kind.openmetrics_name());
+        out.push('\n');
+        if !desc.unit.is_empty() {
+            out.push_str("# UNIT ");
+            out.push_str(&desc.name);
+            out.push(' ');
+            out.push_str(&desc.unit);
+            out.push('\n');
+        }
+        let want_created = opts.created && render.has_created();
+        for series in &fam.series {
+            let labels = render.labels(series);
+            for sample in render.samples(series) {
+                render.write_sample(out, &labels, &sample);
+            }
+            if want_created {
+                let created = Sample { suffix: "_created", extra: None, value: series.created };
+                render.write_sample(out, &labels, &created);
+            }
+        }
+    }
+}
+
+/// Close an OpenMetrics exposition.
+pub fn finish(out: &mut String) {
+    out.push_str("# EOF\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::family::{Desc, Family};
+    use crate::names::Kind;
+    use crate::store::local::LocalStore;
+    use std::sync::Arc;
+
+    #[test]
+    fn counter_has_created_inline_and_unit() {
+        let desc = Desc::new(Kind::Counter, "sent", "Sent \"x\"", vec![], "", "", "bytes").unwrap();
+        let fam = Family::new(desc, Arc::new(LocalStore));
+        fam.series(vec![]).unwrap().inc(1.0);
+        let mut out = String::new();
+        encode(&mut out, &[fam.snapshot()], Options::default());
+        finish(&mut out);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "# HELP sent_bytes Sent \\\"x\\\"");
+        assert_eq!(lines[1], "# TYPE sent_bytes counter");
+        assert_eq!(lines[2], "# UNIT sent_bytes bytes");
+        assert_eq!(lines[3], "sent_bytes_total 1.0");
+        assert!(lines[4].starts_with("sent_bytes_created 1."));
+        assert_eq!(lines[5], "# EOF");
+    }
+}

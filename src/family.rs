@@ -1,0 +1,379 @@
+//! Metric families, their label sets (series) and the operations on a series' cells.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::cell;
+use crate::encode::{FamilySnapshot, SeriesSnapshot};
+use crate::names::{self, Kind};
+use crate::store::{Cells, Store};
+
+/// How a gauge's values from several processes combine (multiprocess mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GaugeMode {
+    /// One series per process, dead ones kept.
+    All,
+    /// One series per live process.
+    LiveAll,
+    /// Sum over live processes.
+    LiveSum,
+    /// Sum over all processes, dead ones included.
+    Sum,
+    /// Maximum over all processes.
+    Max,
+    /// Minimum over all processes.
+    Min,
+    /// The most recently written value.
+    MostRecent,
+    /// Maximum over live processes.
+    LiveMax,
+    /// Minimum over live processes.
+    LiveMin,
+    /// The most recently written value of a live process.
+    LiveMostRecent,
+}
+
+impl GaugeMode {
+    /// Parse prometheus_client's mode names.
+    pub fn parse(s: &str) -> Result<GaugeMode, String> {
+        Ok(match s {
+            "all" => GaugeMode::All,
+            "liveall" => GaugeMode::LiveAll,
+            "livesum" => GaugeMode::LiveSum,
+            "sum" => GaugeMode::Sum,
+            "max" => GaugeMode::Max,
+            "min" => GaugeMode::Min,
+            "mostrecent" => GaugeMode::MostRecent,
+            "livemax" => GaugeMode::LiveMax,
+            "livemin" => GaugeMode::LiveMin,
+            "livemostrecent" => GaugeMode::LiveMostRecent,
+            other => return Err(format!("Invalid multiprocess mode: {other}")),
+        })
+    }
+}
+
+/// Everything fixed about a family: name, help, kind, label names, buckets or states.
+#[derive(Debug)]
+pub struct Desc {
+    /// Family name (a counter's without `_total`).
+    pub name: String,
+    /// Help text.
+    pub help: String,
+    /// Metric kind.
+    pub kind: Kind,
+    /// Unit, or empty.
+    pub unit: String,
+    /// Declared label names, in declaration order.
+    pub labelnames: Vec<String>,
+    /// Histogram upper bounds, the last one `+Inf`.
+    pub buckets: Vec<f64>,
+    /// Enum states.
+    pub states: Vec<String>,
+    /// How gauges merge across processes.
+    pub gauge_mode: GaugeMode,
+}
+
+impl Desc {
+    /// Validate and build a description.
+    pub fn new(
+        kind: Kind,
+        name: &str,
+        help: &str,
+        labelnames: Vec<String>,
+        namespace: &str,
+        subsystem: &str,
+        unit: &str,
+    ) -> Result<Desc, String> {
+        let full = names::full_name(kind, name, namespace, subsystem, unit)?;
+        names::validate_labelnames(kind, &labelnames)?;
+        Ok(Desc {
+            name: full,
+            help: help.to_owned(),
+            kind,
+            unit: unit.to_owned(),
+            labelnames,
+            buckets: Vec::new(),
+            states: Vec::new(),
+            gauge_mode: GaugeMode::All,
+        })
+    }
+
+    /// Set histogram buckets: sorted, `+Inf` appended when missing, at least two.
+    pub fn with_buckets(mut self, mut buckets: Vec<f64>) -> Result<Desc, String> {
+        if buckets.windows(2).any(|w| !(w[0] <= w[1])) || buckets.iter().any(|b| b.is_nan()) {
+            return Err("Buckets not in sorted order".into());
+        }
+        if buckets.last().is_some_and(|b| *b != f64::INFINITY) {
+            buckets.push(f64::INFINITY);
+        }
+        if buckets.len() < 2 {
+            return Err("Must have at least two buckets".into());
+        }
+        self.buckets = buckets;
+        Ok(self)
+    }
+
+    /// Set enum states.
+    pub fn with_states(mut self, states: Vec<String>) -> Result<Desc, String> {
+        if self.labelnames.contains(&self.name) {
+            return Err(format!("Overlapping labels for Enum metric: {}", self.name));
+        }
+        if states.is_empty() {
+            return Err(format!("No states provided for Enum metric: {}", self.name));
+        }
+        self.states = states;
+        Ok(self)
+    }
+
+    /// Number of f64 cells one series of this family uses.
+    pub fn cell_count(&self) -> usize {
+        match self.kind {
+            Kind::Counter | Kind::Gauge | Kind::Enum => 1,
+            // One per bucket (not cumulative) plus the sum.
+            Kind::Histogram => self.buckets.len() + 1,
+            // Count and sum.
+            Kind::Summary => 2,
+            Kind::Info => 0,
+        }
+    }
+
+    /// Sample names this family produces, for clash detection in a registry.
+    pub fn sample_names(&self) -> Vec<String> {
+        let mut out = vec![self.name.clone()];
+        out.extend(self.kind.suffixes().iter().map(|s| format!("{}{s}", self.name)));
+        out
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// One label set of a family and its cells.
+pub struct Series {
+    /// Label values, aligned with the family's label names.
+    pub labels: Vec<String>,
+    /// The values.
+    pub cells: Cells,
+    created: AtomicU64,
+    seq: u64,
+    info: Mutex<Vec<(String, String)>>,
+}
+
+impl Series {
+    /// Add `amount` to the first cell (counter, gauge).
+    #[inline]
+    pub fn inc(&self, amount: f64) {
+        cell::add(&self.cells.get()[0], amount);
+    }
+
+    /// Set the first cell (gauge, enum state index).
+    #[inline]
+    pub fn set(&self, value: f64) {
+        cell::set(&self.cells.get()[0], value);
+    }
+
+    /// Read the first cell.
+    #[inline]
+    pub fn get(&self) -> f64 {
+        cell::get(&self.cells.get()[0])
+    }
+
+    /// Record one histogram observation against `buckets`.
+    #[inline]
+    pub fn observe_histogram(&self, buckets: &[f64], value: f64) {
+        let cells = self.cells.get();
+        cell::add(&cells[buckets.len()], value);
+        // A NaN lands in no bucket, as in prometheus_client.
+        if !value.is_nan() {
+            let idx = buckets.partition_point(|b| *b < value);
+            if let Some(c) = cells.get(idx) {
+                cell::add(c, 1.0);
+            }
+        }
+    }
+
+    /// Record one summary observation.
+    #[inline]
+    pub fn observe_summary(&self, value: f64) {
+        let cells = self.cells.get();
+        cell::add(&cells[0], 1.0);
+        cell::add(&cells[1], value);
+    }
+
+    /// Zero every cell and restart the creation time (counter `reset()`).
+    pub fn reset(&self) {
+        for c in self.cells.get() {
+            cell::set(c, 0.0);
+        }
+        self.created.store(now().to_bits(), Ordering::Relaxed);
+    }
+
+    /// Creation time, seconds since the epoch.
+    pub fn created(&self) -> f64 {
+        f64::from_bits(self.created.load(Ordering::Relaxed))
+    }
+
+    /// Replace the key-value pairs of an info series.
+    pub fn set_info(&self, pairs: Vec<(String, String)>) {
+        if let Ok(mut guard) = self.info.lock() {
+            *guard = pairs;
+        }
+    }
+
+    /// The key-value pairs of an info series.
+    pub fn info(&self) -> Vec<(String, String)> {
+        self.info.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Current values of all cells.
+    pub fn values(&self) -> Vec<f64> {
+        self.cells.get().iter().map(cell::get).collect()
+    }
+
+    /// Insertion order within the family.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// A metric family: a description plus its series, keyed by label values.
+pub struct Family {
+    /// The fixed description.
+    pub desc: Arc<Desc>,
+    store: Arc<dyn Store>,
+    series: RwLock<HashMap<Vec<String>, Arc<Series>>>,
+    next_seq: AtomicU64,
+}
+
+impl Family {
+    /// Create a family writing to `store`; a family without labels gets its one series now.
+    pub fn new(desc: Desc, store: Arc<dyn Store>) -> Arc<Family> {
+        let fam = Arc::new(Family {
+            desc: Arc::new(desc),
+            store,
+            series: RwLock::new(HashMap::new()),
+            next_seq: AtomicU64::new(0),
+        });
+        if fam.desc.labelnames.is_empty() {
+            // Cannot fail: zero label values for zero label names.
+            let _ = fam.series(Vec::new());
+        }
+        fam
+    }
+
+    /// The store this family writes to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Return the series for `labels`, creating it on first use.
+    pub fn series(&self, labels: Vec<String>) -> Result<Arc<Series>, String> {
+        if labels.len() != self.desc.labelnames.len() {
+            return Err("Incorrect label count".into());
+        }
+        if let Ok(map) = self.series.read() {
+            if let Some(s) = map.get(&labels) {
+                return Ok(Arc::clone(s));
+            }
+        }
+        let mut map = self.series.write().map_err(|_| "metric lock poisoned".to_string())?;
+        if let Some(s) = map.get(&labels) {
+            return Ok(Arc::clone(s));
+        }
+        let cells = self.store.alloc(&self.desc, &labels);
+        let series = Arc::new(Series {
+            labels: labels.clone(),
+            cells,
+            created: AtomicU64::new(now().to_bits()),
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            info: Mutex::new(Vec::new()),
+        });
+        map.insert(labels, Arc::clone(&series));
+        Ok(series)
+    }
+
+    /// Forget the series for `labels`; return whether it existed.
+    pub fn remove(&self, labels: &[String]) -> bool {
+        self.series.write().map(|mut m| m.remove(labels).is_some()).unwrap_or(false)
+    }
+
+    /// Forget every series.
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.series.write() {
+            m.clear();
+        }
+    }
+
+    /// All series, in creation order.
+    pub fn all_series(&self) -> Vec<Arc<Series>> {
+        let mut out: Vec<Arc<Series>> =
+            self.series.read().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        out.sort_by_key(|s| s.seq);
+        out
+    }
+
+    /// Read this process's values of every series.
+    pub fn snapshot(&self) -> FamilySnapshot {
+        let series = self
+            .all_series()
+            .into_iter()
+            .map(|s| SeriesSnapshot {
+                labels: s.labels.clone(),
+                values: s.values(),
+                created: s.created(),
+                info: if self.desc.kind == Kind::Info { s.info() } else { Vec::new() },
+            })
+            .collect();
+        FamilySnapshot { desc: Arc::clone(&self.desc), series }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::local::LocalStore;
+
+    fn hist() -> Arc<Family> {
+        let desc = Desc::new(Kind::Histogram, "h", "help", vec![], "", "", "")
+            .unwrap()
+            .with_buckets(vec![1.0, 2.0])
+            .unwrap();
+        Family::new(desc, Arc::new(LocalStore))
+    }
+
+    #[test]
+    fn histogram_observations_land_in_the_right_bucket() {
+        let fam = hist();
+        let s = fam.series(vec![]).unwrap();
+        for v in [0.5, 1.0, 1.5, 3.0, f64::NAN] {
+            s.observe_histogram(&fam.desc.buckets, v);
+        }
+        let v = s.values();
+        assert_eq!(&v[..3], &[2.0, 1.0, 1.0]);
+        assert!(v[3].is_nan());
+    }
+
+    #[test]
+    fn buckets_are_validated() {
+        let d = || Desc::new(Kind::Histogram, "h", "", vec![], "", "", "").unwrap();
+        assert!(d().with_buckets(vec![2.0, 1.0]).is_err());
+        assert!(d().with_buckets(vec![f64::INFINITY]).is_err());
+        assert_eq!(d().with_buckets(vec![1.0]).unwrap().buckets, vec![1.0, f64::INFINITY]);
+    }
+
+    #[test]
+    fn series_are_shared_and_removable() {
+        let desc = Desc::new(Kind::Counter, "c", "", vec!["a".into()], "", "", "").unwrap();
+        let fam = Family::new(desc, Arc::new(LocalStore));
+        assert!(fam.series(vec![]).is_err());
+        let a = fam.series(vec!["x".into()]).unwrap();
+        a.inc(2.0);
+        assert_eq!(fam.series(vec!["x".into()]).unwrap().get(), 2.0);
+        assert!(fam.remove(&["x".into()]));
+        assert_eq!(fam.series(vec!["x".into()]).unwrap().get(), 0.0);
+    }
+}

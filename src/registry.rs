@@ -1,0 +1,110 @@
+//! A registry: the set of families one exposition shows, with clash detection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::encode::FamilySnapshot;
+use crate::family::Family;
+
+#[derive(Default)]
+struct Inner {
+    families: Vec<Arc<Family>>,
+    /// Sample name -> owner (a family name, or a foreign collector's key).
+    names: HashMap<String, String>,
+}
+
+/// The families one exposition shows.
+#[derive(Default)]
+pub struct Registry {
+    inner: RwLock<Inner>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Claim `names` for `owner`, failing if any is taken.
+    pub fn reserve(&self, owner: &str, names: &[String]) -> Result<(), String> {
+        let mut inner = self.inner.write().map_err(|_| "registry lock poisoned".to_string())?;
+        let mut dup: Vec<&String> = names.iter().filter(|n| inner.names.contains_key(*n)).collect();
+        if !dup.is_empty() {
+            dup.sort();
+            dup.dedup();
+            let list: Vec<String> = dup.iter().map(|n| format!("'{n}'")).collect();
+            return Err(format!("Duplicated timeseries in CollectorRegistry: {{{}}}", list.join(", ")));
+        }
+        for n in names {
+            inner.names.insert(n.clone(), owner.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Release every name held by `owner`.
+    pub fn release(&self, owner: &str) {
+        if let Ok(mut inner) = self.inner.write() {
+            inner.names.retain(|_, o| o != owner);
+        }
+    }
+
+    /// Add a family, failing if any of its sample names is taken.
+    pub fn register(&self, family: Arc<Family>) -> Result<(), String> {
+        self.reserve(&family.desc.name, &family.desc.sample_names())?;
+        let mut inner = self.inner.write().map_err(|_| "registry lock poisoned".to_string())?;
+        inner.families.push(family);
+        Ok(())
+    }
+
+    /// Remove the family named `name`; return whether it was there.
+    pub fn unregister(&self, name: &str) -> bool {
+        let Ok(mut inner) = self.inner.write() else { return false };
+        let before = inner.families.len();
+        inner.families.retain(|f| f.desc.name != name);
+        let found = inner.families.len() != before;
+        if found {
+            inner.names.retain(|_, o| o != name);
+        }
+        found
+    }
+
+    /// The registered families, in registration order.
+    pub fn families(&self) -> Vec<Arc<Family>> {
+        self.inner.read().map(|i| i.families.clone()).unwrap_or_default()
+    }
+
+    /// Collect every family through its store.
+    pub fn collect(&self) -> Vec<FamilySnapshot> {
+        let families = self.families();
+        let Some(first) = families.first() else { return Vec::new() };
+        let store = Arc::clone(first.store());
+        if families.iter().all(|f| Arc::ptr_eq(f.store(), &store)) {
+            return store.collect(&families);
+        }
+        // Families created before and after a store switch: ask each family's own store.
+        families.iter().flat_map(|f| f.store().collect(std::slice::from_ref(f))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::family::Desc;
+    use crate::names::Kind;
+    use crate::store::local::LocalStore;
+
+    #[test]
+    fn clashing_names_are_refused() {
+        let reg = Registry::new();
+        let fam = |kind, name: &str| {
+            Family::new(Desc::new(kind, name, "", vec![], "", "", "").unwrap(), Arc::new(LocalStore))
+        };
+        reg.register(fam(Kind::Counter, "x")).unwrap();
+        let err = reg.register(fam(Kind::Gauge, "x_total")).unwrap_err();
+        assert!(err.contains("'x_total'"), "{err}");
+        reg.register(fam(Kind::Gauge, "y")).unwrap();
+        assert!(reg.unregister("x"));
+        reg.register(fam(Kind::Gauge, "x_total")).unwrap();
+        assert_eq!(reg.collect().len(), 2);
+    }
+}

@@ -1,0 +1,24 @@
+//! The process-local store: cells on the heap, read directly at scrape.
+
+use std::sync::Arc;
+
+use super::{Cells, Store};
+use crate::encode::FamilySnapshot;
+use crate::family::{Desc, Family};
+
+/// Values live in this process's memory only.
+pub struct LocalStore;
+
+impl Store for LocalStore {
+    fn alloc(&self, desc: &Desc, _labels: &[String]) -> Cells {
+        Cells::heap(desc.cell_count())
+    }
+
+    fn collect(&self, families: &[Arc<Family>]) -> Vec<FamilySnapshot> {
+        families.iter().map(|f| f.snapshot()).collect()
+    }
+
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+}
