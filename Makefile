@@ -59,7 +59,7 @@ bench: build-release ## Benchmarks side by side with the anchors (release build)
 	$(BIN)/python bench/core.py
 
 demo: build ## Run the example site on http://127.0.0.1:8000.
-	@echo "demo arrives with the Django app"
+	bash scripts/demo.sh
 
 clean: ## Remove build products and .venv.
 	rm -rf target $(VENV)
