@@ -2,6 +2,7 @@
 
 pub mod float;
 pub mod openmetrics;
+pub mod raw;
 pub mod text;
 
 use std::io::Write;
@@ -216,6 +217,11 @@ impl<'a> FamilyRender<'a> {
                 out
             }
         }
+    }
+
+    /// The name of the extra label (`le`, an enum's own name), if this kind has one.
+    pub fn extra_name(&self) -> Option<&'a str> {
+        self.extra_name
     }
 
     /// Whether this kind has a `_created` sample.

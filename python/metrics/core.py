@@ -1,0 +1,174 @@
+"""The one module that imports `metrics._core`: metric classes, registries and exposition.
+
+Everything else in the package imports from here. Nothing here needs Django settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from metrics import _core
+from metrics._core import Counter, Enum, Gauge, Histogram, Info, Summary
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "OPENMETRICS_CONTENT_TYPE",
+    "REGISTRY",
+    "CollectorRegistry",
+    "Counter",
+    "Enum",
+    "Gauge",
+    "Histogram",
+    "Info",
+    "PrometheusCollector",
+    "Summary",
+    "add_collect_hook",
+    "exposition",
+    "generate_latest",
+    "generate_latest_openmetrics",
+]
+
+logger = logging.getLogger("metrics")
+
+CONTENT_TYPE_LATEST: str = _core.TEXT_CONTENT_TYPE
+OPENMETRICS_CONTENT_TYPE: str = _core.OPENMETRICS_CONTENT_TYPE
+
+_collect_hooks: list[Callable[[], None]] = []
+
+
+def _created_enabled() -> bool:
+    # Same switch, same spelling as prometheus_client, so one setting governs both.
+    value = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False")
+    return value.lower() not in ("true", "1", "t")
+
+
+def add_collect_hook(hook: Callable[[], None]) -> None:
+    """Call `hook()` before every collection, to refresh values read at scrape time.
+
+    A hook that raises is logged and skipped; it never fails a scrape.
+    """
+    if hook not in _collect_hooks:
+        _collect_hooks.append(hook)
+
+
+def _run_collect_hooks() -> None:
+    for hook in list(_collect_hooks):
+        try:
+            hook()
+        except Exception:
+            logger.exception("metrics collect hook %r failed", hook)
+    for gauge, func in list(_core.gauge_functions()):
+        try:
+            gauge.set(func())
+        except Exception:
+            logger.exception("Gauge.set_function callback %r failed", func)
+
+
+def _foreign_families(collectors: Iterable[Any]) -> list[tuple[Any, ...]]:
+    """Collect foreign collectors into the plain tuples the core encodes."""
+    out: list[tuple[Any, ...]] = []
+    for collector in collectors:
+        try:
+            families = list(collector.collect())
+        except Exception:
+            logger.exception("collector %r failed; its metrics are left out of this scrape", collector)
+            continue
+        for fam in families:
+            samples = [
+                (
+                    s.name,
+                    {str(k): str(v) for k, v in s.labels.items()},
+                    float(s.value),
+                    None if s.timestamp is None else float(s.timestamp),
+                )
+                for s in fam.samples
+            ]
+            out.append((fam.name, fam.type, fam.documentation, getattr(fam, "unit", "") or "", samples))
+    return out
+
+
+def _to_prometheus(tuples: Iterable[tuple[Any, ...]]) -> list[Any]:
+    """Turn the core's snapshot tuples into prometheus_client `Metric` objects."""
+    from prometheus_client.metrics_core import Metric
+
+    out = []
+    for name, typ, help_text, unit, samples in tuples:
+        metric = Metric(name, help_text, typ, unit)
+        for sample_name, labels, value in samples:
+            metric.add_sample(sample_name, labels, value)
+        out.append(metric)
+    return out
+
+
+class CollectorRegistry(_core.CollectorRegistry):
+    """A set of metrics to expose, with prometheus_client's registry API.
+
+    Our own metrics are collected and encoded in Rust; objects with a `collect()` method
+    (prometheus_client custom collectors) can be registered too and appear in the same output.
+    """
+
+    def collect(self) -> list[Any]:
+        """Return every metric as prometheus_client `Metric` objects (for prometheus_client tools)."""
+        _run_collect_hooks()
+        metrics = _to_prometheus(self._snapshot(_created_enabled()))
+        for collector in self._foreign_collectors():
+            metrics.extend(collector.collect())
+        return metrics
+
+    def get_sample_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """Return the value of the sample `name` with exactly `labels`, or None."""
+        labels = labels or {}
+        for metric in self.collect():
+            for sample in metric.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return None
+
+    def encode(self, *, openmetrics: bool = False, gzip: bool = False, extra: Iterable[Any] = ()) -> bytes:
+        """Return the exposition of this registry plus the collectors in `extra`."""
+        _run_collect_hooks()
+        foreign = _foreign_families([*self._foreign_collectors(), *extra])
+        return self._encode(openmetrics, _created_enabled(), foreign, gzip)
+
+
+REGISTRY = CollectorRegistry()
+_core.set_default_registry(REGISTRY)
+
+
+def generate_latest(registry: CollectorRegistry = REGISTRY) -> bytes:
+    """Return `registry` in the Prometheus text format 0.0.4."""
+    return registry.encode()
+
+
+def generate_latest_openmetrics(registry: CollectorRegistry = REGISTRY) -> bytes:
+    """Return `registry` in the OpenMetrics 1.0 text format."""
+    return registry.encode(openmetrics=True)
+
+
+def exposition(*, openmetrics: bool = False, gzip: bool = False, include_foreign: bool = True) -> bytes:
+    """Return what `/metrics/` serves: the default registry plus prometheus_client's."""
+    extra: list[Any] = []
+    if include_foreign:
+        import prometheus_client
+
+        extra.append(prometheus_client.REGISTRY)
+    return REGISTRY.encode(openmetrics=openmetrics, gzip=gzip, extra=extra)
+
+
+class PrometheusCollector:
+    """Adapter handing one of our registries to prometheus_client tools.
+
+    `prometheus_client.REGISTRY.register(PrometheusCollector())` exposes our metrics through
+    prometheus_client's own endpoints, `push_to_gateway` and friends.
+    """
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+
+    def collect(self) -> list[Any]:
+        """Return the registry's metrics as prometheus_client `Metric` objects."""
+        _run_collect_hooks()
+        return _to_prometheus(self.registry._snapshot(_created_enabled()))

@@ -1,0 +1,158 @@
+//! Families given as plain samples (metrics from other collectors, such as prometheus_client's
+//! registry), written with the same rules prometheus_client's own encoders apply to them.
+
+use super::{escape_help, escape_label_value, float::write_go_float};
+
+/// One sample of a foreign family.
+#[derive(Clone, Debug)]
+pub struct RawSample {
+    /// Full sample name.
+    pub name: String,
+    /// Label pairs, in any order (written sorted by name).
+    pub labels: Vec<(String, String)>,
+    /// Value.
+    pub value: f64,
+    /// Timestamp in seconds, if the collector set one.
+    pub timestamp: Option<f64>,
+}
+
+/// A foreign family.
+#[derive(Clone, Debug)]
+pub struct RawFamily {
+    /// Family name.
+    pub name: String,
+    /// OpenMetrics type name (`counter`, `gauge`, `histogram`, `unknown`, ...).
+    pub kind: String,
+    /// Help text.
+    pub help: String,
+    /// Unit, or empty.
+    pub unit: String,
+    /// Samples.
+    pub samples: Vec<RawSample>,
+}
+
+fn write_line(out: &mut String, s: &RawSample, openmetrics: bool) {
+    out.push_str(&s.name);
+    if !s.labels.is_empty() {
+        let mut pairs: Vec<&(String, String)> = s.labels.iter().collect();
+        pairs.sort();
+        out.push('{');
+        for (i, (k, v)) in pairs.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_label_value(out, v);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    write_go_float(out, s.value);
+    if let Some(ts) = s.timestamp {
+        out.push(' ');
+        if openmetrics {
+            super::float::write_py_repr(out, ts);
+        } else {
+            out.push_str(&format!("{}", (ts * 1000.0) as i64));
+        }
+    }
+    out.push('\n');
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str, quote: bool) {
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push(' ');
+    escape_help(out, help, quote);
+    out.push_str("\n# TYPE ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(kind);
+    out.push('\n');
+}
+
+/// Append `families` in Prometheus text 0.0.4.
+pub fn encode_text(out: &mut String, families: &[RawFamily]) {
+    for fam in families {
+        let (name, kind) = match fam.kind.as_str() {
+            "counter" => (format!("{}_total", fam.name), "counter"),
+            "info" => (format!("{}_info", fam.name), "gauge"),
+            "stateset" => (fam.name.clone(), "gauge"),
+            "gaugehistogram" => (fam.name.clone(), "histogram"),
+            "unknown" => (fam.name.clone(), "untyped"),
+            other => (fam.name.clone(), other),
+        };
+        header(out, &name, &fam.help, kind, false);
+        // OpenMetrics-only samples go into gauge families of their own, sorted by suffix.
+        let mut moved: Vec<(&str, String)> = Vec::new();
+        for s in &fam.samples {
+            let suffix = ["_created", "_gcount", "_gsum"].into_iter().find(|suf| {
+                s.name.len() == fam.name.len() + suf.len()
+                    && s.name.starts_with(&fam.name)
+                    && s.name.ends_with(suf)
+            });
+            match suffix {
+                Some(suf) => {
+                    let mut line = String::new();
+                    write_line(&mut line, s, false);
+                    match moved.iter_mut().find(|(k, _)| *k == suf) {
+                        Some((_, lines)) => lines.push_str(&line),
+                        None => moved.push((suf, line)),
+                    }
+                }
+                None => write_line(out, s, false),
+            }
+        }
+        moved.sort_by(|a, b| a.0.cmp(b.0));
+        for (suf, lines) in moved {
+            header(out, &format!("{}{suf}", fam.name), &fam.help, "gauge", false);
+            out.push_str(&lines);
+        }
+    }
+}
+
+/// Append `families` in OpenMetrics 1.0 (without `# EOF`).
+pub fn encode_openmetrics(out: &mut String, families: &[RawFamily]) {
+    for fam in families {
+        header(out, &fam.name, &fam.help, &fam.kind, true);
+        if !fam.unit.is_empty() {
+            out.push_str(&format!("# UNIT {} {}\n", fam.name, fam.unit));
+        }
+        for s in &fam.samples {
+            write_line(out, s, true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_moves_to_its_own_gauge_in_text() {
+        let fam = RawFamily {
+            name: "c".into(),
+            kind: "counter".into(),
+            help: "h".into(),
+            unit: String::new(),
+            samples: vec![
+                RawSample {
+                    name: "c_total".into(),
+                    labels: vec![("b".into(), "1".into()), ("a".into(), "2".into())],
+                    value: 1.0,
+                    timestamp: None,
+                },
+                RawSample { name: "c_created".into(), labels: vec![], value: 5.0, timestamp: Some(1.5) },
+            ],
+        };
+        let mut out = String::new();
+        encode_text(&mut out, &[fam]);
+        assert_eq!(
+            out,
+            "# HELP c_total h\n# TYPE c_total counter\nc_total{a=\"2\",b=\"1\"} 1.0\n\
+             # HELP c_created h\n# TYPE c_created gauge\nc_created 5.0 1500\n"
+        );
+    }
+}

@@ -1,0 +1,633 @@
+//! The metric classes: `Counter`, `Gauge`, `Histogram`, `Summary`, `Info`, `Enum`.
+//!
+//! A parent metric with label names holds a dict from label-value tuples to child objects, so
+//! `labels(...)` is one dict lookup on the hot path; each child holds its series and writes to
+//! its cells with one atomic operation.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
+
+use super::context::{PyExceptionCounter, PyInProgress, PyTimer, Target};
+use super::registry::{snapshots_to_py, RegistryArg};
+use crate::family::{now, Desc, Family, GaugeMode, Series};
+use crate::names::{self, Kind};
+use crate::store;
+
+/// prometheus_client's default histogram buckets.
+const DEFAULT_BUCKETS: [f64; 15] =
+    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, f64::INFINITY];
+
+/// Gauges whose value a Python function supplies at collection time.
+static GAUGE_FUNCTIONS: PyOnceLock<Py<PyList>> = PyOnceLock::new();
+
+/// The state shared by every metric class.
+pub(crate) struct Metric {
+    family: Arc<Family>,
+    series: Option<Arc<Series>>,
+    children: Option<Py<PyDict>>,
+    labelvalues: Vec<String>,
+}
+
+fn type_name(kind: Kind) -> &'static str {
+    kind.openmetrics_name()
+}
+
+fn labelnames_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    let Some(obj) = obj else { return Ok(Vec::new()) };
+    if obj.is_none() {
+        return Ok(Vec::new());
+    }
+    if obj.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err("labelnames must be a sequence of strings, not a string"));
+    }
+    obj.try_iter()?.map(|item| item?.extract::<String>()).collect()
+}
+
+fn to_float(obj: &Bound<'_, PyAny>) -> PyResult<f64> {
+    match obj.extract::<f64>() {
+        Ok(v) => Ok(v),
+        Err(_) => obj.py().get_type::<PyFloat>().call1((obj,))?.extract(),
+    }
+}
+
+impl Metric {
+    fn create(py: Python<'_>, desc: Desc, registry: RegistryArg) -> PyResult<Metric> {
+        let family = Family::new(desc, store::current());
+        registry.register(py, &family)?;
+        let labelled = !family.desc.labelnames.is_empty();
+        let series = if labelled { None } else { family.series(Vec::new()).ok() };
+        let children = if labelled { Some(PyDict::new(py).unbind()) } else { None };
+        Ok(Metric { family, series, children, labelvalues: Vec::new() })
+    }
+
+    #[inline]
+    fn series(&self) -> PyResult<&Arc<Series>> {
+        self.series.as_ref().ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "{} metric is missing label values",
+                type_name(self.family.desc.kind)
+            ))
+        })
+    }
+
+    fn target(&self) -> PyResult<Target> {
+        Ok(Target { family: Arc::clone(&self.family), series: Arc::clone(self.series()?) })
+    }
+
+    fn describe_self(&self) -> String {
+        format!("{}:{}", type_name(self.family.desc.kind), self.family.desc.name)
+    }
+
+    fn children<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyDict>> {
+        match &self.children {
+            Some(c) => Ok(c.bind(py)),
+            None if !self.labelvalues.is_empty() => Err(PyValueError::new_err(format!(
+                "{} already has labels set ({}); can not chain calls to .labels()",
+                self.describe_self(),
+                self.family
+                    .desc
+                    .labelnames
+                    .iter()
+                    .zip(&self.labelvalues)
+                    .map(|(k, v)| format!("'{k}': '{v}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            None => Err(PyValueError::new_err(format!(
+                "No label names were set when constructing {}",
+                self.describe_self()
+            ))),
+        }
+    }
+
+    /// The lookup key for `labels(*args, **kwargs)`: the args tuple, or kwargs in label order.
+    fn key<'py>(
+        &self,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let Some(kw) = kwargs.filter(|k| !k.is_empty()) else { return Ok(args.clone()) };
+        if !args.is_empty() {
+            return Err(PyValueError::new_err("Can't pass both *args and **kwargs"));
+        }
+        let names = &self.family.desc.labelnames;
+        if kw.len() != names.len() {
+            return Err(PyValueError::new_err("Incorrect label names"));
+        }
+        let mut values = Vec::with_capacity(names.len());
+        for n in names {
+            match kw.get_item(n)? {
+                Some(v) => values.push(v),
+                None => return Err(PyValueError::new_err("Incorrect label names")),
+            }
+        }
+        PyTuple::new(args.py(), values)
+    }
+
+    /// Label values as strings, checked against the label names.
+    fn canonical<'py>(&self, key: &Bound<'py, PyTuple>) -> PyResult<(Bound<'py, PyTuple>, Vec<String>)> {
+        if key.len() != self.family.desc.labelnames.len() {
+            return Err(PyValueError::new_err("Incorrect label count"));
+        }
+        let mut values = Vec::with_capacity(key.len());
+        for item in key.iter() {
+            values.push(item.str()?.to_cow()?.into_owned());
+        }
+        Ok((PyTuple::new(key.py(), &values)?, values))
+    }
+
+    /// Return the child for `key` if cached, else the label values of a child to create.
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Result<Bound<'py, PyAny>, (Bound<'py, PyTuple>, Metric)>> {
+        let children = self.children(py)?;
+        let key = self.key(args, kwargs)?;
+        if let Some(child) = children.get_item(&key)? {
+            return Ok(Ok(child));
+        }
+        // Only tuples of str are stored, so `labels(1)` and `labels(True)` never share a child.
+        let (canon, values) = self.canonical(&key)?;
+        if let Some(child) = children.get_item(&canon)? {
+            return Ok(Ok(child));
+        }
+        let series = self.family.series(values.clone()).map_err(PyValueError::new_err)?;
+        let child = Metric {
+            family: Arc::clone(&self.family),
+            series: Some(series),
+            children: None,
+            labelvalues: values,
+        };
+        Ok(Err((canon, child)))
+    }
+
+    fn store_child(&self, py: Python<'_>, key: Bound<'_, PyTuple>, child: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.children(py)?.set_item(key, child)
+    }
+
+    fn remove(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let children = self.children(py)?;
+        let (canon, values) = self.canonical(args)?;
+        self.family.remove(&values);
+        if children.contains(&canon)? {
+            children.del_item(&canon)?;
+        }
+        Ok(())
+    }
+
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(c) = &self.children {
+            c.bind(py).clear();
+            self.family.clear();
+        }
+        Ok(())
+    }
+
+    fn collect<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let snaps = self.family.store().collect(std::slice::from_ref(&self.family));
+        let tuples = snapshots_to_py(py, &snaps, true)?;
+        py.import("metrics.core")?.getattr("_to_prometheus")?.call1((tuples,))
+    }
+}
+
+/// Find the family behind any of our metric objects.
+pub(crate) fn family_of(obj: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Family>>> {
+    macro_rules! try_class {
+        ($($ty:ty),*) => {
+            $(if let Ok(m) = obj.cast::<$ty>() {
+                let m = &m.get().m;
+                if !m.labelvalues.is_empty() {
+                    return Err(PyValueError::new_err("register the parent metric, not a child from labels()"));
+                }
+                return Ok(Some(Arc::clone(&m.family)));
+            })*
+        };
+    }
+    try_class!(PyCounter, PyGauge, PyHistogram, PySummary, PyInfo, PyEnum);
+    Ok(None)
+}
+
+macro_rules! metric_class {
+    ($ty:ident, $pyname:literal, { $($extra:tt)* }) => {
+        #[doc = concat!("The `", $pyname, "` metric class.")]
+        #[pyclass(name = $pyname, module = "metrics._core", frozen)]
+        pub struct $ty {
+            pub(crate) m: Metric,
+        }
+
+        #[pymethods]
+        impl $ty {
+            $($extra)*
+
+            /// Return the child for the given label values (by position or by name).
+            #[pyo3(signature = (*args, **kwargs))]
+            fn labels<'py>(
+                &self,
+                py: Python<'py>,
+                args: &Bound<'py, PyTuple>,
+                kwargs: Option<&Bound<'py, PyDict>>,
+            ) -> PyResult<Bound<'py, PyAny>> {
+                match self.m.lookup(py, args, kwargs)? {
+                    Ok(child) => Ok(child),
+                    Err((key, m)) => {
+                        let child = Bound::new(py, $ty { m })?.into_any();
+                        self.m.store_child(py, key, &child)?;
+                        Ok(child)
+                    }
+                }
+            }
+
+            /// Forget the child with these label values.
+            #[pyo3(signature = (*labelvalues))]
+            fn remove(&self, py: Python<'_>, labelvalues: &Bound<'_, PyTuple>) -> PyResult<()> {
+                self.m.remove(py, labelvalues)
+            }
+
+            /// Forget every child.
+            fn clear(&self, py: Python<'_>) -> PyResult<()> {
+                self.m.clear(py)
+            }
+
+            /// This metric as prometheus_client `Metric` objects.
+            fn collect<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+                self.m.collect(py)
+            }
+
+            /// The family name.
+            #[getter]
+            fn _name(&self) -> &str {
+                &self.m.family.desc.name
+            }
+
+            /// The help text.
+            #[getter]
+            fn _documentation(&self) -> &str {
+                &self.m.family.desc.help
+            }
+
+            /// The declared label names.
+            #[getter]
+            fn _labelnames<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+                PyTuple::new(py, &self.m.family.desc.labelnames)
+            }
+
+            /// The label values of a child (empty on a parent).
+            #[getter]
+            fn _labelvalues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+                PyTuple::new(py, &self.m.labelvalues)
+            }
+
+            /// The OpenMetrics type name.
+            #[getter]
+            fn _type(&self) -> &'static str {
+                type_name(self.m.family.desc.kind)
+            }
+
+            fn __repr__(&self) -> String {
+                format!("metrics._core.{}({})", $pyname, self.m.family.desc.name)
+            }
+
+            fn __str__(&self) -> String {
+                self.m.describe_self()
+            }
+        }
+    };
+}
+
+metric_class!(PyCounter, "Counter", {
+    #[new]
+    #[pyo3(signature = (name, documentation, labelnames=None, namespace="", subsystem="", unit="",
+                        registry=RegistryArg::Default))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        documentation: &str,
+        labelnames: Option<&Bound<'_, PyAny>>,
+        namespace: &str,
+        subsystem: &str,
+        unit: &str,
+        registry: RegistryArg,
+    ) -> PyResult<Self> {
+        let desc = Desc::new(
+            Kind::Counter,
+            name,
+            documentation,
+            labelnames_from(labelnames)?,
+            namespace,
+            subsystem,
+            unit,
+        )
+        .map_err(PyValueError::new_err)?;
+        Ok(PyCounter { m: Metric::create(py, desc, registry)? })
+    }
+
+    /// Increment by `amount` (non-negative).
+    #[pyo3(signature = (amount=1.0))]
+    fn inc(&self, amount: f64) -> PyResult<()> {
+        if amount < 0.0 {
+            return Err(PyValueError::new_err("Counters can only be incremented by non-negative amounts."));
+        }
+        self.m.series()?.inc(amount);
+        Ok(())
+    }
+
+    /// Reset to zero and restart the creation time.
+    fn reset(&self) -> PyResult<()> {
+        self.m.series()?.reset();
+        Ok(())
+    }
+
+    /// Count exceptions of type `exception` raised in a block or function.
+    #[pyo3(signature = (exception=None))]
+    fn count_exceptions(&self, py: Python<'_>, exception: Option<Py<PyAny>>) -> PyResult<PyExceptionCounter> {
+        let exception = match exception {
+            Some(e) => e,
+            None => py.get_type::<pyo3::exceptions::PyException>().into_any().unbind(),
+        };
+        Ok(PyExceptionCounter::new(self.m.target()?, exception))
+    }
+
+    /// The current value (for tests and tools).
+    fn _get(&self) -> PyResult<f64> {
+        Ok(self.m.series()?.get())
+    }
+});
+
+metric_class!(PyGauge, "Gauge", {
+    #[new]
+    #[pyo3(signature = (name, documentation, labelnames=None, namespace="", subsystem="", unit="",
+                        registry=RegistryArg::Default, multiprocess_mode="all"))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        documentation: &str,
+        labelnames: Option<&Bound<'_, PyAny>>,
+        namespace: &str,
+        subsystem: &str,
+        unit: &str,
+        registry: RegistryArg,
+        multiprocess_mode: &str,
+    ) -> PyResult<Self> {
+        let mut desc = Desc::new(
+            Kind::Gauge,
+            name,
+            documentation,
+            labelnames_from(labelnames)?,
+            namespace,
+            subsystem,
+            unit,
+        )
+        .map_err(PyValueError::new_err)?;
+        desc.gauge_mode = GaugeMode::parse(multiprocess_mode).map_err(PyValueError::new_err)?;
+        Ok(PyGauge { m: Metric::create(py, desc, registry)? })
+    }
+
+    /// Increment by `amount`.
+    #[pyo3(signature = (amount=1.0))]
+    fn inc(&self, amount: f64) -> PyResult<()> {
+        self.m.series()?.inc(amount);
+        Ok(())
+    }
+
+    /// Decrement by `amount`.
+    #[pyo3(signature = (amount=1.0))]
+    fn dec(&self, amount: f64) -> PyResult<()> {
+        self.m.series()?.inc(-amount);
+        Ok(())
+    }
+
+    /// Set to `value`.
+    fn set(&self, value: f64) -> PyResult<()> {
+        self.m.series()?.set(value);
+        Ok(())
+    }
+
+    /// Set to the current Unix time in seconds.
+    fn set_to_current_time(&self) -> PyResult<()> {
+        self.m.series()?.set(now());
+        Ok(())
+    }
+
+    /// Track a block or function as in progress.
+    fn track_inprogress(&self) -> PyResult<PyInProgress> {
+        Ok(PyInProgress::new(self.m.target()?))
+    }
+
+    /// Time a block or function, setting the gauge to its duration in seconds.
+    fn time(&self) -> PyResult<PyTimer> {
+        Ok(PyTimer::new(self.m.target()?))
+    }
+
+    /// Take the value from `f()` at every collection.
+    fn set_function(slf: &Bound<'_, Self>, f: Py<PyAny>) -> PyResult<()> {
+        slf.get().m.series()?;
+        let py = slf.py();
+        let list = GAUGE_FUNCTIONS.get_or_init(py, || PyList::empty(py).unbind());
+        list.bind(py).append((slf, f))
+    }
+
+    /// The current value (for tests and tools).
+    fn _get(&self) -> PyResult<f64> {
+        Ok(self.m.series()?.get())
+    }
+});
+
+/// The gauges that take their value from a function, as `(gauge, function)` pairs.
+#[pyfunction]
+pub fn gauge_functions(py: Python<'_>) -> Bound<'_, PyList> {
+    GAUGE_FUNCTIONS.get_or_init(py, || PyList::empty(py).unbind()).bind(py).clone()
+}
+
+metric_class!(PyHistogram, "Histogram", {
+    #[new]
+    #[pyo3(signature = (name, documentation, labelnames=None, namespace="", subsystem="", unit="",
+                        registry=RegistryArg::Default, buckets=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        documentation: &str,
+        labelnames: Option<&Bound<'_, PyAny>>,
+        namespace: &str,
+        subsystem: &str,
+        unit: &str,
+        registry: RegistryArg,
+        buckets: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let bounds = match buckets {
+            None => DEFAULT_BUCKETS.to_vec(),
+            Some(b) => b.try_iter()?.map(|item| to_float(&item?)).collect::<PyResult<Vec<f64>>>()?,
+        };
+        let desc = Desc::new(
+            Kind::Histogram,
+            name,
+            documentation,
+            labelnames_from(labelnames)?,
+            namespace,
+            subsystem,
+            unit,
+        )
+        .and_then(|d| d.with_buckets(bounds))
+        .map_err(PyValueError::new_err)?;
+        Ok(PyHistogram { m: Metric::create(py, desc, registry)? })
+    }
+
+    /// Record one observation.
+    fn observe(&self, amount: f64) -> PyResult<()> {
+        self.m.series()?.observe_histogram(&self.m.family.desc.buckets, amount);
+        Ok(())
+    }
+
+    /// Time a block or function, observing its duration in seconds.
+    fn time(&self) -> PyResult<PyTimer> {
+        Ok(PyTimer::new(self.m.target()?))
+    }
+
+    /// The bucket upper bounds.
+    #[getter]
+    fn _upper_bounds(&self) -> Vec<f64> {
+        self.m.family.desc.buckets.clone()
+    }
+});
+
+metric_class!(PySummary, "Summary", {
+    #[new]
+    #[pyo3(signature = (name, documentation, labelnames=None, namespace="", subsystem="", unit="",
+                        registry=RegistryArg::Default))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        documentation: &str,
+        labelnames: Option<&Bound<'_, PyAny>>,
+        namespace: &str,
+        subsystem: &str,
+        unit: &str,
+        registry: RegistryArg,
+    ) -> PyResult<Self> {
+        let desc = Desc::new(
+            Kind::Summary,
+            name,
+            documentation,
+            labelnames_from(labelnames)?,
+            namespace,
+            subsystem,
+            unit,
+        )
+        .map_err(PyValueError::new_err)?;
+        Ok(PySummary { m: Metric::create(py, desc, registry)? })
+    }
+
+    /// Record one observation.
+    fn observe(&self, amount: f64) -> PyResult<()> {
+        self.m.series()?.observe_summary(amount);
+        Ok(())
+    }
+
+    /// Time a block or function, observing its duration in seconds.
+    fn time(&self) -> PyResult<PyTimer> {
+        Ok(PyTimer::new(self.m.target()?))
+    }
+});
+
+metric_class!(PyInfo, "Info", {
+    #[new]
+    #[pyo3(signature = (name, documentation, labelnames=None, namespace="", subsystem="", unit="",
+                        registry=RegistryArg::Default))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        documentation: &str,
+        labelnames: Option<&Bound<'_, PyAny>>,
+        namespace: &str,
+        subsystem: &str,
+        unit: &str,
+        registry: RegistryArg,
+    ) -> PyResult<Self> {
+        let desc = Desc::new(
+            Kind::Info,
+            name,
+            documentation,
+            labelnames_from(labelnames)?,
+            namespace,
+            subsystem,
+            unit,
+        )
+        .map_err(PyValueError::new_err)?;
+        Ok(PyInfo { m: Metric::create(py, desc, registry)? })
+    }
+
+    /// Set the key-value pairs.
+    fn info(&self, val: &Bound<'_, PyDict>) -> PyResult<()> {
+        let series = self.m.series()?;
+        let mut pairs = Vec::with_capacity(val.len());
+        for (k, v) in val.iter() {
+            let k: String = k.extract()?;
+            if self.m.family.desc.labelnames.contains(&k) {
+                return Err(PyValueError::new_err(format!(
+                    "Overlapping labels for Info metric, metric: {:?} child: {k:?}",
+                    self.m.family.desc.labelnames
+                )));
+            }
+            if !names::is_valid_label_name(&k) || k.starts_with("__") {
+                return Err(PyValueError::new_err(format!("Invalid label metric name: {k}")));
+            }
+            if v.is_none() {
+                return Err(PyValueError::new_err("Label value cannot be None"));
+            }
+            pairs.push((k, v.str()?.to_cow()?.into_owned()));
+        }
+        series.set_info(pairs);
+        Ok(())
+    }
+});
+
+metric_class!(PyEnum, "Enum", {
+    #[new]
+    #[pyo3(signature = (name, documentation, labelnames=None, namespace="", subsystem="", unit="",
+                        registry=RegistryArg::Default, states=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        documentation: &str,
+        labelnames: Option<&Bound<'_, PyAny>>,
+        namespace: &str,
+        subsystem: &str,
+        unit: &str,
+        registry: RegistryArg,
+        states: Option<Vec<String>>,
+    ) -> PyResult<Self> {
+        let desc = Desc::new(
+            Kind::Enum,
+            name,
+            documentation,
+            labelnames_from(labelnames)?,
+            namespace,
+            subsystem,
+            unit,
+        )
+        .and_then(|d| d.with_states(states.unwrap_or_default()))
+        .map_err(PyValueError::new_err)?;
+        Ok(PyEnum { m: Metric::create(py, desc, registry)? })
+    }
+
+    /// Set the current state.
+    fn state(&self, state: &str) -> PyResult<()> {
+        let series = self.m.series()?;
+        let idx = self.m.family.desc.states.iter().position(|s| s == state).ok_or_else(|| {
+            PyValueError::new_err(format!("{state:?} is not a state of {}", self.m.family.desc.name))
+        })?;
+        series.set(idx as f64);
+        Ok(())
+    }
+});

@@ -1,0 +1,252 @@
+//! `CollectorRegistry`: our families plus foreign Python collectors, and the exposition entry points.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use super::metric::family_of;
+use crate::encode::raw::{RawFamily, RawSample};
+use crate::encode::{self, FamilyRender, FamilySnapshot, Options};
+use crate::registry::Registry;
+
+static DEFAULT: PyOnceLock<Py<PyRegistry>> = PyOnceLock::new();
+
+/// Make `registry` the one metrics register in when no `registry=` is given.
+#[pyfunction]
+pub fn set_default_registry(py: Python<'_>, registry: Py<PyRegistry>) -> PyResult<()> {
+    DEFAULT.set(py, registry).map_err(|_| PyValueError::new_err("the default registry is already set"))
+}
+
+/// The default registry (created on first use if Python has not set one).
+pub(crate) fn default_registry(py: Python<'_>) -> PyResult<&Py<PyRegistry>> {
+    DEFAULT.get_or_try_init(py, || Py::new(py, PyRegistry::empty()))
+}
+
+/// Where a new metric registers: the default registry, none, or the one given.
+pub(crate) enum RegistryArg {
+    Default,
+    Nothing,
+    Given(Py<PyAny>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for RegistryArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_none() {
+            Ok(RegistryArg::Nothing)
+        } else {
+            Ok(RegistryArg::Given(obj.to_owned().unbind()))
+        }
+    }
+}
+
+impl RegistryArg {
+    /// Register `family` where this argument says.
+    pub(crate) fn register(self, py: Python<'_>, family: &Arc<crate::family::Family>) -> PyResult<()> {
+        let registry = match self {
+            RegistryArg::Nothing => return Ok(()),
+            RegistryArg::Default => default_registry(py)?.clone_ref(py).into_bound(py),
+            RegistryArg::Given(obj) => obj.into_bound(py).cast_into::<PyRegistry>().map_err(|_| {
+                PyTypeError::new_err(
+                    "registry must be a metrics.CollectorRegistry or None; to show these metrics in \
+                     prometheus_client's registry, register metrics.core.PrometheusCollector there",
+                )
+            })?,
+        };
+        registry.get().inner.register(Arc::clone(family)).map_err(PyValueError::new_err)
+    }
+}
+
+/// The set of metrics one exposition shows.
+#[pyclass(name = "CollectorRegistry", module = "metrics._core", subclass, frozen)]
+pub struct PyRegistry {
+    pub(crate) inner: Arc<Registry>,
+    foreign: Mutex<Vec<Py<PyAny>>>,
+}
+
+impl PyRegistry {
+    fn empty() -> PyRegistry {
+        PyRegistry { inner: Arc::new(Registry::new()), foreign: Mutex::new(Vec::new()) }
+    }
+}
+
+type PySample = (String, HashMap<String, String>, f64, Option<f64>);
+type PyFamily = (String, String, String, String, Vec<PySample>);
+
+fn owner_key(obj: &Bound<'_, PyAny>) -> String {
+    format!("collector@{:x}", obj.as_ptr() as usize)
+}
+
+fn foreign_names(collector: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let Ok(describe) = collector.getattr("describe") else { return Ok(Vec::new()) };
+    let mut names = Vec::new();
+    for metric in describe.call0()?.try_iter()? {
+        let metric = metric?;
+        let name: String = metric.getattr("name")?.extract()?;
+        let kind: String = metric.getattr("type")?.extract()?;
+        let suffixes: &[&str] = match kind.as_str() {
+            "counter" => &["_total", "_created"],
+            "summary" => &["_sum", "_count", "_created"],
+            "histogram" => &["_bucket", "_sum", "_count", "_created"],
+            "gaugehistogram" => &["_bucket", "_gsum", "_gcount"],
+            "info" => &["_info"],
+            _ => &[],
+        };
+        names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+        names.push(name);
+    }
+    Ok(names)
+}
+
+fn raw_families(foreign: Vec<PyFamily>) -> Vec<RawFamily> {
+    foreign
+        .into_iter()
+        .map(|(name, kind, help, unit, samples)| RawFamily {
+            name,
+            kind,
+            help,
+            unit,
+            samples: samples
+                .into_iter()
+                .map(|(name, labels, value, timestamp)| RawSample {
+                    name,
+                    labels: labels.into_iter().collect(),
+                    value,
+                    timestamp,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Render snapshots as `(name, type, help, unit, [(sample name, labels, value)])` tuples.
+pub(crate) fn snapshots_to_py<'py>(
+    py: Python<'py>,
+    snaps: &[FamilySnapshot],
+    created: bool,
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for fam in snaps {
+        let desc = &fam.desc;
+        let render = FamilyRender::new(desc);
+        let samples = PyList::empty(py);
+        for series in &fam.series {
+            let base = PyDict::new(py);
+            for (k, v) in desc.labelnames.iter().zip(&series.labels) {
+                base.set_item(k, v)?;
+            }
+            for (k, v) in &series.info {
+                base.set_item(k, v)?;
+            }
+            for s in render.samples(series) {
+                let labels = base.copy()?;
+                if let (Some(k), Some(v)) = (render.extra_name(), s.extra) {
+                    labels.set_item(k, v)?;
+                }
+                samples.append((format!("{}{}", desc.name, s.suffix), labels, s.value))?;
+            }
+            if created && render.has_created() {
+                samples.append((format!("{}_created", desc.name), base, series.created))?;
+            }
+        }
+        let kind = desc.kind.openmetrics_name();
+        out.append((desc.name.as_str(), kind, desc.help.as_str(), desc.unit.as_str(), samples))?;
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl PyRegistry {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyRegistry {
+        PyRegistry::empty()
+    }
+
+    /// Add a metric of ours, or any object with `collect()` (and optionally `describe()`).
+    fn register(&self, collector: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Some(family) = family_of(collector)? {
+            return self.inner.register(family).map_err(PyValueError::new_err);
+        }
+        if !collector.hasattr("collect")? {
+            return Err(PyTypeError::new_err("a collector needs a collect() method"));
+        }
+        let names = foreign_names(collector)?;
+        self.inner.reserve(&owner_key(collector), &names).map_err(PyValueError::new_err)?;
+        if let Ok(mut list) = self.foreign.lock() {
+            list.push(collector.clone().unbind());
+        }
+        Ok(())
+    }
+
+    /// Remove a metric or collector.
+    fn unregister(&self, collector: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Some(family) = family_of(collector)? {
+            self.inner.unregister(&family.desc.name);
+            return Ok(());
+        }
+        self.inner.release(&owner_key(collector));
+        if let Ok(mut list) = self.foreign.lock() {
+            list.retain(|c| !c.is(collector));
+        }
+        Ok(())
+    }
+
+    /// The foreign collectors registered here.
+    fn _foreign_collectors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items: Vec<Py<PyAny>> =
+            self.foreign.lock().map(|l| l.iter().map(|c| c.clone_ref(py)).collect()).unwrap_or_default();
+        PyList::new(py, items)
+    }
+
+    /// Names of our families, in registration order.
+    fn _family_names(&self) -> Vec<String> {
+        self.inner.families().iter().map(|f| f.desc.name.clone()).collect()
+    }
+
+    /// Our families as plain tuples (see `metrics.core` for the prometheus_client adapter).
+    #[pyo3(signature = (created=true))]
+    fn _snapshot<'py>(&self, py: Python<'py>, created: bool) -> PyResult<Bound<'py, PyList>> {
+        let inner = Arc::clone(&self.inner);
+        let snaps = py.detach(move || inner.collect());
+        snapshots_to_py(py, &snaps, created)
+    }
+
+    /// Encode our families plus `foreign` ones (already collected by Python) as bytes.
+    #[pyo3(signature = (openmetrics=false, created=true, foreign=Vec::new(), gzip=false))]
+    fn _encode<'py>(
+        &self,
+        py: Python<'py>,
+        openmetrics: bool,
+        created: bool,
+        foreign: Vec<PyFamily>,
+        gzip: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let inner = Arc::clone(&self.inner);
+        let raw = raw_families(foreign);
+        let out = py.detach(move || -> std::io::Result<Vec<u8>> {
+            let snaps = inner.collect();
+            let mut text = String::with_capacity(snaps.len() * 256);
+            let opts = Options { created };
+            if openmetrics {
+                encode::openmetrics::encode(&mut text, &snaps, opts);
+                encode::raw::encode_openmetrics(&mut text, &raw);
+                encode::openmetrics::finish(&mut text);
+            } else {
+                encode::text::encode(&mut text, &snaps, opts);
+                encode::raw::encode_text(&mut text, &raw);
+            }
+            if gzip {
+                encode::gzip(text.as_bytes())
+            } else {
+                Ok(text.into_bytes())
+            }
+        })?;
+        Ok(PyBytes::new(py, &out))
+    }
+}
