@@ -1,0 +1,205 @@
+"""Type stubs for the Rust core `metrics._core`: this file is its API documentation."""
+
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_M = TypeVar("_M")
+
+TEXT_CONTENT_TYPE: str
+OPENMETRICS_CONTENT_TYPE: str
+
+_GaugeMode = Literal[
+    "all", "liveall", "livesum", "sum", "max", "min", "mostrecent", "livemax", "livemin", "livemostrecent"
+]
+
+class Timer:
+    """Times a block (context manager) or every call of a function (decorator)."""
+
+    def __enter__(self) -> Timer: ...
+    def __exit__(self, *args: object) -> bool: ...
+    def __call__(self, func: _F) -> _F: ...
+    def _fresh(self) -> Timer: ...
+
+class InProgressTracker:
+    """Counts a block or function as in progress on a gauge."""
+
+    def __enter__(self) -> InProgressTracker: ...
+    def __exit__(self, *args: object) -> bool: ...
+    def __call__(self, func: _F) -> _F: ...
+    def _fresh(self) -> InProgressTracker: ...
+
+class ExceptionCounter:
+    """Counts exceptions of a given type raised in a block or function."""
+
+    def __enter__(self) -> ExceptionCounter: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> bool: ...
+    def __call__(self, func: _F) -> _F: ...
+    def _fresh(self) -> ExceptionCounter: ...
+
+class _Metric:
+    """Methods every metric class has (prometheus_client's API)."""
+
+    def labels(self: _M, *labelvalues: object, **labelkwargs: object) -> _M:
+        """Return the child for these label values; raise ValueError on a wrong count or names."""
+    def remove(self, *labelvalues: object) -> None:
+        """Forget the child with these label values."""
+    def clear(self) -> None:
+        """Forget every child."""
+    def collect(self) -> list[Any]:
+        """Return this metric as prometheus_client `Metric` objects."""
+    @property
+    def _name(self) -> str: ...
+    @property
+    def _documentation(self) -> str: ...
+    @property
+    def _labelnames(self) -> tuple[str, ...]: ...
+    @property
+    def _labelvalues(self) -> tuple[str, ...]: ...
+    @property
+    def _type(self) -> str: ...
+
+class Counter(_Metric):
+    """A monotonic counter, exposed as `<name>_total`."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] | None = None,
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        registry: CollectorRegistry | None = ...,
+    ) -> None: ...
+    def inc(self, amount: float = 1.0) -> None:
+        """Increment by a non-negative amount."""
+    def reset(self) -> None:
+        """Reset to zero and restart the creation time."""
+    def count_exceptions(
+        self, exception: type[BaseException] | tuple[type[BaseException], ...] | None = None
+    ) -> ExceptionCounter: ...
+    def _get(self) -> float: ...
+
+class Gauge(_Metric):
+    """A value that goes up and down."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] | None = None,
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        registry: CollectorRegistry | None = ...,
+        multiprocess_mode: _GaugeMode = "all",
+    ) -> None: ...
+    def inc(self, amount: float = 1.0) -> None: ...
+    def dec(self, amount: float = 1.0) -> None: ...
+    def set(self, value: float) -> None: ...
+    def set_to_current_time(self) -> None: ...
+    def track_inprogress(self) -> InProgressTracker: ...
+    def time(self) -> Timer: ...
+    def set_function(self, f: Callable[[], float]) -> None:
+        """Take the value from `f()` at every collection."""
+    def _get(self) -> float: ...
+
+class Histogram(_Metric):
+    """Observations counted in cumulative buckets, with their sum."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] | None = None,
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        registry: CollectorRegistry | None = ...,
+        buckets: Sequence[float | str] | None = None,
+    ) -> None: ...
+    def observe(self, amount: float) -> None: ...
+    def time(self) -> Timer: ...
+    @property
+    def _upper_bounds(self) -> list[float]: ...
+
+class Summary(_Metric):
+    """Count and sum of observations."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] | None = None,
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        registry: CollectorRegistry | None = ...,
+    ) -> None: ...
+    def observe(self, amount: float) -> None: ...
+    def time(self) -> Timer: ...
+
+class Info(_Metric):
+    """Constant key-value pairs, exposed as `<name>_info`."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] | None = None,
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        registry: CollectorRegistry | None = ...,
+    ) -> None: ...
+    def info(self, val: dict[str, str]) -> None: ...
+
+class Enum(_Metric):
+    """One active state out of a fixed set."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] | None = None,
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        registry: CollectorRegistry | None = ...,
+        states: Sequence[str] | None = None,
+    ) -> None: ...
+    def state(self, state: str) -> None: ...
+
+class CollectorRegistry:
+    """Families plus foreign collectors; `metrics.core.CollectorRegistry` adds the Python API."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
+    def register(self, collector: object) -> None:
+        """Add a metric of ours or any object with `collect()`; ValueError on a name clash."""
+    def unregister(self, collector: object) -> None: ...
+    def _foreign_collectors(self) -> list[Any]: ...
+    def _family_names(self) -> list[str]: ...
+    def _snapshot(
+        self, created: bool = True
+    ) -> list[tuple[str, str, str, str, list[tuple[str, dict[str, str], float]]]]: ...
+    def _encode(
+        self,
+        openmetrics: bool = False,
+        created: bool = True,
+        foreign: list[tuple[str, str, str, str, list[tuple[str, dict[str, str], float, float | None]]]] = ...,
+        gzip: bool = False,
+    ) -> bytes: ...
+
+def set_default_registry(registry: CollectorRegistry) -> None:
+    """Make `registry` the one new metrics register in by default (once)."""
+
+def gauge_functions() -> list[tuple[Gauge, Callable[[], float]]]: ...
+def gzip(data: bytes) -> bytes: ...
+def float_to_go_string(value: float) -> str: ...
