@@ -1,0 +1,1 @@
+"""Users of the example site: a custom user model, login and logout."""

@@ -1,0 +1,1 @@
+"""The example site: settings, URLs and the WSGI/ASGI entry points."""

@@ -1,0 +1,1 @@
+"""Settings components, included in order by `server/settings/__init__.py`."""

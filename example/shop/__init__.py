@@ -1,0 +1,1 @@
+"""The example shop: a few views of every kind the middleware must handle."""

@@ -1,0 +1,32 @@
+"""Wiring at start-up: system checks and the instrumentation hooks. Nothing slow, no threads."""
+
+from __future__ import annotations
+
+import importlib
+
+from django.apps import AppConfig
+
+
+class MetricsConfig(AppConfig):
+    """The `metrics` Django app."""
+
+    name = "metrics"
+    label = "metrics"
+    verbose_name = "Metrics"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Register the system checks and install the DB, cache and user hooks."""
+        from metrics import checks  # noqa: F401 (registers the checks on import)
+
+        try:
+            instrument = importlib.import_module("metrics.instrument")
+        except ImportError as exc:
+            # Only the module's absence is tolerated; an import error inside it must surface.
+            if exc.name != "metrics.instrument":
+                raise
+            return
+        if getattr(instrument, "__file__", None) is None:
+            # A namespace package (a directory without __init__.py yet): nothing to install.
+            return
+        instrument.install()

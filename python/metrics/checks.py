@@ -1,0 +1,117 @@
+"""System checks: every bad setting is reported by `manage.py check` (and `migrate`, `runserver`).
+
+Each error names the setting, the bad value and where it came from (Django settings or the
+environment), so a typo is caught at deploy time rather than at scrape time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from metrics.conf import SETTINGS
+
+# One id per setting, stable across releases (documented in docs/configuration.md).
+SETTING_ERROR_IDS = {
+    "METRICS_ENABLED": "metrics.E001",
+    "METRICS_ALLOWED_IPS": "metrics.E002",
+    "METRICS_AUTH_TOKEN": "metrics.E003",
+    "PROMETHEUS_MULTIPROC_DIR": "metrics.E004",
+    "METRICS_STORE_IN_DB": "metrics.E005",
+    "METRICS_RETENTION_DAYS": "metrics.E006",
+    "METRICS_TRUSTED_PROXIES": "metrics.E007",
+    "METRICS_EXCLUDE_PATHS": "metrics.E008",
+    "METRICS_HEALTH_TIMEOUT": "metrics.E009",
+    "METRICS_HEALTH_MIN_FREE_MB": "metrics.E010",
+}
+
+_HINTS = {
+    "METRICS_ENABLED": "Use True or False (in the environment: 1/0, true/false, yes/no, on/off).",
+    "METRICS_ALLOWED_IPS": "Use comma-separated IPv4/IPv6 addresses or CIDR networks, e.g. "
+    "'127.0.0.1,10.0.0.0/8,::1'.",
+    "METRICS_AUTH_TOKEN": "Use a string (an empty string disables token access).",
+    "PROMETHEUS_MULTIPROC_DIR": "Create the directory, writable by the server's user, before start-up.",
+    "METRICS_STORE_IN_DB": "Use True or False.",
+    "METRICS_RETENTION_DAYS": "Use a whole number of days, 0 or more.",
+    "METRICS_TRUSTED_PROXIES": "Use comma-separated addresses or CIDR networks of your reverse proxies.",
+    "METRICS_EXCLUDE_PATHS": "Use URL path prefixes starting with '/', e.g. '/metrics/,/static/'.",
+    "METRICS_HEALTH_TIMEOUT": "Use seconds, e.g. 0.8 (Kubernetes probes time out after 1 s by default).",
+    "METRICS_HEALTH_MIN_FREE_MB": "Use a number of megabytes, 0 or more.",
+}
+
+MIDDLEWARE_PATH = "metrics.middleware.MetricsMiddleware"
+
+
+def _describe(name: str, source: str) -> str:
+    return name if source == "settings" else f"{name} (environment variable)"
+
+
+@register(Tags.compatibility, Tags.security)
+def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """Report every setting whose value cannot be parsed."""
+    errors: list[CheckMessage] = []
+    for name, setting in SETTINGS.items():
+        value, source, error = setting.validate()
+        if error is not None:
+            errors.append(
+                Error(
+                    f"{_describe(name, source)} = {value!r} is invalid: {error}",
+                    hint=_HINTS[name],
+                    id=SETTING_ERROR_IDS[name],
+                )
+            )
+    errors.extend(_check_multiproc_dir())
+    return errors
+
+
+def _check_multiproc_dir() -> list[CheckMessage]:
+    setting = SETTINGS["PROMETHEUS_MULTIPROC_DIR"]
+    value, source, error = setting.validate()
+    if error is not None or value is None:
+        return []
+    path = setting.parse(value)
+    if path is None:
+        return []
+    problem = None
+    if not os.path.isdir(path):
+        problem = "does not exist or is not a directory"
+    elif not os.access(path, os.W_OK | os.X_OK):
+        problem = "is not writable by this process"
+    if problem is None:
+        return []
+    return [
+        Error(
+            f"{_describe(setting.name, source)} = {value!r} {problem}",
+            hint=_HINTS[setting.name],
+            id=SETTING_ERROR_IDS[setting.name],
+        )
+    ]
+
+
+@register(Tags.compatibility)
+def check_middleware(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """Warn when the middleware is missing, or placed where it misses other middleware's time."""
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if MIDDLEWARE_PATH not in middleware:
+        return [
+            Warning(
+                f"{MIDDLEWARE_PATH} is not in MIDDLEWARE: no HTTP request metrics are recorded.",
+                hint=f"Add '{MIDDLEWARE_PATH}' as the first entry of MIDDLEWARE.",
+                id="metrics.W001",
+            )
+        ]
+    if middleware.index(MIDDLEWARE_PATH) != 0:
+        return [
+            Warning(
+                f"{MIDDLEWARE_PATH} is not the first entry of MIDDLEWARE: the time spent in the "
+                "middleware above it, and the responses they return themselves, are not measured.",
+                hint=f"Move '{MIDDLEWARE_PATH}' to the top of MIDDLEWARE.",
+                id="metrics.W002",
+            )
+        ]
+    return []

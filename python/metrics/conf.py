@@ -1,0 +1,346 @@
+"""Every setting of the app, read lazily: Django settings first, then the environment, then defaults.
+
+`app_settings` is the one object the rest of the package reads. Each value is parsed once and kept
+until a setting changes (Django's `setting_changed` signal, sent by `override_settings`) or
+`app_settings.clear_cache()` is called (after changing the environment).
+
+Bad values never raise here: the system checks in `metrics.checks` report them (with the same
+parsers, in strict mode) and at run time the safe reading applies: a bad address is skipped (so
+access stays closed), a bad boolean or number falls back to the default. A scrape must never turn
+into a 500 because of a typo in a setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Any, Generic, TypeVar
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+logger = logging.getLogger("metrics")
+
+T = TypeVar("T")
+Network = IPv4Network | IPv6Network
+
+_MISSING: Any = object()
+_TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
+_FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
+
+
+class SettingError(ValueError):
+    """A setting holds a value that cannot be used."""
+
+
+def parse_bool(value: object) -> bool:
+    """Return the boolean meant by `value` (a bool, 0/1, or a string such as `True`, `off`, `1`)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise SettingError(f"{value!r} is not a boolean (use True/False, 1/0, yes/no, on/off)")
+
+
+def _items(value: object) -> list[str]:
+    """Split a comma-separated string, or take a list/tuple of strings, dropping empty entries."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        raw: Iterable[object] = value.split(",")
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        raw = value
+    else:
+        raise SettingError(f"{value!r} is neither a comma-separated string nor a list of strings")
+    items = []
+    for item in raw:
+        if not isinstance(item, str):
+            raise SettingError(f"{item!r} is not a string")
+        item = item.strip()
+        if item:
+            items.append(item)
+    return items
+
+
+def parse_network(item: str) -> Network:
+    """Return the network for an IPv4/IPv6 address or CIDR network (`10.0.0.0/8`, `::1`)."""
+    try:
+        # strict=False: `10.1.2.3/8` means the /8 around it, as every firewall reads it.
+        return ip_network(item, strict=False)
+    except ValueError:
+        raise SettingError(f"{item!r} is not an IP address or CIDR network") from None
+
+
+def parse_networks(value: object) -> tuple[Network, ...]:
+    """Return the networks of a comma-separated string or list of addresses and CIDR networks."""
+    return tuple(parse_network(item) for item in _items(value))
+
+
+def _parse_networks_leniently(value: object) -> tuple[Network, ...]:
+    """Return the valid networks of `value`, skipping bad entries (the checks report them)."""
+    try:
+        entries = _items(value)
+    except SettingError:
+        return ()
+    networks = []
+    for item in entries:
+        try:
+            networks.append(parse_network(item))
+        except SettingError:
+            continue
+    return tuple(networks)
+
+
+def parse_token(value: object) -> str:
+    """Return the token, stripped: header values arrive stripped, so edge spaces could never match."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SettingError(f"{value!r} is not a string")
+    return value.strip()
+
+
+def parse_optional_path(value: object) -> str | None:
+    """Return a directory path, or None when unset or empty."""
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise SettingError(f"{value!r} is not a path")
+    return value.strip() or None
+
+
+def parse_non_negative_int(value: object) -> int:
+    """Return a whole number >= 0 (an int or a string of digits)."""
+    if isinstance(value, bool):
+        raise SettingError(f"{value!r} is not a whole number")
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise SettingError(f"{value!r} is not a whole number") from None
+    if not isinstance(value, int):
+        raise SettingError(f"{value!r} is not a whole number")
+    if value < 0:
+        raise SettingError(f"{value!r} is negative")
+    return value
+
+
+def _parse_number(value: object) -> float:
+    if isinstance(value, bool):
+        raise SettingError(f"{value!r} is not a number")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise SettingError(f"{value!r} is not a number") from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SettingError(f"{value!r} is not a finite number")
+    return float(value)
+
+
+def parse_timeout(value: object) -> float:
+    """Return a timeout in seconds, greater than 0 and at most 60."""
+    seconds = _parse_number(value)
+    if not 0 < seconds <= 60:
+        raise SettingError(f"{value!r} is not between 0 (excluded) and 60 seconds")
+    return seconds
+
+
+def parse_non_negative_number(value: object) -> float:
+    """Return a number >= 0."""
+    number = _parse_number(value)
+    if number < 0:
+        raise SettingError(f"{value!r} is negative")
+    return number
+
+
+def parse_paths(value: object) -> tuple[str, ...]:
+    """Return URL path prefixes, each starting with `/`."""
+    paths = _items(value)
+    for path in paths:
+        if not path.startswith("/"):
+            raise SettingError(f"{path!r} does not start with '/'")
+    return tuple(paths)
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One setting: its name (also its environment variable), its parser and its default."""
+
+    name: str
+    parse: Callable[[object], T]
+    default: T
+    # How to read a bad value at run time; None: use the default.
+    lenient: Callable[[object], T] | None = None
+
+    def raw(self) -> tuple[object, str]:
+        """Return the raw value and where it came from: `settings`, `environment` or `default`."""
+        value = getattr(settings, self.name, _MISSING)
+        if value is not _MISSING:
+            return value, "settings"
+        env = os.environ.get(self.name)
+        # An empty variable (`METRICS_ENABLED=` in an env file) means "not set".
+        if env is not None and env.strip():
+            return env, "environment"
+        return _MISSING, "default"
+
+    def validate(self) -> tuple[object, str, SettingError | None]:
+        """Return the raw value, its source, and the error parsing it, if any."""
+        value, source = self.raw()
+        if value is _MISSING:
+            return None, source, None
+        try:
+            self.parse(value)
+        except SettingError as exc:
+            return value, source, exc
+        return value, source, None
+
+    def read(self) -> T:
+        """Return the parsed value, falling back safely when it is bad."""
+        value, source = self.raw()
+        if value is _MISSING:
+            return self.default
+        try:
+            return self.parse(value)
+        except SettingError as exc:
+            logger.warning("Ignoring bad %s from %s: %s (run `manage.py check`)", self.name, source, exc)
+            if self.lenient is not None:
+                return self.lenient(value)
+            return self.default
+
+
+SETTINGS: dict[str, Setting[Any]] = {
+    s.name: s
+    for s in (
+        Setting("METRICS_ENABLED", parse_bool, True),
+        Setting("METRICS_ALLOWED_IPS", parse_networks, (), lenient=_parse_networks_leniently),
+        Setting("METRICS_AUTH_TOKEN", parse_token, ""),
+        Setting("PROMETHEUS_MULTIPROC_DIR", parse_optional_path, None),
+        Setting("METRICS_STORE_IN_DB", parse_bool, False),
+        Setting("METRICS_RETENTION_DAYS", parse_non_negative_int, 7),
+        Setting("METRICS_TRUSTED_PROXIES", parse_networks, (), lenient=_parse_networks_leniently),
+        # None: the paths of this app's own endpoints (see `exclude_paths()` in the middleware).
+        Setting("METRICS_EXCLUDE_PATHS", parse_paths, None),
+        Setting("METRICS_HEALTH_TIMEOUT", parse_timeout, 0.8),
+        Setting("METRICS_HEALTH_MIN_FREE_MB", parse_non_negative_number, 32.0),
+    )
+}
+
+
+class AppSettings:
+    """Typed, lazily parsed view of the settings (`app_settings.ENABLED`...)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def _get(self, name: str) -> Any:
+        try:
+            return self._cache[name]
+        except KeyError:
+            value = self._cache[name] = SETTINGS[name].read()
+            return value
+
+    def clear_cache(self) -> None:
+        """Forget parsed values, so the next read sees current settings and environment."""
+        self._cache.clear()
+
+    @property
+    def ENABLED(self) -> bool:
+        """Collect metrics and serve `/metrics/` (`METRICS_ENABLED`, default True)."""
+        return self._get("METRICS_ENABLED")  # type: ignore[no-any-return]
+
+    @property
+    def ALLOWED_IPS(self) -> tuple[Network, ...]:
+        """Client networks allowed to read `/metrics/` (`METRICS_ALLOWED_IPS`, default none)."""
+        return self._get("METRICS_ALLOWED_IPS")  # type: ignore[no-any-return]
+
+    @property
+    def AUTH_TOKEN(self) -> str:
+        """Token accepted in `X-Metrics-Token` or `Authorization: Bearer` (default: none)."""
+        return self._get("METRICS_AUTH_TOKEN")  # type: ignore[no-any-return]
+
+    @property
+    def MULTIPROC_DIR(self) -> str | None:
+        """Directory shared by worker processes (`PROMETHEUS_MULTIPROC_DIR`, default unset)."""
+        return self._get("PROMETHEUS_MULTIPROC_DIR")  # type: ignore[no-any-return]
+
+    @property
+    def STORE_IN_DB(self) -> bool:
+        """Keep metric snapshots in the database (`METRICS_STORE_IN_DB`, default False)."""
+        return self._get("METRICS_STORE_IN_DB")  # type: ignore[no-any-return]
+
+    @property
+    def RETENTION_DAYS(self) -> int:
+        """Days of snapshots `cleanup_metrics` keeps (`METRICS_RETENTION_DAYS`, default 7)."""
+        return self._get("METRICS_RETENTION_DAYS")  # type: ignore[no-any-return]
+
+    @property
+    def TRUSTED_PROXIES(self) -> tuple[Network, ...]:
+        """Peers whose `X-Forwarded-For` is believed (`METRICS_TRUSTED_PROXIES`, default none)."""
+        return self._get("METRICS_TRUSTED_PROXIES")  # type: ignore[no-any-return]
+
+    @property
+    def EXCLUDE_PATHS(self) -> tuple[str, ...] | None:
+        """Path prefixes the middleware ignores; None means this app's endpoints."""
+        return self._get("METRICS_EXCLUDE_PATHS")  # type: ignore[no-any-return]
+
+    def excluded_paths(self) -> tuple[str, ...]:
+        """Return the path prefixes the middleware ignores.
+
+        Unset `METRICS_EXCLUDE_PATHS` means the prefix where `metrics.urls` is included (where
+        `/metrics/` and the probes live): scrapes and probes would otherwise drown the site's
+        own traffic. Paths are compared with `request.path_info` (without the script prefix).
+        """
+        try:
+            return self._cache["_excluded_paths"]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        paths = self.EXCLUDE_PATHS
+        if paths is None:
+            from django.urls import NoReverseMatch, get_script_prefix, reverse
+
+            try:
+                path = reverse("metrics:metrics")
+            except NoReverseMatch:
+                paths = ()
+            else:
+                # reverse() prepends the script prefix; path_info has none.
+                prefix = get_script_prefix()
+                if path.startswith(prefix):
+                    path = "/" + path[len(prefix) :]
+                paths = (path,)
+        self._cache["_excluded_paths"] = paths
+        return paths
+
+    @property
+    def HEALTH_TIMEOUT(self) -> float:
+        """Seconds each health check may take (`METRICS_HEALTH_TIMEOUT`, default 0.8)."""
+        return self._get("METRICS_HEALTH_TIMEOUT")  # type: ignore[no-any-return]
+
+    @property
+    def HEALTH_MIN_FREE_MB(self) -> float:
+        """Free space the multiprocess directory needs to pass `/metrics/health/` (default 32 MB)."""
+        return self._get("METRICS_HEALTH_MIN_FREE_MB")  # type: ignore[no-any-return]
+
+
+app_settings = AppSettings()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting in SETTINGS or setting == "ROOT_URLCONF":
+        app_settings.clear_cache()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="metrics.conf.setting_changed")

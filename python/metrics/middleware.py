@@ -1,0 +1,195 @@
+"""One middleware, sync and async, recording the spec's five HTTP metrics.
+
+Per request it crosses into the Rust core a constant number of times (in-progress up and down,
+one counter, three histograms), on label children looked up once and kept in dicts. Label
+values are bounded: `view` is the URL pattern's `namespace:name`, else its route, else
+`<unresolved>`; methods outside the standard set are folded into `other`.
+
+Any failure in metrics code is logged and swallowed: the request always gets its response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from time import perf_counter
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponseBase
+
+from metrics.collectors import (
+    http_request_duration_seconds,
+    http_request_size_bytes,
+    http_requests_in_progress,
+    http_requests_total,
+    http_response_size_bytes,
+)
+from metrics.conf import app_settings
+
+logger = logging.getLogger("metrics")
+
+UNRESOLVED = "<unresolved>"
+OTHER_METHOD = "other"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+# (method, view) -> (duration, request size, response size) children.
+_ViewChildren = tuple[Any, Any, Any]
+
+
+def view_label(request: HttpRequest) -> str:
+    """Return the bounded `view` label: `namespace:name`, else the route, else `<unresolved>`."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return UNRESOLVED
+    if match.url_name:
+        return match.view_name
+    return match.route or UNRESOLVED
+
+
+def _request_size(request: HttpRequest) -> int:
+    try:
+        return max(int(request.META.get("CONTENT_LENGTH") or 0), 0)
+    except ValueError:
+        return 0
+
+
+class MetricsMiddleware:
+    """Record request count, latency, sizes and in-progress gauge, under WSGI and ASGI."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            # Lets Django call this instance without wrapping it in a thread.
+            markcoroutinefunction(self)
+        self._in_progress: dict[str, Any] = {}
+        self._views: dict[tuple[str, str], _ViewChildren] = {}
+        self._totals: dict[tuple[str, str, int], Any] = {}
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        if not app_settings.ENABLED or request.path_info.startswith(app_settings.excluded_paths()):
+            return self.get_response(request)
+        start = perf_counter()
+        method, gauge = self._begin(request)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            self._finish(request, method, gauge, start, None)
+            raise
+        self._finish(request, method, gauge, start, response)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
+        if not app_settings.ENABLED or request.path_info.startswith(app_settings.excluded_paths()):
+            return await get_response(request)
+        start = perf_counter()
+        method, gauge = self._begin(request)
+        try:
+            response = await get_response(request)
+        except BaseException:
+            self._finish(request, method, gauge, start, None)
+            raise
+        self._finish(request, method, gauge, start, response)
+        return response
+
+    def _begin(self, request: HttpRequest) -> tuple[str, Any]:
+        method = request.method or OTHER_METHOD
+        if method not in METHODS:
+            method = OTHER_METHOD
+        try:
+            gauge = self._in_progress.get(method)
+            if gauge is None:
+                gauge = self._in_progress[method] = http_requests_in_progress.labels(method)
+            gauge.inc()
+        except Exception:
+            logger.exception("metrics: could not count the request in progress")
+            gauge = None
+        return method, gauge
+
+    def _finish(
+        self,
+        request: HttpRequest,
+        method: str,
+        gauge: Any,
+        start: float,
+        response: HttpResponseBase | None,
+    ) -> None:
+        duration = perf_counter() - start
+        try:
+            if gauge is not None:
+                gauge.dec()
+            view = view_label(request)
+            key = (method, view)
+            children = self._views.get(key)
+            if children is None:
+                children = self._views[key] = (
+                    http_request_duration_seconds.labels(method, view),
+                    http_request_size_bytes.labels(method, view),
+                    http_response_size_bytes.labels(method, view),
+                )
+            # No response: the exception escapes every handler above, the client sees a 500.
+            status = 500 if response is None else response.status_code
+            total_key = (method, view, status)
+            total = self._totals.get(total_key)
+            if total is None:
+                total = self._totals[total_key] = http_requests_total.labels(method, view, str(status))
+            total.inc()
+            children[0].observe(duration)
+            children[1].observe(_request_size(request))
+            if response is None:
+                children[2].observe(0)
+            elif response.streaming:
+                _count_streamed(response, children[2])
+            else:
+                children[2].observe(len(response.content))  # type: ignore[attr-defined]
+        except Exception:
+            logger.exception("metrics: could not record the request")
+
+
+def _count_streamed(response: Any, size: Any) -> None:
+    """Observe a streaming response's size without reading it ahead of the client."""
+    length = response.get("Content-Length")
+    if length is not None and length.isdigit():
+        # FileResponse knows its size; leaving its file alone keeps the server's sendfile path.
+        size.observe(int(length))
+        return
+    content = response.streaming_content
+    if response.is_async:
+        response.streaming_content = _count_async(content, size)
+    else:
+        response.streaming_content = _count_sync(content, size)
+
+
+def _count_sync(content: Iterator[bytes], size: Any) -> Iterator[bytes]:
+    sent = 0
+    try:
+        for chunk in content:
+            sent += len(chunk)
+            yield chunk
+    finally:
+        # Also when the client goes away mid-stream: what was sent is what is counted.
+        _observe_quietly(size, sent)
+
+
+async def _count_async(content: AsyncIterator[bytes], size: Any) -> AsyncIterator[bytes]:
+    sent = 0
+    try:
+        async for chunk in content:
+            sent += len(chunk)
+            yield chunk
+    finally:
+        _observe_quietly(size, sent)
+
+
+def _observe_quietly(size: Any, value: int) -> None:
+    try:
+        size.observe(value)
+    except Exception:
+        logger.exception("metrics: could not record the response size")
