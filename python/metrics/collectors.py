@@ -1,16 +1,36 @@
 """The catalogue: every metric of the spec, by name, plus the helpers that feed the business ones.
 
 Metric objects are created once, at import, in the default registry. Importing this module needs
-no Django settings.
+no Django settings (the helpers read `METRICS_MAX_LABEL_VALUES` when they first meet a value).
+
+Gauges carry the `multiprocess_mode` that makes sense once several workers share a store:
+`livesum` for per-process quantities that add up (memory, threads, open connections), `mostrecent`
+for values every process computes the same way (active users, custom gauges).
 """
 
 from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from typing import Any
 
 from metrics.core import Counter, Gauge, Histogram, Summary
 
 # Re-exported so the spec's "Extending the Module" example (`Histogram(...)` in collectors.py)
 # works as written.
-__all__ = ["Counter", "Gauge", "Histogram", "Summary"]
+__all__ = [
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "Summary",
+    "bounded_label",
+    "track_custom_metric",
+    "track_user_activity",
+]
+
+logger = logging.getLogger("metrics")
 
 # Latency buckets in seconds: fine below 100 ms where most Django views live, coarse above.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0)
@@ -81,15 +101,80 @@ cache_hits_total = Counter("django_cache_hits_total", "Cache hits, counted per k
 cache_misses_total = Counter("django_cache_misses_total", "Cache misses, counted per key.", ["cache"])
 cache_sets_total = Counter("django_cache_sets_total", "Cache set operations, counted per key.", ["cache"])
 cache_deletes_total = Counter("django_cache_deletes_total", "Cache delete operations, per key.", ["cache"])
+cache_errors_total = Counter(
+    "django_cache_errors_total",
+    "Cache operations that raised (backend unreachable, bad key...), by alias and operation.",
+    ["cache", "operation"],
+)
+
+# --- Database connection pool (Django 5.1+ PostgreSQL `OPTIONS["pool"]`, read at scrape) ---
+db_pool_size = Gauge(
+    "django_db_pool_size",
+    "Connections currently open in the pool (idle or in use).",
+    ["database"],
+    multiprocess_mode="livesum",
+)
+db_pool_max = Gauge(
+    "django_db_pool_max",
+    "Most connections the pool may open.",
+    ["database"],
+    multiprocess_mode="livesum",
+)
+db_pool_idle = Gauge(
+    "django_db_pool_idle",
+    "Idle connections in the pool, ready to be handed out.",
+    ["database"],
+    multiprocess_mode="livesum",
+)
+db_pool_waiting = Gauge(
+    "django_db_pool_waiting",
+    "Requests waiting for a connection from the pool.",
+    ["database"],
+    multiprocess_mode="livesum",
+)
+
+# --- System (read with psutil at scrape time) ---
+process_memory_bytes = Gauge(
+    "django_process_memory_bytes",
+    "Resident set size of the process in bytes.",
+    multiprocess_mode="livesum",
+)
+process_cpu_percent = Gauge(
+    "django_process_cpu_percent",
+    "CPU used by the process since the previous scrape, in percent of one core.",
+    multiprocess_mode="livesum",
+)
+process_threads_total = Gauge(
+    "django_process_threads_total",
+    "Threads of the process.",
+    multiprocess_mode="livesum",
+)
+process_open_files_total = Gauge(
+    "django_process_open_files_total",
+    "Open file descriptors of the process.",
+    multiprocess_mode="livesum",
+)
+python_gc_collections_total = Counter(
+    "django_python_gc_collections_total",
+    "Garbage collector runs by generation, since the process started.",
+    ["generation"],
+)
 
 # --- Business ---
 user_registrations_total = Counter("django_user_registrations_total", "New users saved.")
 user_logins_total = Counter("django_user_logins_total", "Successful logins by method.", ["method"])
 user_login_failures_total = Counter("django_user_login_failures_total", "Failed login attempts.")
+# Every process runs the same query at scrape, so the freshest value is the right one; `max` would
+# keep a stale peak from a worker scraped long ago.
 active_users_total = Gauge(
     "django_active_users_total",
-    "Users seen recently (see METRICS_ACTIVE_USER_WINDOW).",
-    multiprocess_mode="max",
+    "Users who logged in within the last METRICS_ACTIVE_USER_WINDOW seconds.",
+    multiprocess_mode="mostrecent",
+)
+user_activity_total = Counter(
+    "django_user_activity_total",
+    "Other user activities passed to track_user_activity(), by activity.",
+    ["activity"],
 )
 custom_metric_counter = Counter(
     "django_custom_metric_total", "Custom business events by type and action.", ["type", "action"]
@@ -102,10 +187,158 @@ custom_metric_gauge = Gauge(
 )
 
 # --- Celery ---
-celery_tasks_total = Counter("celery_tasks_total", "Celery tasks finished, by task and status.", ["task", "status"])
+celery_tasks_total = Counter(
+    "celery_tasks_total", "Celery tasks finished, by task and status.", ["task", "status"]
+)
 celery_task_duration_seconds = Histogram(
     "celery_task_duration_seconds",
     "Celery task run time in seconds.",
     ["task"],
     buckets=TASK_BUCKETS,
 )
+
+# --- The metrics module's own health ---
+labels_folded_total = Counter(
+    "django_metrics_labels_folded_total",
+    "Label values folded into `other` by track_custom_metric/track_user_activity, by metric and label.",
+    ["metric", "label"],
+)
+
+
+# --- Label values passed by users ---
+OTHER = "other"
+LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+DEFAULT_MAX_LABEL_VALUES = 100
+
+_seen_values: dict[tuple[str, str], set[str]] = {}
+_warned: set[tuple[str, str, str]] = set()
+_seen_lock = threading.Lock()
+
+
+def max_label_values() -> int:
+    """Return how many distinct values one label may take (`METRICS_MAX_LABEL_VALUES`, default 100)."""
+    raw: Any = None
+    try:
+        from django.conf import settings
+
+        if settings.configured:
+            raw = getattr(settings, "METRICS_MAX_LABEL_VALUES", None)
+    except ImportError:  # Django absent: plain Python use of the catalogue.
+        pass
+    if raw is None:
+        raw = os.environ.get("METRICS_MAX_LABEL_VALUES") or DEFAULT_MAX_LABEL_VALUES
+    try:
+        limit = int(raw)
+    except (TypeError, ValueError):
+        return DEFAULT_MAX_LABEL_VALUES
+    return limit if limit > 0 else DEFAULT_MAX_LABEL_VALUES
+
+
+def _fold(metric: str, label: str, why: str, value: object) -> str:
+    labels_folded_total.labels(metric, label).inc()
+    key = (metric, label, why)
+    if key not in _warned:
+        # Once per metric, label and reason: a flood of bad values must not flood the log too.
+        _warned.add(key)
+        logger.warning(
+            "metrics: label %s=%r of %s folded into %r (%s); further occurrences are only counted in "
+            "django_metrics_labels_folded_total",
+            label,
+            value,
+            metric,
+            OTHER,
+            why,
+        )
+    return OTHER
+
+
+def bounded_label(metric: str, label: str, value: object) -> str:
+    """Return `value` as a label value that cannot grow a metric without bound.
+
+    A value must be 1 to 64 characters of `A-Z a-z 0-9 _ . : -` and be among the first
+    `METRICS_MAX_LABEL_VALUES` distinct values seen for this metric and label in this process;
+    anything else becomes `other`, with a warning logged once and
+    `django_metrics_labels_folded_total{metric,label}` incremented.
+    """
+    text = value if isinstance(value, str) else str(value)
+    seen = _seen_values.get((metric, label))
+    if seen is not None and text in seen:
+        return text
+    if text == OTHER:
+        return text
+    if not LABEL_VALUE_RE.fullmatch(text):
+        return _fold(metric, label, "not 1-64 characters of A-Z a-z 0-9 _ . : -", value)
+    with _seen_lock:
+        seen = _seen_values.setdefault((metric, label), set())
+        if text in seen:
+            return text
+        if len(seen) >= max_label_values():
+            full = True
+        else:
+            seen.add(text)
+            full = False
+    if full:
+        return _fold(metric, label, "METRICS_MAX_LABEL_VALUES distinct values reached", value)
+    return text
+
+
+def reset_label_bounds() -> None:
+    """Forget the label values seen so far (for tests; the series already exposed stay)."""
+    with _seen_lock:
+        _seen_values.clear()
+        _warned.clear()
+
+
+def track_custom_metric(type: str, action: str, value: float = 1, gauge_value: float | None = None) -> None:
+    """Count `value` events of `type`/`action`; when `gauge_value` is given, set the `type` gauge to it.
+
+    `django_custom_metric_total{type,action}` grows by `value` (which must not be negative) and
+    `django_custom_metric_current{type}` is set to `gauge_value`. Label values are bounded as
+    `bounded_label` says.
+    """
+    type_label = bounded_label("django_custom_metric_total", "type", type)
+    action_label = bounded_label("django_custom_metric_total", "action", action)
+    custom_metric_counter.labels(type_label, action_label).inc(value)
+    if gauge_value is not None:
+        custom_metric_gauge.labels(bounded_label("django_custom_metric_current", "type", type)).set(
+            gauge_value
+        )
+
+
+_ACTIVITY_LABELS: dict[str, frozenset[str]] = {
+    "registration": frozenset(),
+    "login": frozenset({"method"}),
+    "login_failed": frozenset(),
+}
+
+
+def track_user_activity(activity: str, **labels: str) -> None:
+    """Record one user activity.
+
+    `registration` increments `django_user_registrations_total`, `login` increments
+    `django_user_logins_total{method}` (`method` defaults to `unknown`), `login_failed` increments
+    `django_user_login_failures_total`; any other activity increments
+    `django_user_activity_total{activity}` and takes no labels. A label these metrics do not have
+    raises `ValueError`; label values are bounded as `bounded_label` says.
+
+    Logins through `django.contrib.auth.login()`, failures reported by `authenticate()` and users
+    saved for the first time are already counted from Django's signals once
+    `metrics.instrument.install()` has run: call this for the ones Django does not see (token APIs,
+    external identity providers), or they are counted twice.
+    """
+    allowed = _ACTIVITY_LABELS.get(activity, frozenset())
+    unknown = set(labels) - allowed
+    if unknown:
+        raise ValueError(
+            f"track_user_activity({activity!r}) takes no label {', '.join(sorted(unknown))}"
+            + (f" (allowed: {', '.join(sorted(allowed))})" if allowed else "")
+        )
+    if activity == "registration":
+        user_registrations_total.inc()
+    elif activity == "login":
+        method = labels.get("method", "unknown")
+        user_logins_total.labels(bounded_label("django_user_logins_total", "method", method)).inc()
+    elif activity == "login_failed":
+        user_login_failures_total.inc()
+    else:
+        user_activity_total.labels(bounded_label("django_user_activity_total", "activity", activity)).inc()

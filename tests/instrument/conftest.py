@@ -1,0 +1,34 @@
+"""Fixtures of the instrumentation tests: the instrumentation installed, and metric readers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from metrics.instrument import install
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _instrumented() -> None:
+    # The app's ready() calls install() too; it is idempotent, so both orders work.
+    install()
+
+
+def read_samples(metric: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Return every sample of `metric`, keyed by sample name and sorted labels."""
+    out = {}
+    for family in metric.collect():
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    return out
+
+
+@pytest.fixture
+def sample() -> Callable[..., float]:
+    """Return `sample(metric, name, **labels)`: the sample's value, 0.0 when absent."""
+
+    def read(metric: Any, name: str, **labels: str) -> float:
+        return read_samples(metric).get((name, tuple(sorted(labels.items()))), 0.0)
+
+    return read
