@@ -44,7 +44,7 @@ def executable(name: str, package: str) -> str:
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Call `check` until it returns something other than None or False, and return that."""
+    """Call `check` until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -53,7 +53,7 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
         except (OSError, ValueError, KeyError) as exc:
             last_error = exc
         else:
-            if result is not None and result is not False:
+            if result:
                 return result
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
@@ -180,11 +180,10 @@ def start_prometheus(config: str, workdir: Path, rule_files: dict[str, str] | No
     return server
 
 
-def start_gunicorn(app: str, workdir: Path, env: dict[str, str], workers: int = 1) -> Server:
-    """Start gunicorn serving `app` (`module:callable`) from the repository root."""
+def start_gunicorn(app: str, workdir: Path, env: dict[str, str], chdir: Path, workers: int = 1) -> Server:
+    """Start gunicorn serving `app` (`module:callable`) from `chdir`, with exactly `env`."""
     port = free_port()
-    full_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "python")])}
-    server = spawn(
+    return spawn(
         "gunicorn",
         [
             sys.executable,
@@ -193,15 +192,17 @@ def start_gunicorn(app: str, workdir: Path, env: dict[str, str], workers: int = 
             app,
             f"--bind=127.0.0.1:{port}",
             f"--workers={workers}",
-            f"--chdir={ROOT}",
+            f"--chdir={chdir}",
             "--access-logfile=-",
             "--graceful-timeout=5",
+            # gunicorn 23+ listens on ~/.gunicorn/gunicorn.ctl by default: one path shared by every
+            # gunicorn of the machine, so parallel test servers would fight over it.
+            "--no-control-socket",
         ],
         workdir,
         port,
-        env=full_env,
+        env=env,
     )
-    return server
 
 
 def prom_query(prometheus: Server, expr: str, time_: float | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from metrics.management import app_setting
+from metrics.conf import app_settings
 from metrics.models import MetricSample
 
 
@@ -35,7 +35,7 @@ class Command(BaseCommand):
         """Count, then delete (or only report) the old samples."""
         days = options["days"]
         if days is None:
-            days = int(app_setting("RETENTION_DAYS", 7))
+            days = app_settings.RETENTION_DAYS
         if days < 0:
             raise CommandError(f"--days must be 0 or more, not {days}")
         batch_size = options["batch_size"]

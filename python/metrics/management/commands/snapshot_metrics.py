@@ -12,8 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from metrics.conf import app_settings
 from metrics.core import exposition
-from metrics.management import app_setting
 from metrics.models import MetricSample
 
 
@@ -39,7 +39,7 @@ class Command(BaseCommand):
         """Take the snapshot, or refuse when storage is off."""
         # Refusing (non-zero exit) rather than doing nothing: a cron job that silently stores
         # nothing is found out only when the history is needed.
-        if not app_setting("STORE_IN_DB", False):
+        if not app_settings.STORE_IN_DB:
             raise CommandError("METRICS_STORE_IN_DB is off: set it to True to store snapshots.")
         if options["batch_size"] < 1:
             raise CommandError(f"--batch-size must be at least 1, not {options['batch_size']}")
