@@ -2,13 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cell;
 use crate::encode::{FamilySnapshot, SeriesSnapshot};
 use crate::names::{self, Kind};
-use crate::store::{Cells, Store};
+use crate::store::{self, Cells};
 
 /// How a gauge's values from several processes combine (multiprocess mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +102,7 @@ impl Desc {
 
     /// Set histogram buckets: sorted, `+Inf` appended when missing, at least two.
     pub fn with_buckets(mut self, mut buckets: Vec<f64>) -> Result<Desc, String> {
-        if buckets.windows(2).any(|w| !(w[0] <= w[1])) || buckets.iter().any(|b| b.is_nan()) {
+        if buckets.iter().any(|b| b.is_nan()) || buckets.windows(2).any(|w| w[0] > w[1]) {
             return Err("Buckets not in sorted order".into());
         }
         if buckets.last().is_some_and(|b| *b != f64::INFINITY) {
@@ -127,9 +127,17 @@ impl Desc {
         Ok(self)
     }
 
+    /// Whether gauge writes must also record when they happened (for `mostrecent` merging).
+    pub fn tracks_time(&self) -> bool {
+        self.kind == Kind::Gauge
+            && matches!(self.gauge_mode, GaugeMode::MostRecent | GaugeMode::LiveMostRecent)
+    }
+
     /// Number of f64 cells one series of this family uses.
     pub fn cell_count(&self) -> usize {
         match self.kind {
+            // Value, and the time of the last write.
+            Kind::Gauge if self.tracks_time() => 2,
             Kind::Counter | Kind::Gauge | Kind::Enum => 1,
             // One per bucket (not cumulative) plus the sum.
             Kind::Histogram => self.buckets.len() + 1,
@@ -174,6 +182,14 @@ impl Series {
     #[inline]
     pub fn set(&self, value: f64) {
         cell::set(&self.cells.get()[0], value);
+    }
+
+    /// Record that the value was written now (only gauges merged as `mostrecent` have the cell).
+    #[inline]
+    pub fn touch(&self) {
+        if let Some(c) = self.cells.get().get(1) {
+            cell::set(c, now());
+        }
     }
 
     /// Read the first cell.
@@ -240,34 +256,44 @@ impl Series {
     }
 }
 
+/// Every family alive in this process, so a store switch or a fork can move their series.
+static ALL_FAMILIES: Mutex<Vec<Weak<Family>>> = Mutex::new(Vec::new());
+
+/// Every family alive in this process.
+pub fn all_families() -> Vec<Arc<Family>> {
+    match ALL_FAMILIES.lock() {
+        Ok(mut list) => {
+            list.retain(|w| w.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 /// A metric family: a description plus its series, keyed by label values.
 pub struct Family {
     /// The fixed description.
     pub desc: Arc<Desc>,
-    store: Arc<dyn Store>,
     series: RwLock<HashMap<Vec<String>, Arc<Series>>>,
     next_seq: AtomicU64,
 }
 
 impl Family {
-    /// Create a family writing to `store`; a family without labels gets its one series now.
-    pub fn new(desc: Desc, store: Arc<dyn Store>) -> Arc<Family> {
+    /// Create a family writing to the current store; a family without labels gets its one series now.
+    pub fn new(desc: Desc) -> Arc<Family> {
         let fam = Arc::new(Family {
             desc: Arc::new(desc),
-            store,
             series: RwLock::new(HashMap::new()),
             next_seq: AtomicU64::new(0),
         });
+        if let Ok(mut list) = ALL_FAMILIES.lock() {
+            list.push(Arc::downgrade(&fam));
+        }
         if fam.desc.labelnames.is_empty() {
             // Cannot fail: zero label values for zero label names.
             let _ = fam.series(Vec::new());
         }
         fam
-    }
-
-    /// The store this family writes to.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     /// Return the series for `labels`, creating it on first use.
@@ -284,11 +310,12 @@ impl Family {
         if let Some(s) = map.get(&labels) {
             return Ok(Arc::clone(s));
         }
-        let cells = self.store.alloc(&self.desc, &labels);
+        let created = now();
+        let cells = store::current().alloc(&self.desc, &labels, created);
         let series = Arc::new(Series {
             labels: labels.clone(),
             cells,
-            created: AtomicU64::new(now().to_bits()),
+            created: AtomicU64::new(created.to_bits()),
             seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
             info: Mutex::new(Vec::new()),
         });
@@ -335,14 +362,13 @@ impl Family {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::local::LocalStore;
 
     fn hist() -> Arc<Family> {
         let desc = Desc::new(Kind::Histogram, "h", "help", vec![], "", "", "")
             .unwrap()
             .with_buckets(vec![1.0, 2.0])
             .unwrap();
-        Family::new(desc, Arc::new(LocalStore))
+        Family::new(desc)
     }
 
     #[test]
@@ -368,7 +394,7 @@ mod tests {
     #[test]
     fn series_are_shared_and_removable() {
         let desc = Desc::new(Kind::Counter, "c", "", vec!["a".into()], "", "", "").unwrap();
-        let fam = Family::new(desc, Arc::new(LocalStore));
+        let fam = Family::new(desc);
         assert!(fam.series(vec![]).is_err());
         let a = fam.series(vec!["x".into()]).unwrap();
         a.inc(2.0);

@@ -73,16 +73,10 @@ impl Registry {
         self.inner.read().map(|i| i.families.clone()).unwrap_or_default()
     }
 
-    /// Collect every family through its store.
-    pub fn collect(&self) -> Vec<FamilySnapshot> {
-        let families = self.families();
-        let Some(first) = families.first() else { return Vec::new() };
-        let store = Arc::clone(first.store());
-        if families.iter().all(|f| Arc::ptr_eq(f.store(), &store)) {
-            return store.collect(&families);
-        }
-        // Families created before and after a store switch: ask each family's own store.
-        families.iter().flat_map(|f| f.store().collect(std::slice::from_ref(f))).collect()
+    /// Collect every family through the current store; with `everything`, also families that
+    /// only other processes sharing the store have created.
+    pub fn collect(&self, everything: bool) -> Vec<FamilySnapshot> {
+        crate::store::current().collect(&self.families(), everything)
     }
 }
 
@@ -91,20 +85,17 @@ mod tests {
     use super::*;
     use crate::family::Desc;
     use crate::names::Kind;
-    use crate::store::local::LocalStore;
 
     #[test]
     fn clashing_names_are_refused() {
         let reg = Registry::new();
-        let fam = |kind, name: &str| {
-            Family::new(Desc::new(kind, name, "", vec![], "", "", "").unwrap(), Arc::new(LocalStore))
-        };
+        let fam = |kind, name: &str| Family::new(Desc::new(kind, name, "", vec![], "", "", "").unwrap());
         reg.register(fam(Kind::Counter, "x")).unwrap();
         let err = reg.register(fam(Kind::Gauge, "x_total")).unwrap_err();
         assert!(err.contains("'x_total'"), "{err}");
         reg.register(fam(Kind::Gauge, "y")).unwrap();
         assert!(reg.unregister("x"));
         reg.register(fam(Kind::Gauge, "x_total")).unwrap();
-        assert_eq!(reg.collect().len(), 2);
+        assert_eq!(reg.collect(false).len(), 2);
     }
 }

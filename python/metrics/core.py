@@ -26,9 +26,12 @@ __all__ = [
     "PrometheusCollector",
     "Summary",
     "add_collect_hook",
+    "enable_multiprocess",
     "exposition",
     "generate_latest",
     "generate_latest_openmetrics",
+    "mark_process_dead",
+    "multiprocess_dir",
 ]
 
 logger = logging.getLogger("metrics")
@@ -37,6 +40,53 @@ CONTENT_TYPE_LATEST: str = _core.TEXT_CONTENT_TYPE
 OPENMETRICS_CONTENT_TYPE: str = _core.OPENMETRICS_CONTENT_TYPE
 
 _collect_hooks: list[Callable[[], None]] = []
+_multiprocess_dir: str | None = None
+# Why multiprocess mode could not start, for the system check to report.
+multiprocess_problem: str | None = None
+
+
+def enable_multiprocess(path: str | os.PathLike[str]) -> None:
+    """Keep every metric value in the shared store under `path` (multiprocess mode).
+
+    Values written so far move into the store. Raise ValueError if `path` is not a writable
+    directory. Calling it again with the same path does nothing.
+    """
+    global _multiprocess_dir, multiprocess_problem
+    path = os.fspath(path)
+    if _multiprocess_dir == path:
+        return
+    if _multiprocess_dir is not None:
+        raise ValueError(f"multiprocess mode already uses {_multiprocess_dir!r}, not {path!r}")
+    try:
+        _core.enable_multiprocess(path)
+    except ValueError as exc:
+        multiprocess_problem = str(exc)
+        raise
+    _multiprocess_dir = path
+    multiprocess_problem = None
+
+
+def multiprocess_dir() -> str | None:
+    """Return the shared store's directory, or None in single-process mode."""
+    return _multiprocess_dir
+
+
+def mark_process_dead(pid: int | None = None, path: str | None = None) -> None:
+    """Fold the values of exited processes into the store's archive now.
+
+    Call it from gunicorn's `child_exit` hook (see deploy/gunicorn.conf.py) so a scrape never
+    has to. `pid` is accepted for prometheus_client compatibility: its live gauges of that
+    process are removed too.
+    """
+    path = path or _multiprocess_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    for warning in _core.compact(path):
+        logger.warning("metrics store: %s", warning)
+    if pid is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, path)
 
 
 def _created_enabled() -> bool:
@@ -103,6 +153,14 @@ def _to_prometheus(tuples: Iterable[tuple[Any, ...]]) -> list[Any]:
     return out
 
 
+def _report_store_problems() -> None:
+    problems = _core.take_store_warnings()
+    for problem in problems:
+        logger.warning("metrics store: %s", problem)
+    if problems:
+        _store_problems.inc(len(problems))
+
+
 class CollectorRegistry(_core.CollectorRegistry):
     """A set of metrics to expose, with prometheus_client's registry API.
 
@@ -114,6 +172,7 @@ class CollectorRegistry(_core.CollectorRegistry):
         """Return every metric as prometheus_client `Metric` objects (for prometheus_client tools)."""
         _run_collect_hooks()
         metrics = _to_prometheus(self._snapshot(_created_enabled()))
+        _report_store_problems()
         for collector in self._foreign_collectors():
             metrics.extend(collector.collect())
         return metrics
@@ -131,11 +190,29 @@ class CollectorRegistry(_core.CollectorRegistry):
         """Return the exposition of this registry plus the collectors in `extra`."""
         _run_collect_hooks()
         foreign = _foreign_families([*self._foreign_collectors(), *extra])
-        return self._encode(openmetrics, _created_enabled(), foreign, gzip)
+        payload = self._encode(openmetrics, _created_enabled(), foreign, gzip)
+        _report_store_problems()
+        return payload
 
 
 REGISTRY = CollectorRegistry()
 _core.set_default_registry(REGISTRY)
+
+# A forked child (gunicorn --preload, Celery prefork, multiprocessing) must not write into its
+# parent's slot of the shared store: it claims its own before running any code.
+os.register_at_fork(after_in_child=_core.after_fork)
+
+# Read before any metric is written, as with prometheus_client.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    try:
+        enable_multiprocess(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    except ValueError as exc:
+        logger.error("PROMETHEUS_MULTIPROC_DIR unusable, metrics stay per-process: %s", exc)
+
+_store_problems = Counter(
+    "django_metrics_store_problems_total",
+    "Problems met by the multiprocess store: corrupt, foreign or unreadable files, failed writes.",
+)
 
 
 def generate_latest(registry: CollectorRegistry = REGISTRY) -> bytes:
@@ -152,10 +229,21 @@ def exposition(*, openmetrics: bool = False, gzip: bool = False, include_foreign
     """Return what `/metrics/` serves: the default registry plus prometheus_client's."""
     extra: list[Any] = []
     if include_foreign:
-        import prometheus_client
-
-        extra.append(prometheus_client.REGISTRY)
+        extra.append(_foreign_registry())
     return REGISTRY.encode(openmetrics=openmetrics, gzip=gzip, extra=extra)
+
+
+def _foreign_registry() -> Any:
+    """Return prometheus_client's metrics: its registry, or in multiprocess mode its files."""
+    import prometheus_client
+
+    if _multiprocess_dir and os.environ.get("PROMETHEUS_MULTIPROC_DIR") == _multiprocess_dir:
+        from prometheus_client import multiprocess
+
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=_multiprocess_dir)
+        return registry
+    return prometheus_client.REGISTRY
 
 
 class PrometheusCollector:

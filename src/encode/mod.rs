@@ -220,6 +220,7 @@ impl<'a> FamilyRender<'a> {
     }
 
     /// The name of the extra label (`le`, an enum's own name), if this kind has one.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
     pub fn extra_name(&self) -> Option<&'a str> {
         self.extra_name
     }

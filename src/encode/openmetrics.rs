@@ -50,13 +50,11 @@ mod tests {
     use super::*;
     use crate::family::{Desc, Family};
     use crate::names::Kind;
-    use crate::store::local::LocalStore;
-    use std::sync::Arc;
 
     #[test]
     fn counter_has_created_inline_and_unit() {
         let desc = Desc::new(Kind::Counter, "sent", "Sent \"x\"", vec![], "", "", "bytes").unwrap();
-        let fam = Family::new(desc, Arc::new(LocalStore));
+        let fam = Family::new(desc);
         fam.series(vec![]).unwrap().inc(1.0);
         let mut out = String::new();
         encode(&mut out, &[fam.snapshot()], Options::default());

@@ -55,7 +55,6 @@ fn write_header(out: &mut String, name: &str, suffix: &str, help: &str, kind: &s
 mod tests {
     use super::*;
     use crate::family::{Desc, Family};
-    use crate::store::local::LocalStore;
     use std::sync::Arc;
 
     fn encode_one(fam: &Arc<Family>, created: bool) -> String {
@@ -76,7 +75,7 @@ mod tests {
             "",
         )
         .unwrap();
-        let fam = Family::new(desc, Arc::new(LocalStore));
+        let fam = Family::new(desc);
         fam.series(vec!["q\"uote".into(), "back\\slash\n".into()]).unwrap().inc(3.0);
         let out = encode_one(&fam, false);
         assert_eq!(
@@ -92,7 +91,7 @@ mod tests {
             .unwrap()
             .with_buckets(vec![1.0, 2.0])
             .unwrap();
-        let fam = Family::new(desc, Arc::new(LocalStore));
+        let fam = Family::new(desc);
         let s = fam.series(vec!["zv".into(), "av".into()]).unwrap();
         s.observe_histogram(&fam.desc.buckets, 0.5);
         s.observe_histogram(&fam.desc.buckets, 5.0);
@@ -113,14 +112,14 @@ mod tests {
             .unwrap()
             .with_states(vec!["up".into(), "down".into()])
             .unwrap();
-        let fam = Family::new(desc, Arc::new(LocalStore));
+        let fam = Family::new(desc);
         fam.series(vec![]).unwrap().set(1.0);
         assert_eq!(
             encode_one(&fam, true),
             "# HELP state S\n# TYPE state gauge\nstate{state=\"up\"} 0.0\nstate{state=\"down\"} 1.0\n"
         );
         let desc = Desc::new(Kind::Info, "build", "B", vec![], "", "", "").unwrap();
-        let fam = Family::new(desc, Arc::new(LocalStore));
+        let fam = Family::new(desc);
         fam.series(vec![]).unwrap().set_info(vec![("version".into(), "1.2".into())]);
         assert_eq!(
             encode_one(&fam, true),

@@ -24,6 +24,9 @@ const DEFAULT_BUCKETS: [f64; 15] =
 /// Gauges whose value a Python function supplies at collection time.
 static GAUGE_FUNCTIONS: PyOnceLock<Py<PyList>> = PyOnceLock::new();
 
+/// A cached child, or the key and state of a child to create.
+type Lookup<'py> = Result<Bound<'py, PyAny>, (Bound<'py, PyTuple>, Metric)>;
+
 /// The state shared by every metric class.
 pub(crate) struct Metric {
     family: Arc<Family>,
@@ -56,7 +59,7 @@ fn to_float(obj: &Bound<'_, PyAny>) -> PyResult<f64> {
 
 impl Metric {
     fn create(py: Python<'_>, desc: Desc, registry: RegistryArg) -> PyResult<Metric> {
-        let family = Family::new(desc, store::current());
+        let family = Family::new(desc);
         registry.register(py, &family)?;
         let labelled = !family.desc.labelnames.is_empty();
         let series = if labelled { None } else { family.series(Vec::new()).ok() };
@@ -146,7 +149,7 @@ impl Metric {
         py: Python<'py>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Result<Bound<'py, PyAny>, (Bound<'py, PyTuple>, Metric)>> {
+    ) -> PyResult<Lookup<'py>> {
         let children = self.children(py)?;
         let key = self.key(args, kwargs)?;
         if let Some(child) = children.get_item(&key)? {
@@ -190,7 +193,7 @@ impl Metric {
     }
 
     fn collect<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let snaps = self.family.store().collect(std::slice::from_ref(&self.family));
+        let snaps = store::current().collect(std::slice::from_ref(&self.family), false);
         let tuples = snapshots_to_py(py, &snaps, true)?;
         py.import("metrics.core")?.getattr("_to_prometheus")?.call1((tuples,))
     }
@@ -393,26 +396,34 @@ metric_class!(PyGauge, "Gauge", {
     /// Increment by `amount`.
     #[pyo3(signature = (amount=1.0))]
     fn inc(&self, amount: f64) -> PyResult<()> {
-        self.m.series()?.inc(amount);
+        let s = self.m.series()?;
+        s.inc(amount);
+        s.touch();
         Ok(())
     }
 
     /// Decrement by `amount`.
     #[pyo3(signature = (amount=1.0))]
     fn dec(&self, amount: f64) -> PyResult<()> {
-        self.m.series()?.inc(-amount);
+        let s = self.m.series()?;
+        s.inc(-amount);
+        s.touch();
         Ok(())
     }
 
     /// Set to `value`.
     fn set(&self, value: f64) -> PyResult<()> {
-        self.m.series()?.set(value);
+        let s = self.m.series()?;
+        s.set(value);
+        s.touch();
         Ok(())
     }
 
     /// Set to the current Unix time in seconds.
     fn set_to_current_time(&self) -> PyResult<()> {
-        self.m.series()?.set(now());
+        let s = self.m.series()?;
+        s.set(now());
+        s.touch();
         Ok(())
     }
 

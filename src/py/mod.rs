@@ -24,6 +24,46 @@ fn float_to_go_string(value: f64) -> String {
     s
 }
 
+/// Keep every metric value in the shared store under `path` (multiprocess mode), moving the
+/// values written so far into it.
+#[pyfunction]
+fn enable_multiprocess(py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+    let store = py
+        .detach(|| crate::store::shared::SharedStore::open(&path))
+        .map_err(pyo3::exceptions::PyValueError::new_err)?;
+    crate::store::switch_to(std::sync::Arc::new(store));
+    Ok(())
+}
+
+/// In a forked child: claim a slot of its own before anything is written.
+#[pyfunction]
+fn after_fork() {
+    crate::store::after_fork();
+}
+
+/// Fold the slots of dead processes into the archive of the shared store under `path`.
+#[pyfunction]
+fn compact(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Vec<String>> {
+    py.detach(|| {
+        let store = crate::store::shared::SharedStore::open(&path)?;
+        store.compact()?;
+        Ok::<_, String>(crate::store::Store::take_warnings(&store))
+    })
+    .map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
+/// "local" or "shared".
+#[pyfunction]
+fn store_kind() -> &'static str {
+    crate::store::current().kind()
+}
+
+/// Problems the store met since the last call (corrupt files, failed allocations).
+#[pyfunction]
+fn take_store_warnings() -> Vec<String> {
+    crate::store::current().take_warnings()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<metric::PyCounter>()?;
@@ -37,6 +77,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<context::PyInProgress>()?;
     m.add_class::<context::PyExceptionCounter>()?;
     m.add_function(wrap_pyfunction!(gzip, m)?)?;
+    m.add_function(wrap_pyfunction!(enable_multiprocess, m)?)?;
+    m.add_function(wrap_pyfunction!(after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(compact, m)?)?;
+    m.add_function(wrap_pyfunction!(store_kind, m)?)?;
+    m.add_function(wrap_pyfunction!(take_store_warnings, m)?)?;
     m.add_function(wrap_pyfunction!(float_to_go_string, m)?)?;
     m.add_function(wrap_pyfunction!(registry::set_default_registry, m)?)?;
     m.add_function(wrap_pyfunction!(metric::gauge_functions, m)?)?;

@@ -1,6 +1,7 @@
 //! `CollectorRegistry`: our families plus foreign Python collectors, and the exposition entry points.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -18,6 +19,7 @@ static DEFAULT: PyOnceLock<Py<PyRegistry>> = PyOnceLock::new();
 /// Make `registry` the one metrics register in when no `registry=` is given.
 #[pyfunction]
 pub fn set_default_registry(py: Python<'_>, registry: Py<PyRegistry>) -> PyResult<()> {
+    registry.get().everything.store(true, Ordering::Relaxed);
     DEFAULT.set(py, registry).map_err(|_| PyValueError::new_err("the default registry is already set"))
 }
 
@@ -67,11 +69,17 @@ impl RegistryArg {
 pub struct PyRegistry {
     pub(crate) inner: Arc<Registry>,
     foreign: Mutex<Vec<Py<PyAny>>>,
+    // The default registry also shows families that only other processes created.
+    everything: AtomicBool,
 }
 
 impl PyRegistry {
     fn empty() -> PyRegistry {
-        PyRegistry { inner: Arc::new(Registry::new()), foreign: Mutex::new(Vec::new()) }
+        PyRegistry {
+            inner: Arc::new(Registry::new()),
+            foreign: Mutex::new(Vec::new()),
+            everything: AtomicBool::new(false),
+        }
     }
 }
 
@@ -213,7 +221,8 @@ impl PyRegistry {
     #[pyo3(signature = (created=true))]
     fn _snapshot<'py>(&self, py: Python<'py>, created: bool) -> PyResult<Bound<'py, PyList>> {
         let inner = Arc::clone(&self.inner);
-        let snaps = py.detach(move || inner.collect());
+        let everything = self.everything.load(Ordering::Relaxed);
+        let snaps = py.detach(move || inner.collect(everything));
         snapshots_to_py(py, &snaps, created)
     }
 
@@ -228,9 +237,10 @@ impl PyRegistry {
         gzip: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let inner = Arc::clone(&self.inner);
+        let everything = self.everything.load(Ordering::Relaxed);
         let raw = raw_families(foreign);
         let out = py.detach(move || -> std::io::Result<Vec<u8>> {
-            let snaps = inner.collect();
+            let snaps = inner.collect(everything);
             let mut text = String::with_capacity(snaps.len() * 256);
             let opts = Options { created };
             if openmetrics {

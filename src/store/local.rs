@@ -10,11 +10,11 @@ use crate::family::{Desc, Family};
 pub struct LocalStore;
 
 impl Store for LocalStore {
-    fn alloc(&self, desc: &Desc, _labels: &[String]) -> Cells {
+    fn alloc(&self, desc: &Desc, _labels: &[String], _created: f64) -> Cells {
         Cells::heap(desc.cell_count())
     }
 
-    fn collect(&self, families: &[Arc<Family>]) -> Vec<FamilySnapshot> {
+    fn collect(&self, families: &[Arc<Family>], _everything: bool) -> Vec<FamilySnapshot> {
         families.iter().map(|f| f.snapshot()).collect()
     }
 

@@ -4,7 +4,10 @@
 //! operations on those cells, wherever they are. A scrape asks the store for snapshots, so a
 //! store that shares values between processes can merge them there.
 
+pub mod format;
 pub mod local;
+pub mod merge;
+pub mod shared;
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -14,13 +17,23 @@ use crate::family::{Desc, Family};
 
 /// Where metric values live: process-local heap, or (later) files shared between processes.
 pub trait Store: Send + Sync {
-    /// Return zeroed cells for a new series of `desc` with `labels`.
-    fn alloc(&self, desc: &Desc, labels: &[String]) -> Cells;
-    /// Return the samples of `families` as this store sees them.
-    fn collect(&self, families: &[Arc<Family>]) -> Vec<FamilySnapshot>;
+    /// Return zeroed cells for a new series of `desc` with `labels`, created at `created`.
+    fn alloc(&self, desc: &Desc, labels: &[String], created: f64) -> Cells;
+    /// Return the samples of `families` as this store sees them; with `everything`, also
+    /// families only other processes sharing the store know.
+    fn collect(&self, families: &[Arc<Family>], everything: bool) -> Vec<FamilySnapshot>;
     /// A short name for diagnostics ("local", "shared").
     fn kind(&self) -> &'static str;
+    /// Called in a forked child before it writes: claim storage of its own.
+    fn after_fork(&self) {}
+    /// Problems met since the last call (corrupt files, failed allocations), for logging.
+    fn take_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
+
+/// Old cell memory that a rebind replaced: never freed, as a racing writer may still touch it.
+static GRAVEYARD: Mutex<Vec<Arc<dyn Send + Sync>>> = Mutex::new(Vec::new());
 
 /// The cells of one series: a pointer to atomics owned by a store.
 pub struct Cells {
@@ -47,15 +60,27 @@ impl Cells {
         Cells { ptr: AtomicPtr::new(ptr), len, owner: Mutex::new(owner) }
     }
 
-    /// Point these cells at new memory (a store moving a series to another slot).
+    /// Move these cells to the memory of `other`, copying the current values if `copy`.
     ///
-    /// # Safety
-    /// As for [`Cells::from_raw`]; no other thread may hold a slice from [`Cells::get`].
-    pub unsafe fn rebind(&self, ptr: *mut AtomicU64, owner: Arc<dyn Send + Sync>) {
-        if let Ok(mut slot) = self.owner.lock() {
-            *slot = owner;
+    /// The old memory is kept alive for good, so a thread still writing through an old slice
+    /// writes to memory that exists (its write is lost, which only happens while a store is
+    /// switched or right after a fork).
+    pub fn replace_with(&self, other: Cells, copy: bool) {
+        if copy {
+            for (dst, src) in other.get().iter().zip(self.get()) {
+                dst.store(src.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
         }
-        self.ptr.store(ptr, Ordering::Release);
+        let Cells { ptr, owner, .. } = other;
+        let new_owner = owner.into_inner().unwrap_or_else(|p| p.into_inner());
+        let old = match self.owner.lock() {
+            Ok(mut slot) => std::mem::replace(&mut *slot, new_owner),
+            Err(p) => std::mem::replace(&mut *p.into_inner(), new_owner),
+        };
+        self.ptr.store(ptr.load(Ordering::Acquire), Ordering::Release);
+        if let Ok(mut g) = GRAVEYARD.lock() {
+            g.push(old);
+        }
     }
 
     /// The cells, for atomic reads and writes.
@@ -91,10 +116,32 @@ pub fn current() -> Arc<dyn Store> {
     }
 }
 
-/// Replace the store new families write to.
-pub fn set_current(store: Arc<dyn Store>) {
+/// Make `store` the current one and move every existing series into it, values included.
+pub fn switch_to(store: Arc<dyn Store>) {
     match slot().write() {
-        Ok(mut guard) => *guard = store,
-        Err(poisoned) => *poisoned.into_inner() = store,
+        Ok(mut guard) => *guard = Arc::clone(&store),
+        Err(poisoned) => *poisoned.into_inner() = Arc::clone(&store),
+    }
+    rebind_all(&*store, true);
+}
+
+/// In a forked child: let the store claim its own storage and move every series there, starting
+/// from zero (the parent keeps what it counted).
+pub fn after_fork() {
+    let store = current();
+    store.after_fork();
+    if store.kind() != "local" {
+        rebind_all(&*store, false);
+    }
+}
+
+fn rebind_all(store: &dyn Store, copy: bool) {
+    for fam in crate::family::all_families() {
+        for series in fam.all_series() {
+            let cells = store.alloc(&fam.desc, &series.labels, series.created());
+            // Per-process kinds stay on the heap in every store; a fork keeps their state.
+            let keep = copy || matches!(fam.desc.kind, crate::names::Kind::Info | crate::names::Kind::Enum);
+            series.cells.replace_with(cells, keep);
+        }
     }
 }

@@ -1,0 +1,369 @@
+//! The on-disk layout shared by slot files and the archive: a header, then appended records.
+//!
+//! ```text
+//! header (256 bytes): magic "MRSSLOT\0" | version u32 | pid u32 | used u64 | boot u64 | uid u64
+//!                     | reserved | hostname (64 bytes)
+//! record:             len u32 | tag u32 | payload, padded so the next record starts 8-aligned
+//! family payload:     index u32 | kind u8 | gauge mode u8 | pad u16 | name | help | unit
+//!                     | labelnames | buckets | states
+//! series payload:     family index u32 | cell count u32 | label values | pad to 8
+//!                     | created f64 | cells (f64 bits, 8-aligned)
+//! ```
+//! Strings are `u32` length + UTF-8 bytes; lists are `u32` count + items. All little-endian.
+//! Every read is bounds-checked: a truncated or foreign file yields an error, never a crash.
+
+use crate::family::{Desc, GaugeMode};
+use crate::names::Kind;
+
+/// File magic.
+pub const MAGIC: &[u8; 8] = b"MRSSLOT\0";
+/// Layout version; files of other versions are skipped.
+pub const VERSION: u32 = 1;
+/// Header size; the first record starts here.
+pub const HEADER: usize = 256;
+/// Offset of the `used` field (end of the last published record).
+pub const USED_AT: usize = 16;
+/// Largest record accepted when reading (guards against garbage lengths).
+const MAX_RECORD: usize = 16 << 20;
+
+/// Record tag of a family description.
+pub const TAG_FAMILY: u32 = 1;
+/// Record tag of a series.
+pub const TAG_SERIES: u32 = 2;
+/// Record tag of the list of slot lives already folded into an archive.
+pub const TAG_FOLDED: u32 = 3;
+
+/// Fixed header fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// Process id of the writer.
+    pub pid: u32,
+    /// End of the published records.
+    pub used: u64,
+    /// Hash of the kernel boot id (same boot = same kernel = locks are reliable).
+    pub boot: u64,
+    /// Random id of this slot's life, so a fold is never applied twice.
+    pub uid: u64,
+    /// Writer's host name.
+    pub host: String,
+}
+
+/// Encode a header.
+pub fn write_header(h: &Header) -> [u8; HEADER] {
+    let mut b = [0u8; HEADER];
+    b[..8].copy_from_slice(MAGIC);
+    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[12..16].copy_from_slice(&h.pid.to_le_bytes());
+    b[16..24].copy_from_slice(&h.used.to_le_bytes());
+    b[24..32].copy_from_slice(&h.boot.to_le_bytes());
+    b[32..40].copy_from_slice(&h.uid.to_le_bytes());
+    let host = h.host.as_bytes();
+    let n = host.len().min(63);
+    b[64..64 + n].copy_from_slice(&host[..n]);
+    b
+}
+
+/// Decode a header; `used` is read separately by callers that need it atomically.
+pub fn read_header(b: &[u8]) -> Result<Header, String> {
+    if b.len() < HEADER {
+        return Err("file shorter than its header".into());
+    }
+    if &b[..8] != MAGIC {
+        return Err("not a metrics store file (bad magic)".into());
+    }
+    let version = u32::from_le_bytes(arr4(&b[8..12]));
+    if version != VERSION {
+        return Err(format!("store file version {version}, expected {VERSION}"));
+    }
+    let host_raw = &b[64..128];
+    let end = host_raw.iter().position(|c| *c == 0).unwrap_or(host_raw.len());
+    Ok(Header {
+        pid: u32::from_le_bytes(arr4(&b[12..16])),
+        used: u64::from_le_bytes(arr8(&b[16..24])),
+        boot: u64::from_le_bytes(arr8(&b[24..32])),
+        uid: u64::from_le_bytes(arr8(&b[32..40])),
+        host: String::from_utf8_lossy(&host_raw[..end]).into_owned(),
+    })
+}
+
+fn arr4(b: &[u8]) -> [u8; 4] {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    a
+}
+
+fn arr8(b: &[u8]) -> [u8; 8] {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    a
+}
+
+fn kind_code(k: Kind) -> u8 {
+    match k {
+        Kind::Counter => 1,
+        Kind::Gauge => 2,
+        Kind::Histogram => 3,
+        Kind::Summary => 4,
+        Kind::Info => 5,
+        Kind::Enum => 6,
+    }
+}
+
+fn kind_from(c: u8) -> Option<Kind> {
+    Some(match c {
+        1 => Kind::Counter,
+        2 => Kind::Gauge,
+        3 => Kind::Histogram,
+        4 => Kind::Summary,
+        5 => Kind::Info,
+        6 => Kind::Enum,
+        _ => return None,
+    })
+}
+
+const MODES: [GaugeMode; 10] = [
+    GaugeMode::All,
+    GaugeMode::LiveAll,
+    GaugeMode::LiveSum,
+    GaugeMode::Sum,
+    GaugeMode::Max,
+    GaugeMode::Min,
+    GaugeMode::MostRecent,
+    GaugeMode::LiveMax,
+    GaugeMode::LiveMin,
+    GaugeMode::LiveMostRecent,
+];
+
+fn mode_code(m: GaugeMode) -> u8 {
+    MODES.iter().position(|x| *x == m).unwrap_or(0) as u8
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_strs(out: &mut Vec<u8>, list: &[String]) {
+    out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+    for s in list {
+        put_str(out, s);
+    }
+}
+
+fn pad8(out: &mut Vec<u8>) {
+    while out.len() % 8 != 0 {
+        out.push(0);
+    }
+}
+
+fn finish_record(mut rec: Vec<u8>) -> Vec<u8> {
+    pad8(&mut rec);
+    let len = rec.len() as u32;
+    rec[..4].copy_from_slice(&len.to_le_bytes());
+    rec
+}
+
+/// Encode a family record.
+pub fn family_record(index: u32, desc: &Desc) -> Vec<u8> {
+    let mut r = Vec::with_capacity(128);
+    r.extend_from_slice(&0u32.to_le_bytes());
+    r.extend_from_slice(&TAG_FAMILY.to_le_bytes());
+    r.extend_from_slice(&index.to_le_bytes());
+    r.push(kind_code(desc.kind));
+    r.push(mode_code(desc.gauge_mode));
+    r.extend_from_slice(&[0, 0]);
+    put_str(&mut r, &desc.name);
+    put_str(&mut r, &desc.help);
+    put_str(&mut r, &desc.unit);
+    put_strs(&mut r, &desc.labelnames);
+    r.extend_from_slice(&(desc.buckets.len() as u32).to_le_bytes());
+    for b in &desc.buckets {
+        r.extend_from_slice(&b.to_bits().to_le_bytes());
+    }
+    put_strs(&mut r, &desc.states);
+    finish_record(r)
+}
+
+/// Encode a series record; return it and the offset of its first cell within it.
+pub fn series_record(family: u32, labels: &[String], created: f64, values: &[f64]) -> (Vec<u8>, usize) {
+    let mut r = Vec::with_capacity(64 + values.len() * 8);
+    r.extend_from_slice(&0u32.to_le_bytes());
+    r.extend_from_slice(&TAG_SERIES.to_le_bytes());
+    r.extend_from_slice(&family.to_le_bytes());
+    r.extend_from_slice(&(values.len() as u32).to_le_bytes());
+    put_strs(&mut r, labels);
+    pad8(&mut r);
+    r.extend_from_slice(&created.to_bits().to_le_bytes());
+    let cells_at = r.len();
+    for v in values {
+        r.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+    (finish_record(r), cells_at)
+}
+
+/// Encode the list of folded slot lives.
+pub fn folded_record(uids: &[u64]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(16 + uids.len() * 8);
+    r.extend_from_slice(&0u32.to_le_bytes());
+    r.extend_from_slice(&TAG_FOLDED.to_le_bytes());
+    r.extend_from_slice(&(uids.len() as u32).to_le_bytes());
+    pad8(&mut r);
+    for u in uids {
+        r.extend_from_slice(&u.to_le_bytes());
+    }
+    finish_record(r)
+}
+
+/// A bounds-checked reader over a record payload.
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.b.len()).ok_or("record truncated")?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(arr4(self.take(4)?)))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(arr8(self.take(8)?)))
+    }
+    fn string(&mut self) -> Result<String, String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "invalid UTF-8 in record".to_string())
+    }
+    fn strings(&mut self) -> Result<Vec<String>, String> {
+        let n = self.u32()? as usize;
+        if n > self.b.len() {
+            return Err("list longer than its record".into());
+        }
+        (0..n).map(|_| self.string()).collect()
+    }
+    fn align8(&mut self) {
+        self.at = self.at.div_ceil(8) * 8;
+    }
+}
+
+/// One decoded record.
+pub enum Record {
+    /// A family description and its index within the file.
+    Family(u32, Desc),
+    /// A series: family index, label values, creation time, and where its cells start (absolute
+    /// offset in the file) and how many there are.
+    Series { family: u32, labels: Vec<String>, created: f64, cells_at: usize, cells: usize },
+    /// Slot lives already folded into this archive.
+    Folded(Vec<u64>),
+}
+
+/// Decode the records in `b[HEADER..used]`; stop at the first malformed one, returning what
+/// was read and the error.
+pub fn read_records(b: &[u8], used: usize) -> (Vec<Record>, Option<String>) {
+    let mut out = Vec::new();
+    let used = used.min(b.len());
+    let mut at = HEADER;
+    while at + 8 <= used {
+        let len = u32::from_le_bytes(arr4(&b[at..at + 4])) as usize;
+        let tag = u32::from_le_bytes(arr4(&b[at + 4..at + 8]));
+        if len < 8 || len % 8 != 0 || len > MAX_RECORD || at + len > used {
+            return (out, Some(format!("bad record length {len} at offset {at}")));
+        }
+        let mut c = Cursor { b: &b[at..at + len], at: 8 };
+        let rec = match tag {
+            TAG_FAMILY => read_family(&mut c),
+            TAG_SERIES => read_series(&mut c, at),
+            TAG_FOLDED => read_folded(&mut c),
+            other => Err(format!("unknown record tag {other}")),
+        };
+        match rec {
+            Ok(r) => out.push(r),
+            Err(e) => return (out, Some(format!("{e} at offset {at}"))),
+        }
+        at += len;
+    }
+    (out, None)
+}
+
+fn read_family(c: &mut Cursor<'_>) -> Result<Record, String> {
+    let index = c.u32()?;
+    let head = c.take(4)?;
+    let kind = kind_from(head[0]).ok_or("unknown metric kind")?;
+    let mode = *MODES.get(head[1] as usize).ok_or("unknown gauge mode")?;
+    let name = c.string()?;
+    let help = c.string()?;
+    let unit = c.string()?;
+    let labelnames = c.strings()?;
+    let nb = c.u32()? as usize;
+    if nb > c.b.len() {
+        return Err("bucket list longer than its record".into());
+    }
+    let buckets = (0..nb).map(|_| c.u64().map(f64::from_bits)).collect::<Result<Vec<_>, _>>()?;
+    let states = c.strings()?;
+    Ok(Record::Family(index, Desc { name, help, kind, unit, labelnames, buckets, states, gauge_mode: mode }))
+}
+
+fn read_folded(c: &mut Cursor<'_>) -> Result<Record, String> {
+    let n = c.u32()? as usize;
+    c.align8();
+    if n > c.b.len() / 8 {
+        return Err("folded list longer than its record".into());
+    }
+    (0..n).map(|_| c.u64()).collect::<Result<Vec<_>, _>>().map(Record::Folded)
+}
+
+fn read_series(c: &mut Cursor<'_>, record_at: usize) -> Result<Record, String> {
+    let family = c.u32()?;
+    let cells = c.u32()? as usize;
+    let labels = c.strings()?;
+    c.align8();
+    let created = f64::from_bits(c.u64()?);
+    let cells_at = c.at;
+    c.take(cells.checked_mul(8).ok_or("cell count overflow")?)?;
+    Ok(Record::Series { family, labels, created, cells_at: record_at + cells_at, cells })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_garbage_is_refused() {
+        let desc = Desc::new(Kind::Histogram, "h", "help", vec!["a".into()], "", "", "")
+            .unwrap()
+            .with_buckets(vec![1.0])
+            .unwrap();
+        let mut file = write_header(&Header { pid: 7, host: "box".into(), ..Header::default() }).to_vec();
+        file.extend(family_record(0, &desc));
+        let (series, cells_at) = series_record(0, &["x".into()], 12.5, &[1.0, 2.0, 3.0]);
+        let series_at = file.len();
+        file.extend(series);
+        let used = file.len();
+        let (recs, err) = read_records(&file, used);
+        assert!(err.is_none());
+        assert_eq!(recs.len(), 2);
+        match &recs[1] {
+            Record::Series { labels, created, cells_at: at, cells, .. } => {
+                assert_eq!(labels, &vec!["x".to_string()]);
+                assert_eq!(*created, 12.5);
+                assert_eq!(*at, series_at + cells_at);
+                assert_eq!(*at % 8, 0);
+                assert_eq!(*cells, 3);
+            }
+            _ => panic!("expected a series"),
+        }
+        assert_eq!(read_header(&file).unwrap().host, "box");
+        // Truncation anywhere yields the records before it and an error, never a panic.
+        for cut in HEADER..used {
+            let (recs, _err) = read_records(&file[..cut], used);
+            assert!(recs.len() < 2);
+        }
+        assert!(read_header(b"garbage").is_err());
+        let mut wrong = file.clone();
+        wrong[8] = 9;
+        assert!(read_header(&wrong).is_err());
+    }
+}

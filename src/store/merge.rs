@@ -1,0 +1,388 @@
+//! Merging what several processes wrote: sums for counters and histograms, per-mode rules for
+//! gauges, and the archive that dead processes' values are folded into.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::format::{self, Header, Record};
+use crate::encode::{FamilySnapshot, SeriesSnapshot};
+use crate::family::{Desc, Family, GaugeMode};
+use crate::names::Kind;
+
+/// Where values come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A live process's slot (its pid).
+    Live(u32),
+    /// The archive, or a dead process's slot being folded into it.
+    Dead,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Sum,
+    Max,
+    Min,
+    MostRecent,
+    Replace,
+}
+
+/// How a series of `desc` from `source` combines, or `None` if it is left out.
+fn rule(desc: &Desc, source: Source) -> Option<(Op, bool)> {
+    let live = matches!(source, Source::Live(_));
+    match desc.kind {
+        Kind::Counter | Kind::Histogram | Kind::Summary => Some((Op::Sum, false)),
+        // Per-process kinds never reach the files.
+        Kind::Info | Kind::Enum => None,
+        Kind::Gauge => {
+            let (op, live_only, per_pid) = match desc.gauge_mode {
+                GaugeMode::All | GaugeMode::LiveAll => (Op::Replace, true, true),
+                GaugeMode::LiveSum => (Op::Sum, true, false),
+                GaugeMode::LiveMax => (Op::Max, true, false),
+                GaugeMode::LiveMin => (Op::Min, true, false),
+                GaugeMode::LiveMostRecent => (Op::MostRecent, true, false),
+                GaugeMode::Sum => (Op::Sum, false, false),
+                GaugeMode::Max => (Op::Max, false, false),
+                GaugeMode::Min => (Op::Min, false, false),
+                GaugeMode::MostRecent => (Op::MostRecent, false, false),
+            };
+            if live_only && !live {
+                None
+            } else {
+                Some((op, per_pid))
+            }
+        }
+    }
+}
+
+fn compatible(a: &Desc, b: &Desc) -> bool {
+    a.kind == b.kind
+        && a.labelnames == b.labelnames
+        && a.gauge_mode == b.gauge_mode
+        && a.states == b.states
+        && a.buckets.len() == b.buckets.len()
+        && a.buckets.iter().zip(&b.buckets).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+#[derive(Clone)]
+struct Acc {
+    values: Vec<f64>,
+    created: f64,
+}
+
+#[derive(Clone)]
+struct MergedFamily {
+    /// The description as written by processes.
+    desc: Arc<Desc>,
+    /// The description to expose (with a `pid` label for per-process gauges).
+    shown: Arc<Desc>,
+    series: HashMap<Vec<String>, Acc>,
+    order: Vec<Vec<String>>,
+}
+
+/// The merged state of several files.
+#[derive(Clone, Default)]
+pub struct Merge {
+    fams: Vec<MergedFamily>,
+    index: HashMap<String, usize>,
+    /// Slot lives already folded (only meaningful for an archive).
+    pub folded: HashSet<u64>,
+    /// Problems met while merging.
+    pub warnings: Vec<String>,
+}
+
+impl Merge {
+    /// Add one series.
+    pub fn add(&mut self, desc: &Desc, labels: &[String], created: f64, values: &[f64], source: Source) {
+        let Some((op, per_pid)) = rule(desc, source) else { return };
+        let idx = match self.index.get(&desc.name) {
+            Some(i) => *i,
+            None => {
+                let shown = if per_pid {
+                    let mut d = clone_desc(desc);
+                    d.labelnames.push("pid".into());
+                    Arc::new(d)
+                } else {
+                    Arc::new(clone_desc(desc))
+                };
+                self.fams.push(MergedFamily {
+                    desc: Arc::new(clone_desc(desc)),
+                    shown,
+                    series: HashMap::new(),
+                    order: Vec::new(),
+                });
+                self.index.insert(desc.name.clone(), self.fams.len() - 1);
+                self.fams.len() - 1
+            }
+        };
+        let fam = &mut self.fams[idx];
+        if !compatible(&fam.desc, desc) {
+            self.warnings.push(format!(
+                "metric {} is defined differently by two processes (type, labels, buckets or mode); \
+                 the other definition's values are left out",
+                desc.name
+            ));
+            return;
+        }
+        let mut key = labels.to_vec();
+        if per_pid {
+            if let Source::Live(pid) = source {
+                key.push(pid.to_string());
+            }
+        }
+        match fam.series.get_mut(&key) {
+            None => {
+                fam.order.push(key.clone());
+                fam.series.insert(key, Acc { values: values.to_vec(), created });
+            }
+            Some(acc) => {
+                acc.created = acc.created.min(created);
+                combine(op, &mut acc.values, values);
+            }
+        }
+    }
+
+    /// Add every series of a decoded file.
+    pub fn add_file(&mut self, file: &FileData, source: Source) {
+        for s in &file.series {
+            if let Some(desc) = file.families.get(&s.family) {
+                self.add(desc, &s.labels, s.created, &s.values, source);
+            }
+        }
+    }
+
+    /// Snapshots for `local` families in order, then (with `everything`) the families only
+    /// other processes know, by name.
+    pub fn snapshots(&self, local: &[Arc<Family>], everything: bool) -> Vec<FamilySnapshot> {
+        let mut out = Vec::with_capacity(local.len());
+        let mut seen = HashSet::new();
+        for fam in local {
+            seen.insert(fam.desc.name.as_str());
+            if matches!(fam.desc.kind, Kind::Info | Kind::Enum) {
+                out.push(fam.snapshot());
+                continue;
+            }
+            match self.index.get(&fam.desc.name).map(|i| &self.fams[*i]) {
+                Some(m) if compatible(&m.desc, &fam.desc) => out.push(m.snapshot()),
+                _ => {
+                    let shown = match rule(&fam.desc, Source::Live(0)) {
+                        Some((_, true)) => {
+                            let mut d = clone_desc(&fam.desc);
+                            d.labelnames.push("pid".into());
+                            Arc::new(d)
+                        }
+                        _ => Arc::clone(&fam.desc),
+                    };
+                    out.push(FamilySnapshot { desc: shown, series: Vec::new() });
+                }
+            }
+        }
+        if everything {
+            let mut rest: Vec<&MergedFamily> =
+                self.fams.iter().filter(|m| !seen.contains(m.desc.name.as_str())).collect();
+            rest.sort_by(|a, b| a.desc.name.cmp(&b.desc.name));
+            out.extend(rest.into_iter().map(MergedFamily::snapshot));
+        }
+        out
+    }
+
+    /// Encode as an archive file.
+    pub fn to_archive(&self, header: &Header) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut uids: Vec<u64> = self.folded.iter().copied().collect();
+        uids.sort_unstable();
+        body.extend(format::folded_record(&uids));
+        for (i, fam) in self.fams.iter().enumerate() {
+            body.extend(format::family_record(i as u32, &fam.desc));
+            for key in &fam.order {
+                if let Some(acc) = fam.series.get(key) {
+                    body.extend(format::series_record(i as u32, key, acc.created, &acc.values).0);
+                }
+            }
+        }
+        let mut h = header.clone();
+        h.used = (format::HEADER + body.len()) as u64;
+        let mut out = format::write_header(&h).to_vec();
+        out.extend(body);
+        out
+    }
+}
+
+impl MergedFamily {
+    fn snapshot(&self) -> FamilySnapshot {
+        let series = self
+            .order
+            .iter()
+            .filter_map(|k| {
+                self.series.get(k).map(|acc| SeriesSnapshot {
+                    labels: k.clone(),
+                    values: acc.values.clone(),
+                    created: acc.created,
+                    info: Vec::new(),
+                })
+            })
+            .collect();
+        FamilySnapshot { desc: Arc::clone(&self.shown), series }
+    }
+}
+
+fn combine(op: Op, acc: &mut [f64], new: &[f64]) {
+    match op {
+        Op::Sum => acc.iter_mut().zip(new).for_each(|(a, b)| *a += b),
+        Op::Replace => acc.iter_mut().zip(new).for_each(|(a, b)| *a = *b),
+        Op::Max => {
+            if let (Some(a), Some(b)) = (acc.first_mut(), new.first()) {
+                *a = a.max(*b);
+            }
+        }
+        Op::Min => {
+            if let (Some(a), Some(b)) = (acc.first_mut(), new.first()) {
+                *a = a.min(*b);
+            }
+        }
+        Op::MostRecent => {
+            let newer = new.get(1).copied().unwrap_or(0.0) > acc.get(1).copied().unwrap_or(0.0);
+            if newer {
+                acc.iter_mut().zip(new).for_each(|(a, b)| *a = *b);
+            }
+        }
+    }
+}
+
+fn clone_desc(d: &Desc) -> Desc {
+    Desc {
+        name: d.name.clone(),
+        help: d.help.clone(),
+        kind: d.kind,
+        unit: d.unit.clone(),
+        labelnames: d.labelnames.clone(),
+        buckets: d.buckets.clone(),
+        states: d.states.clone(),
+        gauge_mode: d.gauge_mode,
+    }
+}
+
+/// One series as read from a file.
+pub struct SeriesData {
+    family: u32,
+    labels: Vec<String>,
+    created: f64,
+    values: Vec<f64>,
+}
+
+/// Everything read from one file.
+pub struct FileData {
+    /// Its header.
+    pub header: Header,
+    families: HashMap<u32, Desc>,
+    series: Vec<SeriesData>,
+    /// Folded slot lives (archives only).
+    pub folded: Vec<u64>,
+}
+
+/// Decode a file whose bytes are `b`, published up to `used`, reading cells with `read_cell`
+/// (volatile reads for live memory). Returns the data and a warning if it was cut short.
+pub fn decode(
+    b: &[u8],
+    used: usize,
+    read_cell: impl Fn(usize) -> f64,
+) -> Result<(FileData, Option<String>), String> {
+    let header = format::read_header(b)?;
+    let (records, err) = format::read_records(b, used);
+    let mut data = FileData { header, families: HashMap::new(), series: Vec::new(), folded: Vec::new() };
+    for r in records {
+        match r {
+            Record::Family(i, d) => {
+                data.families.insert(i, d);
+            }
+            Record::Series { family, labels, created, cells_at, cells } => {
+                let Some(desc) = data.families.get(&family) else { continue };
+                if cells != desc.cell_count() || labels.len() != desc.labelnames.len() {
+                    continue;
+                }
+                let values = (0..cells).map(|i| read_cell(cells_at + i * 8)).collect();
+                data.series.push(SeriesData { family, labels, created, values });
+            }
+            Record::Folded(uids) => data.folded.extend(uids),
+        }
+    }
+    Ok((data, err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauge(mode: GaugeMode) -> Desc {
+        let mut d = Desc::new(Kind::Gauge, "g", "", vec![], "", "", "").unwrap();
+        d.gauge_mode = mode;
+        d
+    }
+
+    #[test]
+    fn counters_add_up_and_live_gauges_of_the_dead_vanish() {
+        let c = Desc::new(Kind::Counter, "c", "", vec![], "", "", "").unwrap();
+        let mut m = Merge::default();
+        m.add(&c, &[], 5.0, &[2.0], Source::Live(1));
+        m.add(&c, &[], 3.0, &[3.0], Source::Dead);
+        let g = gauge(GaugeMode::LiveSum);
+        m.add(&g, &[], 0.0, &[4.0], Source::Live(1));
+        m.add(&g, &[], 0.0, &[100.0], Source::Dead);
+        let snaps = m.snapshots(&[], true);
+        assert_eq!(snaps[0].series[0].values, vec![5.0]);
+        assert_eq!(snaps[0].series[0].created, 3.0);
+        assert_eq!(snaps[1].series[0].values, vec![4.0]);
+    }
+
+    #[test]
+    fn gauge_modes() {
+        let mut m = Merge::default();
+        m.add(&gauge(GaugeMode::Max), &[], 0.0, &[4.0], Source::Live(1));
+        m.add(&gauge(GaugeMode::Max), &[], 0.0, &[9.0], Source::Dead);
+        assert_eq!(m.snapshots(&[], true)[0].series[0].values, vec![9.0]);
+        let mut m = Merge::default();
+        m.add(&gauge(GaugeMode::MostRecent), &[], 0.0, &[1.0, 20.0], Source::Live(1));
+        m.add(&gauge(GaugeMode::MostRecent), &[], 0.0, &[2.0, 10.0], Source::Live(2));
+        assert_eq!(m.snapshots(&[], true)[0].series[0].values[0], 1.0);
+        let mut m = Merge::default();
+        m.add(&gauge(GaugeMode::LiveAll), &[], 0.0, &[1.0], Source::Live(7));
+        m.add(&gauge(GaugeMode::LiveAll), &[], 0.0, &[2.0], Source::Live(8));
+        m.add(&gauge(GaugeMode::LiveAll), &[], 0.0, &[3.0], Source::Dead);
+        let s = &m.snapshots(&[], true)[0];
+        assert_eq!(s.desc.labelnames, vec!["pid".to_string()]);
+        assert_eq!(s.series.len(), 2);
+        assert_eq!(s.series[1].labels, vec!["8".to_string()]);
+    }
+
+    #[test]
+    fn incompatible_definitions_are_reported() {
+        let mut m = Merge::default();
+        let a = Desc::new(Kind::Counter, "x", "", vec![], "", "", "").unwrap();
+        let b = Desc::new(Kind::Counter, "x", "", vec!["l".into()], "", "", "").unwrap();
+        m.add(&a, &[], 0.0, &[1.0], Source::Dead);
+        m.add(&b, &["v".into()], 0.0, &[1.0], Source::Dead);
+        assert_eq!(m.warnings.len(), 1);
+    }
+
+    #[test]
+    fn archive_round_trips() {
+        let mut m = Merge::default();
+        let h = Desc::new(Kind::Histogram, "h", "help", vec!["a".into()], "", "", "")
+            .unwrap()
+            .with_buckets(vec![1.0])
+            .unwrap();
+        m.add(&h, &["x".into()], 1.0, &[1.0, 2.0, 3.5], Source::Dead);
+        m.folded.insert(42);
+        let bytes = m.to_archive(&Header::default());
+        let used = format::read_header(&bytes).unwrap().used as usize;
+        let (data, err) = decode(&bytes, used, |at| {
+            f64::from_bits(u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()))
+        })
+        .unwrap();
+        assert!(err.is_none());
+        assert_eq!(data.folded, vec![42]);
+        let mut back = Merge::default();
+        back.add_file(&data, Source::Dead);
+        assert_eq!(back.snapshots(&[], true)[0].series[0].values, vec![1.0, 2.0, 3.5]);
+    }
+}

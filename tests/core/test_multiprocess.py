@@ -1,0 +1,285 @@
+"""Multiprocess mode: every process's values merged exactly, dead ones folded, bad files survived.
+
+Each scenario runs in a fresh interpreter with PROMETHEUS_MULTIPROC_DIR set, as a deployment
+would, so the test process's own store is never switched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PRELUDE = """
+import json, os, signal, sys, time
+import multiprocessing as mp
+import metrics
+from metrics import Counter, Gauge, Histogram, REGISTRY, generate_latest
+from metrics import core
+def value(name, **labels):
+    return REGISTRY.get_sample_value(name, labels)
+def emit(obj):
+    print("RESULT " + json.dumps(obj))
+"""
+
+
+def run(tmp_path: Path, code: str, timeout: float = 120) -> dict:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, proc.stdout + proc.stderr
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def slots(path: Path) -> list[str]:
+    return sorted(p.name for p in path.glob("slot-*.mrs"))
+
+
+def test_env_var_switches_to_the_shared_store(tmp_path: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR set before import selects the shared store."""
+    out = run(tmp_path, "emit([metrics._core.store_kind(), core.multiprocess_dir()])")
+    assert out == ["shared", str(tmp_path)]
+
+
+def test_many_processes_lose_nothing(tmp_path: Path) -> None:
+    """8 forked processes x 100,000 increments are all counted, and their slots are folded."""
+    out = run(
+        tmp_path,
+        """
+        c = Counter("mp_events", "Events.", ["k"])
+        h = Histogram("mp_latency_seconds", "Latency.")
+        def work():
+            child = c.labels("a")
+            for _ in range(100_000):
+                child.inc()
+            for _ in range(1_000):
+                h.observe(0.2)
+        ctx = mp.get_context("fork")
+        procs = [ctx.Process(target=work) for _ in range(8)]
+        for p in procs: p.start()
+        for p in procs: p.join()
+        first = value("mp_events_total", k="a")
+        second = value("mp_events_total", k="a")
+        emit([first, second, value("mp_latency_seconds_count"), value("mp_latency_seconds_bucket", le="0.25"),
+              sorted(os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]))])
+        """,
+    )
+    assert out[0] == 800_000.0
+    assert out[1] == 800_000.0, "totals must not change once folded into the archive"
+    assert out[2] == 8_000.0 and out[3] == 8_000.0
+    assert [n for n in out[4] if n.startswith("slot-")] == ["slot-0000.mrs"], out[4]
+    assert "archive.mrs" in out[4]
+
+
+def test_forked_child_counts_only_its_own(tmp_path: Path) -> None:
+    """A child after os.fork writes to its own slot: nothing the parent counted is doubled."""
+    out = run(
+        tmp_path,
+        """
+        c = Counter("forks", "F.")
+        c.inc()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            c.inc(3)
+            os.write(w, b"x")
+            os._exit(0)
+        os.read(r, 1)
+        os.waitpid(pid, 0)
+        emit(value("forks_total"))
+        """,
+    )
+    assert out == 4.0
+
+
+def test_sigkilled_worker_keeps_its_counts(tmp_path: Path) -> None:
+    """A worker killed with SIGKILL frees its slot; what it counted is folded, not lost."""
+    out = run(
+        tmp_path,
+        """
+        c = Counter("killed_work", "W.")
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            for _ in range(12_345):
+                c.inc()
+            os.write(w, b"x")
+            time.sleep(60)
+            os._exit(0)
+        os.read(r, 1)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        emit([value("killed_work_total"), value("killed_work_total")])
+        """,
+    )
+    assert out == [12_345.0, 12_345.0]
+
+
+def test_metric_created_only_in_another_process_appears(tmp_path: Path) -> None:
+    """A family only a (live or dead) worker created is exposed with its help text and type."""
+    out = run(
+        tmp_path,
+        """
+        r, w = os.pipe()
+        r2, w2 = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            Counter("worker_only", "Only the worker knows.", ["task"]).labels("send").inc(2)
+            Gauge("worker_gauge", "Live gauge.", multiprocess_mode="livesum").set(7)
+            os.write(w, b"x")
+            os.read(r2, 1)
+            os._exit(0)
+        os.read(r, 1)
+        live = generate_latest().decode()
+        os.write(w2, b"x")
+        os.waitpid(pid, 0)
+        dead = generate_latest().decode()
+        emit([live, dead])
+        """,
+    )
+    live, dead = out
+    assert "# HELP worker_only_total Only the worker knows." in live
+    assert "# TYPE worker_only_total counter" in live
+    assert 'worker_only_total{task="send"} 2.0' in live
+    assert "worker_gauge 7.0" in live
+    assert 'worker_only_total{task="send"} 2.0' in dead
+    assert "worker_gauge" not in dead, "live-only gauges of dead workers vanish"
+
+
+@pytest.mark.parametrize(
+    ("mode", "live", "dead"),
+    [
+        ("livesum", "5.0", None),
+        ("sum", "5.0", "5.0"),
+        ("max", "5.0", "5.0"),
+        ("min", "0.0", "0.0"),
+        ("mostrecent", "5.0", "5.0"),
+        ("liveall", 'g{pid="CHILD"} 5.0', None),
+    ],
+)
+def test_gauge_modes(tmp_path: Path, mode: str, live: str, dead: str | None) -> None:
+    """Gauges merge by their multiprocess mode; live-only modes drop dead workers."""
+    out = run(
+        tmp_path,
+        f"""
+        g = Gauge("g", "G.", multiprocess_mode="{mode}")
+        g.set(0)
+        r, w = os.pipe()
+        r2, w2 = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            g.set(5)
+            os.write(w, b"x")
+            os.read(r2, 1)
+            os._exit(0)
+        os.read(r, 1)
+        live = [l for l in generate_latest().decode().splitlines() if l.startswith("g")]
+        os.write(w2, b"x")
+        os.waitpid(pid, 0)
+        dead = [l for l in generate_latest().decode().splitlines() if l.startswith("g")]
+        emit([live, dead, pid])
+        """,
+    )
+    live_lines, dead_lines, child = out
+    want = live.replace("CHILD", str(child))
+    assert any(line == want or line == f"g {want}" for line in live_lines), live_lines
+    if dead is None:
+        assert not any(str(child) in line or line == "g 5.0" for line in dead_lines), dead_lines
+    else:
+        assert f"g {dead}" in dead_lines, dead_lines
+
+
+def test_bad_files_in_the_directory_never_fail_a_scrape(tmp_path: Path) -> None:
+    """Garbage, truncated and foreign-host files are skipped or recovered, logged and counted."""
+    prep = run(
+        tmp_path,
+        """
+        c = Counter("survivor", "S.")
+        r, w = os.pipe()
+        r2, w2 = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            c.inc(5)
+            os.write(w, b"x")
+            os.read(r2, 1)
+            os._exit(0)
+        os.read(r, 1)
+        d = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        # Copy the live child's slot: one copy truncated mid-record, one claimed by another host.
+        child_slot = sorted(f for f in os.listdir(d) if f.startswith("slot-"))[-1]
+        data = open(os.path.join(d, child_slot), "rb").read()
+        os.write(w2, b"x")
+        os.waitpid(pid, 0)
+        used = int.from_bytes(data[16:24], "little")
+        truncated = bytearray(data[: used - 3])
+        truncated[32:40] = b"\x02" * 8
+        open(os.path.join(d, "slot-0100.mrs"), "wb").write(bytes(truncated))
+        foreign = bytearray(data[:used])
+        foreign[24:32] = b"\\x01" * 8
+        foreign[64:128] = b"elsewhere".ljust(64, b"\\0")
+        open(os.path.join(d, "slot-0101.mrs"), "wb").write(bytes(foreign))
+        open(os.path.join(d, "slot-0102.mrs"), "wb").write(b"this is not a store file" * 20)
+        open(os.path.join(d, "slot-0103.mrs"), "wb").write(b"")
+        open(os.path.join(d, "counter_123.db"), "wb").write(b"\\0" * 64)
+        first = value("survivor_total")
+        emit([first, value("django_metrics_store_problems_total"), sorted(os.listdir(d))])
+        """,
+    )
+    first, problems, files = prep
+    # The truncated copy lost its last series (cut mid-record), the foreign one is not counted.
+    assert first == 5.0
+    assert problems >= 2
+    assert "slot-0101.mrs" in files, "a foreign host's file is left alone"
+    assert "slot-0102.mrs.bad" in files, "garbage is moved aside"
+
+
+def test_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
+    """A missing directory, or a file in its place, is refused with a message naming it."""
+    with pytest.raises(ValueError, match="missing"):
+        _check(str(tmp_path / "missing"))
+    plain = tmp_path / "file"
+    plain.write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        _check(str(plain))
+
+
+def _check(path: str) -> None:
+    """Validate a directory the way enable_multiprocess does, without switching this process."""
+    from metrics import _core
+
+    _core.compact(path)
+
+
+def test_mark_process_dead_folds_now(tmp_path: Path) -> None:
+    """mark_process_dead (gunicorn's child_exit) folds a dead worker's slot immediately."""
+    out = run(
+        tmp_path,
+        """
+        c = Counter("folded_now", "F.")
+        pid = os.fork()
+        if pid == 0:
+            c.inc(2)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        d = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        before = sorted(f for f in os.listdir(d) if f.startswith("slot-"))
+        core.mark_process_dead(pid)
+        after = sorted(f for f in os.listdir(d) if f.startswith("slot-"))
+        emit([before, after, value("folded_now_total")])
+        """,
+    )
+    before, after, total = out
+    assert len(before) == 2 and after == ["slot-0000.mrs"]
+    assert total == 2.0
