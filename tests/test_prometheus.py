@@ -26,6 +26,7 @@ import pytest
 import requests
 import yaml
 
+from metrics.core import exposition
 from tests.promstack import (
     ROOT,
     Server,
@@ -377,3 +378,13 @@ def test_alert_rules_run_on_live_data(stack: Stack) -> None:
     assert alerts.get(("DjangoHigh5xxRatio", "django_app")) in {"pending", "firing"}, (alerts, ratio)
     assert alerts.get(("DjangoTargetDown", "celery_worker")) in {"pending", "firing"}
     assert ("DjangoTargetDown", "django_app") not in alerts
+
+
+def test_dashboard_covers_every_family() -> None:
+    """Every metric family /metrics/ serves (ours and prometheus_client's defaults) has a panel."""
+    served = re.findall(r"^# TYPE (\S+) \S+$", exposition().decode(), flags=re.M)
+    families = {name for name in served if not name.endswith("_created")}
+    assert "django_http_requests_total" in families
+    queries = [expr for _, expr in dashboard_queries()]
+    missing = sorted(name for name in families if not any(name in expr for expr in queries))
+    assert not missing, f"families without a dashboard panel: {missing}"
