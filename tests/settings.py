@@ -47,6 +47,9 @@ TEMPLATES = [
 ]
 
 _DB = os.environ.get("METRICS_TEST_DB", "sqlite")
+# One test database per pytest process: runs in parallel on one server (several engineers, CI
+# jobs) must not drop each other's database.
+_TEST_NAME = f"test_metrics_{os.getpid()}"
 if _DB == "postgres":
     DATABASES = {
         "default": {
@@ -55,6 +58,7 @@ if _DB == "postgres":
             "USER": os.environ.get("PGUSER", "postgres"),
             "HOST": "127.0.0.1",
             "PORT": "5432",
+            "TEST": {"NAME": _TEST_NAME},
         }
     }
 elif _DB == "mysql":
@@ -66,7 +70,7 @@ elif _DB == "mysql":
             "PASSWORD": "",
             "HOST": "127.0.0.1",
             "PORT": "3306",
-            "TEST": {"CHARSET": "utf8mb4"},
+            "TEST": {"NAME": _TEST_NAME, "CHARSET": "utf8mb4"},
         }
     }
 elif _DB == "sqlite":
@@ -76,7 +80,10 @@ else:
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "tests-default"},
-    "redis": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379/15"},
+    "redis": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/15",
+    },
 }
 
 METRICS_ALLOWED_IPS = ""

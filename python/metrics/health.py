@@ -19,6 +19,7 @@ own (a thread cannot be killed), so a check must not hold resources forever.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ from typing import Any
 from django.conf import settings
 
 from metrics.conf import app_settings
+
+logger = logging.getLogger("metrics")
 
 OK = "ok"
 ERROR = "error"
@@ -142,20 +145,12 @@ def registered_checks() -> list[Check]:
 
 
 def check_database(alias: str) -> None:
-    """Open a fresh connection to `alias` and run a trivial query.
-
-    A fresh connection, closed at the end: Django's connections belong to their thread, and a
-    check thread must not leave one open behind it.
-    """
+    """Run a trivial query on database `alias` (in the check's own thread and connection)."""
     from django.db import connections
 
-    connection = connections.create_connection(alias)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
-    finally:
-        connection.close()
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
 
 
 def check_cache(cache: Any) -> None:
@@ -184,12 +179,8 @@ def check_migrations(alias: str = "default") -> None:
     from django.db import connections
     from django.db.migrations.executor import MigrationExecutor
 
-    connection = connections.create_connection(alias)
-    try:
-        executor = MigrationExecutor(connection)
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    finally:
-        connection.close()
+    executor = MigrationExecutor(connections[alias])
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
     if plan:
         names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan[:3])
         more = f" and {len(plan) - 3} more" if len(plan) > 3 else ""
@@ -297,6 +288,22 @@ def _run(check: Check, box: list[Result]) -> None:
         box.append(Result(check.name, ERROR, perf_counter() - start, check.critical, describe_error(exc)))
     else:
         box.append(Result(check.name, OK, perf_counter() - start, check.critical))
+    finally:
+        _close_thread_connections()
+
+
+def _close_thread_connections() -> None:
+    """Close the database connections this check thread opened (the ORM opens them per thread).
+
+    Without this, every probe would leave connections behind until the server runs out.
+    """
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        try:
+            connection.close()
+        except Exception:
+            logger.warning("metrics: could not close connection %r after a health check", connection.alias)
 
 
 def run_checks(checks: Iterable[Check], *, default_timeout: float | None = None) -> Report:

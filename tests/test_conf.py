@@ -1,0 +1,162 @@
+"""Settings: Django settings first, then the environment, then defaults; bad values never raise."""
+
+from __future__ import annotations
+
+import logging
+from ipaddress import ip_network
+
+import pytest
+from django.test import override_settings
+
+from metrics.conf import (
+    SettingError,
+    app_settings,
+    parse_bool,
+    parse_networks,
+    parse_non_negative_int,
+    parse_paths,
+    parse_timeout,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (True, True),
+        (False, False),
+        (1, True),
+        (0, False),
+        ("True", True),
+        ("true", True),
+        (" 1 ", True),
+        ("yes", True),
+        ("on", True),
+        ("False", False),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("OFF", False),
+    ],
+)
+def test_parse_bool_reads_python_and_environment_spellings(raw: object, expected: bool) -> None:
+    """Booleans, 0/1 and the usual words parse to the boolean they mean."""
+    assert parse_bool(raw) is expected
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", 2, None, "", [True]])
+def test_parse_bool_rejects_anything_else(raw: object) -> None:
+    """Anything else is an error naming the value."""
+    with pytest.raises(SettingError, match="not a boolean"):
+        parse_bool(raw)
+
+
+def test_parse_networks_reads_strings_and_lists() -> None:
+    """Comma-separated strings and lists give the same networks, IPv4, IPv6 and CIDR alike."""
+    expected = (ip_network("127.0.0.1/32"), ip_network("10.0.0.0/8"), ip_network("::1/128"))
+    assert parse_networks("127.0.0.1, 10.0.0.0/8,::1,") == expected
+    assert parse_networks(["127.0.0.1", "10.0.0.0/8", "::1"]) == expected
+    assert parse_networks("") == ()
+
+
+@pytest.mark.parametrize("raw", ["10.0.0.0/33", "localhost", "1.2.3", "::g", 42, ["10.0.0.1", 7]])
+def test_parse_networks_rejects_bad_entries(raw: object) -> None:
+    """A host name, a bad prefix or a non-string is an error."""
+    with pytest.raises(SettingError):
+        parse_networks(raw)
+
+
+def test_numbers_and_paths_are_validated() -> None:
+    """Retention must be a whole number >= 0, timeouts in (0, 60], paths must start with '/'."""
+    assert parse_non_negative_int("7") == 7
+    assert parse_non_negative_int(0) == 0
+    for bad in (-1, "-3", "seven", 1.5, True):
+        with pytest.raises(SettingError):
+            parse_non_negative_int(bad)
+    assert parse_timeout("0.5") == 0.5
+    for bad in (0, -1, 61, "nan", "soon"):
+        with pytest.raises(SettingError):
+            parse_timeout(bad)
+    assert parse_paths("/metrics/, /static/") == ("/metrics/", "/static/")
+    with pytest.raises(SettingError):
+        parse_paths("metrics/")
+
+
+def test_defaults_apply_when_nothing_is_set(env, settings) -> None:
+    """With neither setting nor variable, the documented defaults apply (closed access)."""
+    for name in ("METRICS_ALLOWED_IPS", "METRICS_AUTH_TOKEN"):
+        delattr(settings, name)
+    env(
+        METRICS_ENABLED=None,
+        METRICS_ALLOWED_IPS=None,
+        METRICS_AUTH_TOKEN=None,
+        PROMETHEUS_MULTIPROC_DIR=None,
+        METRICS_STORE_IN_DB=None,
+        METRICS_RETENTION_DAYS=None,
+        METRICS_TRUSTED_PROXIES=None,
+    )
+    assert app_settings.ENABLED is True
+    assert app_settings.ALLOWED_IPS == ()
+    assert app_settings.AUTH_TOKEN == ""
+    assert app_settings.MULTIPROC_DIR is None
+    assert app_settings.STORE_IN_DB is False
+    assert app_settings.RETENTION_DAYS == 7
+    assert app_settings.TRUSTED_PROXIES == ()
+    assert app_settings.HEALTH_TIMEOUT == 0.8
+
+
+def test_environment_is_read_when_django_settings_are_silent(env, settings) -> None:
+    """The spec's environment variables are parsed, strings included."""
+    del settings.METRICS_ALLOWED_IPS
+    env(
+        METRICS_ENABLED="False",
+        METRICS_ALLOWED_IPS="127.0.0.1,10.0.0.0/8",
+        METRICS_STORE_IN_DB="1",
+        METRICS_RETENTION_DAYS="30",
+    )
+    assert app_settings.ENABLED is False
+    assert app_settings.ALLOWED_IPS == (ip_network("127.0.0.1/32"), ip_network("10.0.0.0/8"))
+    assert app_settings.STORE_IN_DB is True
+    assert app_settings.RETENTION_DAYS == 30
+
+
+def test_django_settings_win_over_the_environment(env) -> None:
+    """A value in settings.py beats the variable of the same name."""
+    env(METRICS_AUTH_TOKEN="from-env", METRICS_ENABLED="0")
+    with override_settings(METRICS_AUTH_TOKEN="from-settings", METRICS_ENABLED=True):
+        assert app_settings.AUTH_TOKEN == "from-settings"
+        assert app_settings.ENABLED is True
+
+
+def test_an_empty_variable_means_unset(env) -> None:
+    """`METRICS_ENABLED=` (as env files write it) keeps the default."""
+    env(METRICS_ENABLED="")
+    assert app_settings.ENABLED is True
+
+
+def test_override_settings_is_seen_immediately() -> None:
+    """Parsed values are cached, and dropped when a setting changes."""
+    assert app_settings.AUTH_TOKEN == "test-token"
+    with override_settings(METRICS_AUTH_TOKEN="other"):
+        assert app_settings.AUTH_TOKEN == "other"
+    assert app_settings.AUTH_TOKEN == "test-token"
+
+
+def test_bad_values_fall_back_safely_and_are_logged(caplog) -> None:
+    """A bad address is skipped (the good ones stay), a bad boolean takes the default."""
+    with (
+        caplog.at_level(logging.WARNING, logger="metrics"),
+        override_settings(METRICS_ALLOWED_IPS="127.0.0.1,not-an-ip", METRICS_ENABLED="perhaps"),
+    ):
+        assert app_settings.ALLOWED_IPS == (ip_network("127.0.0.1/32"),)
+        assert app_settings.ENABLED is True
+    assert "METRICS_ALLOWED_IPS" in caplog.text
+    assert "METRICS_ENABLED" in caplog.text
+
+
+def test_excluded_paths_default_to_where_metrics_urls_are_included() -> None:
+    """Unset, the metrics endpoints themselves are excluded; set, the setting wins."""
+    assert app_settings.excluded_paths() == ("/metrics/",)
+    with override_settings(METRICS_EXCLUDE_PATHS=["/static/"]):
+        assert app_settings.excluded_paths() == ("/static/",)
+    with override_settings(METRICS_EXCLUDE_PATHS=""):
+        assert app_settings.excluded_paths() == ()

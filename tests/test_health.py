@@ -1,0 +1,200 @@
+"""Probes: liveness without dependencies, readiness and health with timeouts and hidden details."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import connection
+from django.db.migrations.recorder import MigrationRecorder
+from django.test import Client, override_settings
+
+from metrics import health
+from metrics.health import HealthCheckError, register_check, unregister_check
+
+TOKEN = {"HTTP_X_METRICS_TOKEN": "test-token"}
+
+
+@pytest.fixture
+def anonymous() -> Client:
+    """A caller who does not pass the /metrics/ rules."""
+    return Client(REMOTE_ADDR="8.8.8.8")
+
+
+@pytest.fixture
+def registered():
+    """Register checks for one test, removing them afterwards."""
+    names: list[str] = []
+
+    def add(name: str, function, **options) -> None:
+        names.append(name)
+        register_check(name, function, **options)
+
+    yield add
+    for name in names:
+        unregister_check(name)
+
+
+def test_liveness_needs_nothing(anonymous, registered) -> None:
+    """Liveness is 200 even when every other check fails, and runs none of them."""
+
+    def fail() -> None:
+        raise AssertionError("liveness ran a check")
+
+    registered("broken", fail, readiness=True)
+    response = anonymous.get("/metrics/liveness/")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_readiness_checks_default_database_cache_and_migrations(anonymous) -> None:
+    """Readiness looks at the default database, the default cache and migrations only."""
+    response = anonymous.get("/metrics/readiness/")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database:default", "cache:default", "migrations"}
+    assert all(c["status"] == "ok" and c["latency_ms"] >= 0 for c in body["checks"].values())
+
+
+@pytest.mark.django_db
+def test_health_checks_every_alias(anonymous) -> None:
+    """Health covers each database and cache alias (Redis included) and migrations."""
+    response = anonymous.get("/metrics/health/")
+    assert response.status_code == 200, response.content
+    checks = response.json()["checks"]
+    assert {"database:default", "cache:default", "cache:redis", "migrations"} <= set(checks)
+    assert checks["cache:redis"]["status"] == "ok"
+
+
+@pytest.mark.django_db
+def test_failing_check_gives_503_and_details_only_to_allowed_callers(anonymous, registered) -> None:
+    """Anonymous callers see statuses; token holders also see the error message."""
+
+    def broker_down() -> None:
+        raise ConnectionError("broker at amqp://guest:hunter22@rabbit:5672 refused the connection")
+
+    registered("broker", broker_down, readiness=True)
+    response = anonymous.get("/metrics/readiness/")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "error"
+    assert body["checks"]["broker"] == {
+        "status": "error",
+        "latency_ms": body["checks"]["broker"]["latency_ms"],
+    }
+    assert b"refused" not in response.content
+
+    detailed = Client(REMOTE_ADDR="8.8.8.8").get("/metrics/readiness/", **TOKEN).json()
+    error = detailed["checks"]["broker"]["error"]
+    assert error.startswith("ConnectionError: broker at amqp://***@rabbit:5672 refused")
+    assert "hunter22" not in error
+    assert "Traceback" not in error
+
+
+@pytest.mark.django_db
+def test_checks_run_in_parallel_with_timeouts(anonymous, registered) -> None:
+    """A hung check is reported as timeout after its own timeout; the others still answer."""
+    registered("slow", lambda: time.sleep(2), timeout=0.2)
+    registered("slow-too", lambda: time.sleep(2), timeout=0.3)
+    started = time.monotonic()
+    response = anonymous.get("/metrics/health/")
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.9, elapsed  # in parallel: not 0.2 + 0.3 + the rest in sequence
+    body = response.json()
+    assert response.status_code == 503
+    assert body["checks"]["slow"]["status"] == "timeout"
+    assert body["checks"]["slow-too"]["status"] == "timeout"
+    assert body["checks"]["database:default"]["status"] == "ok"
+
+
+@pytest.mark.django_db
+def test_non_critical_failure_is_degraded_not_down(anonymous, registered) -> None:
+    """A failing non-critical check makes the status `degraded` with HTTP 200."""
+
+    def fail() -> None:
+        raise HealthCheckError("queue backlog")
+
+    registered("backlog", fail, critical=False)
+    response = anonymous.get("/metrics/health/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
+    assert response.json()["checks"]["backlog"]["critical"] is False
+
+
+@pytest.mark.django_db
+def test_html_for_browsers(registered) -> None:
+    """Accept: text/html gets a page; details shown to allowed callers, escaped."""
+
+    def fail() -> None:
+        raise HealthCheckError("<b>bad</b> thing")
+
+    registered("shown", fail)
+    response = Client(REMOTE_ADDR="8.8.8.8").get("/metrics/health/", HTTP_ACCEPT="text/html", **TOKEN)
+    assert response.status_code == 503
+    assert response["Content-Type"].startswith("text/html")
+    html = response.content.decode()
+    assert "<h1>Health:" in html
+    assert "&lt;b&gt;bad&lt;/b&gt; thing" in html
+    anonymous_html = Client(REMOTE_ADDR="8.8.8.8").get("/metrics/health/", HTTP_ACCEPT="text/html")
+    assert "bad" not in anonymous_html.content.decode()
+
+
+def test_cache_check_fails_on_unreachable_redis() -> None:
+    """A cache that cannot be reached is an error, within the timeout."""
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "gone": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        },
+    }
+    with override_settings(CACHES=caches):
+        checks = [c for c in health.builtin_checks(readiness=False) if c.name == "cache:gone"]
+        report = health.run_checks(checks, default_timeout=0.8)
+    assert report.results[0].status in {"error", "timeout"}
+    assert report.http_status == 503
+
+
+def test_disk_check_of_the_multiproc_dir(tmp_path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR set, its free space is checked against the minimum."""
+    with override_settings(PROMETHEUS_MULTIPROC_DIR=str(tmp_path)):
+        checks = {c.name: c for c in health.builtin_checks(readiness=False)}
+        assert health.run_checks([checks["disk:multiproc"]]).status == "ok"
+        assert "disk:multiproc" not in {c.name for c in health.builtin_checks(readiness=True)}
+    with override_settings(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), METRICS_HEALTH_MIN_FREE_MB=1e12):
+        checks = {c.name: c for c in health.builtin_checks(readiness=False)}
+        result = health.run_checks([checks["disk:multiproc"]]).results[0]
+    assert result.status == "error"
+    assert "MB free" in (result.error or "")
+    with override_settings(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "missing")):
+        checks = {c.name: c for c in health.builtin_checks(readiness=False)}
+        assert health.run_checks([checks["disk:multiproc"]]).status == "error"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unapplied_migrations_fail_readiness() -> None:
+    """A migration missing from the database makes readiness 503, naming it for allowed callers."""
+    recorder = MigrationRecorder(connection)
+    health.forget_migrations()
+    recorder.record_unapplied("sessions", "0001_initial")
+    try:
+        response = Client(REMOTE_ADDR="8.8.8.8").get("/metrics/readiness/", **TOKEN)
+        assert response.status_code == 503
+        migrations = response.json()["checks"]["migrations"]
+        assert migrations["status"] == "error"
+        assert "sessions.0001_initial" in migrations["error"]
+    finally:
+        recorder.record_applied("sessions", "0001_initial")
+        health.forget_migrations()
+    assert Client().get("/metrics/readiness/").status_code == 200
+
+
+def test_register_check_replaces_by_name(registered) -> None:
+    """Registering a name again replaces the check; unregistering removes it."""
+    registered("dup", lambda: None)
+    registered("dup", lambda: None, timeout=0.1)
+    assert [c.timeout for c in health.registered_checks() if c.name == "dup"] == [0.1]
+    unregister_check("dup")
+    assert "dup" not in {c.name for c in health.registered_checks()}

@@ -1,0 +1,249 @@
+"""The middleware records the five HTTP metrics with bounded labels, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+
+import pytest
+from asgiref.sync import iscoroutinefunction
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.test import AsyncClient, Client, RequestFactory, override_settings
+
+from metrics import middleware
+from metrics.middleware import OTHER_METHOD, UNRESOLVED, MetricsMiddleware
+
+TOTAL = "django_http_requests_total"
+DURATION = "django_http_request_duration_seconds_count"
+REQUEST_SIZE_SUM = "django_http_request_size_bytes_sum"
+RESPONSE_SIZE_SUM = "django_http_response_size_bytes_sum"
+RESPONSE_SIZE_COUNT = "django_http_response_size_bytes_count"
+
+
+def test_records_all_five_metrics(sample) -> None:
+    """A request adds to the counter, the three histograms, and leaves in-progress at rest."""
+    labels = {"method": "GET", "view": "ok"}
+    before = {
+        "total": sample(TOTAL, status="200", **labels),
+        "duration": sample(DURATION, **labels),
+        "req": sample("django_http_request_size_bytes_count", **labels),
+        "resp": sample(RESPONSE_SIZE_SUM, **labels),
+    }
+    assert Client().get("/ok/").status_code == 200
+    assert sample(TOTAL, status="200", **labels) == before["total"] + 1
+    assert sample(DURATION, **labels) == before["duration"] + 1
+    assert sample("django_http_request_size_bytes_count", **labels) == before["req"] + 1
+    assert sample(RESPONSE_SIZE_SUM, **labels) == before["resp"] + 5
+    assert sample("django_http_requests_in_progress", method="GET") == 0
+
+
+def test_in_progress_counts_the_running_request(sample) -> None:
+    """While the view runs, the gauge includes it."""
+    response = Client().get("/in-progress/")
+    assert response.json()["value"] == 1
+    assert sample("django_http_requests_in_progress", method="GET") == 0
+
+
+def test_view_label_is_the_pattern_name_with_namespace(sample) -> None:
+    """`shop:item`, never the concrete path: /shop/items/1/ and /shop/items/2/ share a series."""
+    before = sample(TOTAL, method="GET", view="shop:item", status="200")
+    client = Client()
+    client.get("/shop/items/1/")
+    client.get("/shop/items/2/")
+    assert sample(TOTAL, method="GET", view="shop:item", status="200") == before + 2
+
+
+def test_unnamed_pattern_is_labelled_by_its_route(sample) -> None:
+    """A pattern without a name is labelled with its route, parameters left as placeholders."""
+    labels = {"method": "GET", "view": "unnamed/<slug:slug>/", "status": "200"}
+    before = sample(TOTAL, **labels)
+    Client().get("/unnamed/a/")
+    Client().get("/unnamed/b/")
+    assert sample(TOTAL, **labels) == before + 2
+
+
+def test_unresolved_paths_share_one_series(sample) -> None:
+    """A 404 scan adds to one fixed series, creating none per path."""
+    labels = {"method": "GET", "view": UNRESOLVED, "status": "404"}
+    before = sample(TOTAL, **labels)
+    client = Client()
+    for n in range(20):
+        assert client.get(f"/wp-admin/{n}.php").status_code == 404
+    assert sample(TOTAL, **labels) == before + 20
+    text = Client(REMOTE_ADDR="8.8.8.8").get("/metrics/", HTTP_X_METRICS_TOKEN="test-token").content
+    assert b"wp-admin" not in text
+
+
+def test_unknown_methods_fold_into_other(sample) -> None:
+    """Standard methods keep their name; anything else becomes `other`."""
+    before = sample(TOTAL, method=OTHER_METHOD, view="ok", status="200")
+    before_delete = sample(TOTAL, method="DELETE", view="ok", status="200")
+    client = Client()
+    client.generic("PROPFIND", "/ok/")
+    client.generic("FOO", "/ok/")
+    client.delete("/ok/")
+    assert sample(TOTAL, method=OTHER_METHOD, view="ok", status="200") == before + 2
+    assert sample(TOTAL, method="DELETE", view="ok", status="200") == before_delete + 1
+    assert sample(TOTAL, method="PROPFIND", view="ok", status="200") == 0
+
+
+def test_request_size_comes_from_content_length(sample) -> None:
+    """The body size is read from CONTENT_LENGTH."""
+    labels = {"method": "POST", "view": "echo"}
+    before = sample(REQUEST_SIZE_SUM, **labels)
+    response = Client().post("/echo/", data=b"x" * 1234, content_type="application/octet-stream")
+    assert len(response.content) == 1234
+    assert sample(REQUEST_SIZE_SUM, **labels) == before + 1234
+
+
+def test_view_exception_is_counted_as_500(sample) -> None:
+    """A view that raises is a 500 in the counter, and the exception still reaches the caller."""
+    labels = {"method": "GET", "view": "boom", "status": "500"}
+    before = sample(TOTAL, **labels)
+    with pytest.raises(RuntimeError, match="boom"):
+        Client().get("/boom/")
+    assert sample(TOTAL, **labels) == before + 1
+    assert Client(raise_request_exception=False).get("/boom/").status_code == 500
+    assert sample(TOTAL, **labels) == before + 2
+
+
+def test_exception_escaping_the_stack_is_counted_and_reraised(sample) -> None:
+    """When get_response itself raises, the middleware counts a 500 and re-raises."""
+
+    def explode(request: HttpRequest) -> HttpResponse:
+        raise ValueError("below the middleware")
+
+    labels = {"method": "GET", "view": UNRESOLVED, "status": "500"}
+    before = sample(TOTAL, **labels)
+    with pytest.raises(ValueError, match="below the middleware"):
+        MetricsMiddleware(explode)(RequestFactory().get("/anything/"))
+    assert sample(TOTAL, **labels) == before + 1
+    assert sample("django_http_requests_in_progress", method="GET") == 0
+
+
+def test_streaming_response_is_counted_as_it_goes_out(sample) -> None:
+    """The size is observed once the client has read the stream, and the body is unchanged."""
+    labels = {"method": "GET", "view": "stream"}
+    before_sum, before_count = sample(RESPONSE_SIZE_SUM, **labels), sample(RESPONSE_SIZE_COUNT, **labels)
+    response = Client().get("/stream/")
+    assert sample(RESPONSE_SIZE_COUNT, **labels) == before_count  # nothing read yet
+    assert b"".join(response.streaming_content) == b"0123456789" * 3
+    assert sample(RESPONSE_SIZE_COUNT, **labels) == before_count + 1
+    assert sample(RESPONSE_SIZE_SUM, **labels) == before_sum + 30
+
+
+def test_file_response_keeps_its_file_and_uses_content_length(sample) -> None:
+    """FileResponse is not wrapped (sendfile stays possible); its Content-Length is the size."""
+    # Called directly: the test client wraps streaming content itself, hiding file_to_stream.
+    content = io.BytesIO(b"x" * 1000)
+
+    def serve_file(request: HttpRequest) -> FileResponse:
+        return FileResponse(content, filename="x.bin")
+
+    labels = {"method": "GET", "view": UNRESOLVED}
+    before = sample(RESPONSE_SIZE_SUM, **labels)
+    response = MetricsMiddleware(serve_file)(RequestFactory().get("/file/"))
+    assert response.file_to_stream is content
+    assert sample(RESPONSE_SIZE_SUM, **labels) == before + 1000
+    assert len(b"".join(response.streaming_content)) == 1000
+
+
+def test_metrics_paths_are_excluded(sample) -> None:
+    """Scrapes and probes of /metrics/ do not show up in the HTTP metrics."""
+    before = sample(TOTAL, method="GET", view="metrics:metrics", status="200")
+    client = Client(REMOTE_ADDR="8.8.8.8", HTTP_X_METRICS_TOKEN="test-token")
+    assert client.get("/metrics/").status_code == 200
+    assert client.get("/metrics/liveness/").status_code == 200
+    assert sample(TOTAL, method="GET", view="metrics:metrics", status="200") == before
+    assert sample(TOTAL, method="GET", view="metrics:liveness", status="200") == 0
+
+
+def test_excluded_paths_are_configurable(sample) -> None:
+    """METRICS_EXCLUDE_PATHS replaces the default list."""
+    before_ok = sample(TOTAL, method="GET", view="ok", status="200")
+    before_live = sample(TOTAL, method="GET", view="metrics:liveness", status="200")
+    with override_settings(METRICS_EXCLUDE_PATHS=["/ok/"]):
+        client = Client()
+        client.get("/ok/")
+        client.get("/metrics/liveness/")
+    assert sample(TOTAL, method="GET", view="ok", status="200") == before_ok
+    assert sample(TOTAL, method="GET", view="metrics:liveness", status="200") == before_live + 1
+
+
+def test_disabled_collects_nothing(sample) -> None:
+    """METRICS_ENABLED=False: requests are served and not counted."""
+    before = sample(TOTAL, method="GET", view="ok", status="200")
+    with override_settings(METRICS_ENABLED=False):
+        assert Client().get("/ok/").status_code == 200
+    assert sample(TOTAL, method="GET", view="ok", status="200") == before
+
+
+def test_metrics_failure_never_breaks_the_request(monkeypatch, caplog) -> None:
+    """A broken metric is logged, and the response goes out as if nothing happened."""
+
+    class Broken:
+        def labels(self, *args: object) -> None:
+            raise RuntimeError("metric store on fire")
+
+    monkeypatch.setattr(middleware, "http_requests_total", Broken())
+    monkeypatch.setattr(middleware, "http_requests_in_progress", Broken())
+    with caplog.at_level(logging.ERROR, logger="metrics"):
+        response = Client().get("/ok/")
+    assert response.status_code == 200
+    assert response.content == b"hello"
+    assert "metric store on fire" in caplog.text
+
+
+# --- async ---
+
+
+def test_middleware_is_a_coroutine_function_under_asgi() -> None:
+    """With an async get_response, Django sees a coroutine function and adds no thread hop."""
+
+    async def get_response(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(b"ok")
+
+    def sync_get_response(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(b"ok")
+
+    assert iscoroutinefunction(MetricsMiddleware(get_response))
+    assert not iscoroutinefunction(MetricsMiddleware(sync_get_response))
+    assert MetricsMiddleware.sync_capable and MetricsMiddleware.async_capable
+
+
+def test_async_view_is_recorded(sample) -> None:
+    """Under the async handler, async views are counted like sync ones."""
+    labels = {"method": "GET", "view": "async", "status": "200"}
+    before = sample(TOTAL, **labels)
+    response = asyncio.run(AsyncClient().get("/async/"))
+    assert response.json() == {"async": True}
+    assert sample(TOTAL, **labels) == before + 1
+
+
+def test_async_middleware_counts_exceptions_and_reraises(sample) -> None:
+    """The async path counts a 500 and re-raises, like the sync one."""
+
+    async def explode(request: HttpRequest) -> HttpResponse:
+        await asyncio.sleep(0)
+        raise KeyError("async failure")
+
+    labels = {"method": "POST", "view": UNRESOLVED, "status": "500"}
+    before = sample(TOTAL, **labels)
+    with pytest.raises(KeyError):
+        asyncio.run(MetricsMiddleware(explode)(RequestFactory().post("/x/")))
+    assert sample(TOTAL, **labels) == before + 1
+
+
+def test_async_streaming_response_is_counted(sample) -> None:
+    """An async iterator is wrapped by an async iterator and counted as it is consumed."""
+    labels = {"method": "GET", "view": "async-stream"}
+    before = sample(RESPONSE_SIZE_SUM, **labels)
+
+    async def fetch() -> bytes:
+        response = await AsyncClient().get("/async-stream/")
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    body = asyncio.run(fetch())
+    assert body == b"abcdabcd"
+    assert sample(RESPONSE_SIZE_SUM, **labels) == before + 8

@@ -1,0 +1,108 @@
+"""/metrics/: content negotiation, gzip, prometheus_client interop, METRICS_ENABLED."""
+
+from __future__ import annotations
+
+import gzip
+
+import prometheus_client
+import pytest
+from django.test import Client, override_settings
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
+
+from metrics.views import accepts_gzip, wants_openmetrics
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
+@pytest.fixture
+def client() -> Client:
+    """Return a client allowed by address (the test settings allow none: set it here)."""
+    with override_settings(METRICS_ALLOWED_IPS="127.0.0.1"):
+        yield Client(REMOTE_ADDR="127.0.0.1")
+
+
+def test_default_is_prometheus_text(client) -> None:
+    """Without an Accept header: text 0.0.4, parseable, with the HTTP metrics."""
+    client.get("/ok/")
+    response = client.get("/metrics/")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    names = {family.name for family in text_string_to_metric_families(response.content.decode())}
+    assert "django_http_requests" in names
+    assert "django_http_request_duration_seconds" in names
+    assert "Content-Encoding" not in response
+    assert "Accept" in response["Vary"] and "Accept-Encoding" in response["Vary"]
+    assert "no-cache" in response["Cache-Control"]
+
+
+def test_openmetrics_when_asked(client) -> None:
+    """Prometheus' own Accept header gets OpenMetrics 1.0, ending in # EOF."""
+    client.get("/ok/")
+    response = client.get("/metrics/", HTTP_ACCEPT=PROMETHEUS_ACCEPT)
+    assert response["Content-Type"].startswith("application/openmetrics-text")
+    text = response.content.decode()
+    assert text.endswith("# EOF\n")
+    assert any(f.name == "django_http_requests" for f in parse_openmetrics(text))
+
+
+def test_gzip_when_allowed(client) -> None:
+    """Accept-Encoding: gzip gets a gzipped body that decompresses to the exposition."""
+    response = client.get("/metrics/", HTTP_ACCEPT_ENCODING="gzip, deflate")
+    assert response["Content-Encoding"] == "gzip"
+    assert b"# TYPE django_http_requests_total counter" in gzip.decompress(response.content)
+    plain = client.get("/metrics/", HTTP_ACCEPT_ENCODING="gzip;q=0, identity")
+    assert "Content-Encoding" not in plain
+
+
+def test_prometheus_client_registry_is_included(client) -> None:
+    """Metrics a library registers in prometheus_client.REGISTRY appear on /metrics/."""
+    counter = prometheus_client.Counter("test_views_third_party_total", "A third-party counter.")
+    try:
+        counter.inc(3)
+        text = client.get("/metrics/").content.decode()
+        assert "test_views_third_party_total 3.0" in text
+    finally:
+        prometheus_client.REGISTRY.unregister(counter)
+
+
+def test_disabled_answers_404(client) -> None:
+    """METRICS_ENABLED=False: /metrics/ does not exist."""
+    with override_settings(METRICS_ENABLED=False):
+        assert client.get("/metrics/").status_code == 404
+
+
+def test_only_get_and_head(client) -> None:
+    """GET and HEAD are served; POST is 405."""
+    assert client.head("/metrics/").status_code == 200
+    assert client.post("/metrics/").status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        ("", False),
+        ("text/plain", False),
+        ("application/openmetrics-text", True),
+        ("application/openmetrics-text; version=1.0.0; charset=utf-8", True),
+        ("APPLICATION/OPENMETRICS-TEXT;q=0.5", True),
+        ("application/openmetrics-text;q=0", False),
+        ("text/plain;q=1, application/openmetrics-text;q=0.1", True),
+    ],
+)
+def test_accept_parsing(accept: str, expected: bool) -> None:
+    """OpenMetrics is chosen whenever it is acceptable at all (q > 0)."""
+    assert wants_openmetrics(accept) is expected
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("", False), ("gzip", True), ("br, gzip;q=0.8", True), ("gzip;q=0", False), ("deflate", False)],
+)
+def test_accept_encoding_parsing(header: str, expected: bool) -> None:
+    """gzip is used when listed with q > 0."""
+    assert accepts_gzip(header) is expected
