@@ -25,12 +25,12 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
 from metrics import collectors
 from metrics.core import REGISTRY, exposition
 from metrics.management.commands.export_metrics import escape_grouping_pair, pushgateway_url
 from metrics.models import MetricSample
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.promstack import (
     ROOT,
     Server,

@@ -9,6 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
+
 from metrics.models import MetricSample, parse_exposition
 
 EXPOSITION = """\
@@ -108,6 +109,14 @@ def test_admin_is_read_only_and_filterable(client: Client) -> None:
     filtered = client.get("/admin/metrics/metricsample/", {"name": "jobs_total"})
     assert filtered.status_code == 200
     assert [row.name for row in filtered.context["cl"].result_list] == ["jobs_total"]
+    MetricSample.objects.create(
+        taken_at=timezone.now() - timedelta(days=30), name="old", labels={}, value=1.0
+    )
+    since = (timezone.now() - timedelta(days=7)).isoformat()
+    recent = client.get("/admin/metrics/metricsample/", {"taken_at__gte": since})
+    assert recent.status_code == 200
+    assert "old" not in {row.name for row in recent.context["cl"].result_list}
+    assert len(recent.context["cl"].result_list) == 9
     assert client.get("/admin/metrics/metricsample/add/").status_code == 403
     pk = MetricSample.objects.get(name="jobs_total").pk
     detail = client.get(f"/admin/metrics/metricsample/{pk}/change/")

@@ -74,7 +74,7 @@ class MetricSampleQuerySet(models.QuerySet["MetricSample"]):
             for name, labels, value in parse_exposition(text, prefixes)
         ]
         with transaction.atomic(using=self.db):
-            self.bulk_create(rows, batch_size=batch_size)
+            MetricSample.objects.using(self.db).bulk_create(rows, batch_size=batch_size)
         return len(rows)
 
 
