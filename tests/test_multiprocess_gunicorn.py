@@ -1,0 +1,128 @@
+"""The example site under gunicorn in multiprocess mode: exact counts under worker churn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "example"
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(tmp_path: Path, workers: int, max_requests: int) -> tuple[subprocess.Popen, str, Path]:
+    port = free_port()
+    mp_dir = tmp_path / "mp"
+    mp_dir.mkdir()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "server.settings",
+        "PROMETHEUS_MULTIPROC_DIR": str(mp_dir),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "METRICS_ALLOWED_IPS": "127.0.0.1",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": str(workers),
+        "GUNICORN_MAX_REQUESTS": str(max_requests),
+        "GUNICORN_MAX_REQUESTS_JITTER": str(max_requests // 5),
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=EXAMPLE, env=env, check=True, timeout=120
+    )
+    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "server.wsgi:application"],
+        cwd=EXAMPLE,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/metrics/liveness/", timeout=5).status_code == 200:
+                log.close()
+                return proc, base, mp_dir
+        except requests.RequestException:
+            time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    log.close()
+    raise AssertionError("gunicorn did not start:\n" + (tmp_path / "gunicorn.log").read_text())
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def load(base: str, n: int) -> int:
+    """Send n GET /about/ requests from 8 threads; return how many got a 200."""
+
+    def one(_: int) -> bool:
+        try:
+            return requests.get(f"{base}/about/", timeout=10).status_code == 200
+        except requests.RequestException:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        return sum(pool.map(one, range(n)))
+
+
+def counted(base: str) -> tuple[float, float]:
+    text = requests.get(f"{base}/metrics/", timeout=10).text
+    total = hist = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.labels.get("view") != "about/":
+                continue
+            if s.name == "django_http_requests_total":
+                total += s.value
+            elif s.name == "django_http_request_duration_seconds_count":
+                hist += s.value
+    return total, hist
+
+
+def test_counts_are_exact_under_worker_churn_and_sigkill(tmp_path: Path) -> None:
+    """4 workers recycled every ~50 requests, one SIGKILLed mid-run: every served request counted once."""
+    proc, base, mp_dir = start_gunicorn(tmp_path, workers=4, max_requests=50)
+    try:
+        ok = load(base, 1500)
+        workers = psutil.Process(proc.pid).children()
+        assert workers, "gunicorn has no workers"
+        os.kill(workers[0].pid, signal.SIGKILL)
+        ok += load(base, 1500)
+        total, hist = counted(base)
+        assert ok >= 2900, "the load itself failed"
+        assert total == ok
+        assert hist == ok
+        # Dead workers leave no slot behind once folded: only live processes hold slots.
+        time.sleep(0.5)
+        counted(base)
+        live = len(psutil.Process(proc.pid).children())
+        assert len(list(mp_dir.glob("slot-*.mrs"))) <= live + 1
+        assert (mp_dir / "archive.mrs").exists()
+    finally:
+        stop(proc)
