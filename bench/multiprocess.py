@@ -88,14 +88,14 @@ def scenario(lib_name: str, dead: int) -> dict:
                     kind = name.rsplit("_", 1)[0]
                     shutil.copyfile(src, os.path.join(directory, f"{kind}_{900000 + i}.db"))
     start = time.perf_counter()
-    first = scrape()
+    scrape()
     first_s = time.perf_counter() - start
     times = []
     for _ in range(5):
         start = time.perf_counter()
         out = scrape()
         times.append(time.perf_counter() - start)
-    assert b"bench_requests" in out and len(out) == len(first) or lib_name == "ours"
+    assert b"bench_requests" in out, out[:200]
     for w in gates:
         os.write(w, b"x")
     return {"first": first_s, "steady": statistics.median(times)}
@@ -127,7 +127,12 @@ def run_child(args: list[str], multiproc: bool) -> dict:
         env["PROMETHEUS_MULTIPROC_DIR"] = tmp
     try:
         out = subprocess.run(
-            [sys.executable, __file__, *args], env=env, capture_output=True, text=True, check=True, timeout=900
+            [sys.executable, __file__, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=900,
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -146,7 +151,10 @@ def main() -> int:
         rows.append((dead, ours, theirs))
     base = rows[0][1]["steady"]
     print(f"scrape, {LIVE} live workers x {2 * SERIES} series, plus dead worker histories")
-    print(f"{'dead':>6} {'ours steady':>13} {'ours 1st (folds)':>17} {'prometheus_client':>18} {'ratio':>8} {'vs 0 dead':>10}")
+    print(
+        f"{'dead':>6} {'ours steady':>13} {'ours 1st (folds)':>17} {'prometheus_client':>18} "
+        f"{'ratio':>8} {'vs 0 dead':>10}"
+    )
     for dead, ours, theirs in rows:
         print(
             f"{dead:>6} {fmt(ours['steady']):>13} {fmt(ours['first']):>17} {fmt(theirs['steady']):>18} "

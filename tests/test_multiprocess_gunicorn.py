@@ -44,11 +44,15 @@ def start_gunicorn(tmp_path: Path, workers: int, max_requests: int) -> tuple[sub
         "GUNICORN_MAX_REQUESTS_JITTER": str(max_requests // 5),
     }
     subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=EXAMPLE, env=env, check=True, timeout=120
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=EXAMPLE,
+        env=env,
+        check=True,
+        timeout=120,
     )
-    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 (closed with the process)
+    log = open(tmp_path / "gunicorn.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "server.wsgi:application"],
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "server.wsgi"],
         cwd=EXAMPLE,
         env=env,
         stdout=log,
