@@ -296,6 +296,14 @@ class AppSettings:
         """Path prefixes the middleware ignores; None means this app's endpoints."""
         return self._get("METRICS_EXCLUDE_PATHS")  # type: ignore[no-any-return]
 
+    def middleware_settings(self) -> tuple[bool, tuple[str, ...]]:
+        """Return (ENABLED, excluded_paths()) in one cached lookup, for the per-request path."""
+        try:
+            return self._cache["_middleware"]  # type: ignore[no-any-return]
+        except KeyError:
+            value = self._cache["_middleware"] = (self.ENABLED, self.excluded_paths())
+            return value
+
     def excluded_paths(self) -> tuple[str, ...]:
         """Return the path prefixes the middleware ignores.
 

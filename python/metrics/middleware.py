@@ -33,8 +33,8 @@ UNRESOLVED = "<unresolved>"
 OTHER_METHOD = "other"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
-# (method, view) -> (duration, request size, response size) children.
-_ViewChildren = tuple[Any, Any, Any]
+# (method, view, status) -> (requests_total, duration, request size, response size) children.
+_Children = tuple[Any, Any, Any, Any]
 
 
 def view_label(request: HttpRequest) -> str:
@@ -45,13 +45,6 @@ def view_label(request: HttpRequest) -> str:
     if match.url_name:
         return match.view_name
     return match.route or UNRESOLVED
-
-
-def _request_size(request: HttpRequest) -> int:
-    try:
-        return max(int(request.META.get("CONTENT_LENGTH") or 0), 0)
-    except ValueError:
-        return 0
 
 
 class MetricsMiddleware:
@@ -67,16 +60,16 @@ class MetricsMiddleware:
             # Lets Django call this instance without wrapping it in a thread.
             markcoroutinefunction(self)
         self._in_progress: dict[str, Any] = {}
-        self._views: dict[tuple[str, str], _ViewChildren] = {}
-        self._totals: dict[tuple[str, str, int], Any] = {}
+        self._children: dict[tuple[str, str, int], _Children] = {}
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        if not app_settings.ENABLED or request.path_info.startswith(app_settings.excluded_paths()):
+        enabled, excluded = app_settings.middleware_settings()
+        if not enabled or request.path_info.startswith(excluded):
             return self.get_response(request)
-        start = perf_counter()
         method, gauge = self._begin(request)
+        start = perf_counter()
         try:
             response = self.get_response(request)
         except BaseException:
@@ -87,10 +80,11 @@ class MetricsMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        if not app_settings.ENABLED or request.path_info.startswith(app_settings.excluded_paths()):
+        enabled, excluded = app_settings.middleware_settings()
+        if not enabled or request.path_info.startswith(excluded):
             return await get_response(request)
-        start = perf_counter()
         method, gauge = self._begin(request)
+        start = perf_counter()
         try:
             response = await get_response(request)
         except BaseException:
@@ -100,18 +94,18 @@ class MetricsMiddleware:
         return response
 
     def _begin(self, request: HttpRequest) -> tuple[str, Any]:
-        method = request.method or OTHER_METHOD
+        method = request.method
         if method not in METHODS:
             method = OTHER_METHOD
         try:
-            gauge = self._in_progress.get(method)
+            gauge = self._in_progress.get(method)  # type: ignore[arg-type]
             if gauge is None:
-                gauge = self._in_progress[method] = http_requests_in_progress.labels(method)
+                gauge = self._in_progress[method] = http_requests_in_progress.labels(method)  # type: ignore[index]
             gauge.inc()
         except Exception:
             logger.exception("metrics: could not count the request in progress")
             gauge = None
-        return method, gauge
+        return method, gauge  # type: ignore[return-value]
 
     def _finish(
         self,
@@ -125,30 +119,39 @@ class MetricsMiddleware:
         try:
             if gauge is not None:
                 gauge.dec()
-            view = view_label(request)
-            key = (method, view)
-            children = self._views.get(key)
+            # Inlined view_label(): this runs on every request.
+            match = request.resolver_match
+            if match is None:
+                view = UNRESOLVED
+            elif match.url_name:
+                view = match.view_name
+            else:
+                view = match.route or UNRESOLVED
+            # No response: the exception escapes every handler above, the client sees a 500.
+            status = 500 if response is None else response.status_code
+            key = (method, view, status)
+            children = self._children.get(key)
             if children is None:
-                children = self._views[key] = (
+                children = self._children[key] = (
+                    http_requests_total.labels(method, view, str(status)),
                     http_request_duration_seconds.labels(method, view),
                     http_request_size_bytes.labels(method, view),
                     http_response_size_bytes.labels(method, view),
                 )
-            # No response: the exception escapes every handler above, the client sees a 500.
-            status = 500 if response is None else response.status_code
-            total_key = (method, view, status)
-            total = self._totals.get(total_key)
-            if total is None:
-                total = self._totals[total_key] = http_requests_total.labels(method, view, str(status))
+            total, latency, request_size, response_size = children
             total.inc()
-            children[0].observe(duration)
-            children[1].observe(_request_size(request))
+            latency.observe(duration)
+            length = request.META.get("CONTENT_LENGTH")
+            try:
+                request_size.observe(int(length) if length else 0)
+            except ValueError:
+                request_size.observe(0)
             if response is None:
-                children[2].observe(0)
+                response_size.observe(0)
             elif response.streaming:
-                _count_streamed(response, children[2])
+                _count_streamed(response, response_size)
             else:
-                children[2].observe(len(response.content))  # type: ignore[attr-defined]
+                response_size.observe(len(response.content))  # type: ignore[attr-defined]
         except Exception:
             logger.exception("metrics: could not record the request")
 
