@@ -43,8 +43,10 @@ system-deps: ## Install the Debian packages the tests start (needs root; skipped
 test-rust: ## Rust unit tests (the engine, without Python).
 	cargo test -q --no-default-features
 
-test-python: build ## Python tests against real services.
-	$(BIN)/pytest -q
+test-python: build ## Python tests against real services: SQLite, PostgreSQL, then MariaDB for DB-specific ones.
+	$(BIN)/pytest -q -p no:cacheprovider
+	METRICS_TEST_DB=postgres $(BIN)/pytest -q -p no:cacheprovider
+	METRICS_TEST_DB=mysql $(BIN)/pytest -q -p no:cacheprovider tests/instrument tests/test_commands.py tests/test_models.py tests/test_health.py
 
 test: test-rust test-python ## The whole suite.
 
@@ -57,6 +59,9 @@ lint: venv ## ruff, rustfmt, clippy.
 bench: build-release ## Benchmarks side by side with the anchors (release build).
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/core.py
+	$(BIN)/python bench/multiprocess.py
+	$(BIN)/python bench/http.py
+	$(BIN)/python bench/instrument.py
 
 demo: build ## Run the example site on http://127.0.0.1:8000.
 	bash scripts/demo.sh
