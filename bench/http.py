@@ -1,0 +1,437 @@
+"""HTTP benchmark: what each way of recording the five HTTP metrics costs a Django request.
+
+Four stacks, identical but for the metrics middleware (the default `startproject` middleware,
+a view answering 2 bytes):
+
+- bare Django (no metrics),
+- this package's `metrics.middleware.MetricsMiddleware`,
+- django-prometheus (`PrometheusBeforeMiddleware` ... `PrometheusAfterMiddleware`),
+- a minimal hand-written prometheus_client middleware recording the spec's five metrics.
+
+Part 1, in-process: each stack is a `WSGIHandler` called directly with a WSGI environ; rounds are
+interleaved (shuffled order each round) so machine noise hits all stacks alike. Prints the
+median µs/request, the median per-round difference with bare Django, and the ratio.
+
+Part 2, over HTTP: each stack under gunicorn (4 sync workers, one server per stack, all started
+up front), loaded with `wrk` on loopback in interleaved rounds. Prints requests/s and the share
+of bare Django's.
+
+Run: `.venv/bin/python bench/http.py` (about 2 minutes; `--no-wrk` for part 1 only). Figures
+are meaningful with the release build of the core (`make bench` builds it); a debug build
+(`make build`) makes this package's middleware look slower than it is.
+"""
+
+# This file is named http.py: its directory must leave sys.path before anything imports the
+# standard library's `http` package (Django does), or this file would shadow it.
+# ruff: noqa: E402
+from __future__ import annotations
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse
+import io
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+STACKS = ["bare", "metrics", "django-prometheus", "prometheus_client"]
+LABELS = {
+    "bare": "bare Django",
+    "metrics": "metrics (this package)",
+    "django-prometheus": "django-prometheus",
+    "prometheus_client": "minimal prometheus_client",
+}
+
+# The site, written to a temporary directory so gunicorn can import it (and this file, named
+# like the standard library's `http`, stays off every sys.path). BENCH_STACK picks the stack.
+SITE = textwrap.dedent(
+    '''
+    """A one-view Django site with a choice of metrics middleware (BENCH_STACK)."""
+
+    import os
+    from time import perf_counter
+
+    import django
+    from django.conf import settings
+    from django.http import HttpResponse
+    from django.urls import path
+
+    BASE = [
+        "django.middleware.security.SecurityMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    ]
+    STACKS = {
+        "bare": BASE,
+        "metrics": ["metrics.middleware.MetricsMiddleware", *BASE],
+        "django-prometheus": [
+            "django_prometheus.middleware.PrometheusBeforeMiddleware",
+            *BASE,
+            "django_prometheus.middleware.PrometheusAfterMiddleware",
+        ],
+        "prometheus_client": ["bench_site.MinimalPrometheusMiddleware", *BASE],
+    }
+
+
+    def hello(request):
+        return HttpResponse(b"ok")
+
+
+    urlpatterns = [path("hello/", hello, name="hello")]
+
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            SECRET_KEY="bench-only",
+            ALLOWED_HOSTS=["*"],
+            ROOT_URLCONF="bench_site",
+            USE_TZ=True,
+            INSTALLED_APPS=[
+                "django.contrib.contenttypes",
+                "django.contrib.auth",
+                "django.contrib.sessions",
+                "django.contrib.messages",
+                "metrics",
+                "django_prometheus",
+            ],
+            MIDDLEWARE=STACKS[os.environ.get("BENCH_STACK", "bare")],
+            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+            LOGGING_CONFIG=None,
+        )
+        django.setup()
+
+    import prometheus_client as pc
+
+    PC_REGISTRY = pc.CollectorRegistry()
+    PC_TOTAL = pc.Counter(
+        "bench_http_requests_total", "R.", ["method", "view", "status"], registry=PC_REGISTRY
+    )
+    PC_DURATION = pc.Histogram(
+        "bench_http_request_duration_seconds", "D.", ["method", "view"], registry=PC_REGISTRY
+    )
+    PC_IN_PROGRESS = pc.Gauge(
+        "bench_http_requests_in_progress", "P.", ["method"], registry=PC_REGISTRY
+    )
+    PC_REQUEST_SIZE = pc.Histogram(
+        "bench_http_request_size_bytes", "Q.", ["method", "view"], registry=PC_REGISTRY
+    )
+    PC_RESPONSE_SIZE = pc.Histogram(
+        "bench_http_response_size_bytes", "S.", ["method", "view"], registry=PC_REGISTRY
+    )
+
+
+    class MinimalPrometheusMiddleware:
+        """The five HTTP metrics the way a team writes them by hand with prometheus_client."""
+
+        def __init__(self, get_response):
+            self.get_response = get_response
+
+        def __call__(self, request):
+            method = request.method
+            start = perf_counter()
+            PC_IN_PROGRESS.labels(method).inc()
+            try:
+                response = self.get_response(request)
+            finally:
+                PC_IN_PROGRESS.labels(method).dec()
+            match = request.resolver_match
+            view = match.view_name if match else "<unresolved>"
+            PC_TOTAL.labels(method, view, str(response.status_code)).inc()
+            PC_DURATION.labels(method, view).observe(perf_counter() - start)
+            PC_REQUEST_SIZE.labels(method, view).observe(int(request.META.get("CONTENT_LENGTH") or 0))
+            PC_RESPONSE_SIZE.labels(method, view).observe(len(response.content))
+            return response
+
+
+    def application(environ, start_response):
+        from django.core.wsgi import get_wsgi_application
+
+        global application
+        application = get_wsgi_application()
+        return application(environ, start_response)
+    '''
+)
+
+
+def write_site(directory: Path) -> None:
+    """Write the benchmark site module into `directory`."""
+    (directory / "bench_site.py").write_text(SITE)
+
+
+# --- part 1: in-process ---
+
+
+def build_handlers() -> dict[str, Callable[[dict], object]]:
+    """Return one WSGIHandler per stack, all in this process."""
+    import bench_site
+    from django.conf import settings
+    from django.core.handlers.wsgi import WSGIHandler
+
+    handlers = {}
+    for stack in STACKS:
+        # load_middleware() reads settings.MIDDLEWARE once, in WSGIHandler's constructor.
+        settings.MIDDLEWARE = bench_site.STACKS[stack]
+        handlers[stack] = WSGIHandler()
+    return handlers
+
+
+def environ() -> dict:
+    """Return a fresh WSGI environ for GET /hello/."""
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/hello/",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_ACCEPT": "*/*",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+
+def _start_response(status: str, headers: list, exc_info: object = None) -> None:
+    if not status.startswith("200"):
+        raise RuntimeError(f"unexpected status {status}")
+
+
+def time_requests(handler: Callable[..., object], n: int) -> float:
+    """Return µs per request over `n` requests through `handler`."""
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        response = handler(environ(), _start_response)
+        b"".join(response)  # type: ignore[call-overload]
+        response.close()  # type: ignore[attr-defined]
+    return (time.perf_counter_ns() - start) / n / 1000
+
+
+def in_process(rounds: int, requests: int) -> dict[str, list[float]]:
+    """Time every stack, `rounds` times, in a shuffled order each round."""
+    handlers = build_handlers()
+    for handler in handlers.values():
+        time_requests(handler, max(requests // 4, 100))  # warm-up: imports, caches, label children
+    timings: dict[str, list[float]] = {stack: [] for stack in STACKS}
+    order = list(STACKS)
+    rng = random.Random(42)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for stack in order:
+            timings[stack].append(time_requests(handlers[stack], requests))
+    return timings
+
+
+def middleware_alone(rounds: int, requests: int) -> dict[str, list[float]]:
+    """Time each stack's metrics middleware around a view that returns a ready response.
+
+    Nothing else runs (no URL resolution, no other middleware), so this isolates what the
+    metrics code itself adds, with less noise than the full stack.
+    """
+    from bench_site import MinimalPrometheusMiddleware
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+    from django.urls import resolve
+    from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
+
+    from metrics.middleware import MetricsMiddleware
+
+    response = HttpResponse(b"ok")
+    request = RequestFactory().get("/hello/")
+    request.resolver_match = resolve("/hello/")
+
+    def view(request: object) -> HttpResponse:
+        return response
+
+    chains: dict[str, Callable[[object], object]] = {
+        "bare": view,
+        "metrics": MetricsMiddleware(view),
+        "django-prometheus": PrometheusBeforeMiddleware(PrometheusAfterMiddleware(view)),
+        "prometheus_client": MinimalPrometheusMiddleware(view),
+    }
+
+    def run(chain: Callable[[object], object], n: int) -> float:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            chain(request)
+        return (time.perf_counter_ns() - start) / n / 1000
+
+    for chain in chains.values():
+        run(chain, 1000)
+    timings: dict[str, list[float]] = {stack: [] for stack in STACKS}
+    order = list(STACKS)
+    rng = random.Random(7)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for stack in order:
+            timings[stack].append(run(chains[stack], requests * 5))
+    return timings
+
+
+def print_middleware_alone(timings: dict[str, list[float]]) -> None:
+    """Print what each middleware adds on its own."""
+    bare = timings["bare"]
+    print(f"\nMiddleware alone, µs added per request (median of {len(bare)} interleaved rounds)")
+    print(f"{'stack':30} {'added µs':>9}")
+    for stack in STACKS[1:]:
+        added = statistics.median(t - b for t, b in zip(timings[stack], bare, strict=True))
+        print(f"{LABELS[stack]:30} {added:9.2f}")
+
+
+def print_in_process(timings: dict[str, list[float]]) -> None:
+    """Print the in-process table."""
+    bare = timings["bare"]
+    bare_median = statistics.median(bare)
+    print(f"\nIn-process, µs per request (median of {len(bare)} interleaved rounds)")
+    print(f"{'stack':30} {'µs/request':>11} {'added µs':>9} {'ratio':>6}")
+    for stack in STACKS:
+        median = statistics.median(timings[stack])
+        added = statistics.median(t - b for t, b in zip(timings[stack], bare, strict=True))
+        added_text = "-" if stack == "bare" else f"{added:9.1f}"
+        print(f"{LABELS[stack]:30} {median:11.1f} {added_text:>9} {median / bare_median:6.2f}")
+
+
+# --- part 2: gunicorn + wrk ---
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def _wrk(url: str, seconds: int, connections: int) -> float:
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if match is None:
+        raise RuntimeError(f"no Requests/sec in wrk output:\n{output}")
+    return float(match.group(1))
+
+
+def over_http(site_dir: Path, rounds: int, seconds: int, workers: int) -> dict[str, list[float]]:
+    """Start one gunicorn per stack, then load them with wrk in interleaved rounds."""
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        for stack in STACKS:
+            port = _free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("METRICS_", "PROMETHEUS_"))}
+            env["BENCH_STACK"] = stack
+            command = [str(gunicorn), "bench_site:application", "--bind", f"127.0.0.1:{port}"]
+            command += ["--workers", str(workers), "--log-level", "warning", "--chdir", str(site_dir)]
+            process = subprocess.Popen(
+                command,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            servers[stack] = (process, f"http://127.0.0.1:{port}/hello/")
+        for process, url in servers.values():
+            _wait_ready(url, process)
+        for _, url in servers.values():
+            _wrk(url, 1, 16)  # warm-up: every worker imports and fills its caches
+        results: dict[str, list[float]] = {stack: [] for stack in STACKS}
+        order = list(STACKS)
+        for n in range(rounds):
+            # Rotate, so no stack always runs right after the same neighbour.
+            order = order[n % len(order) :] + order[: n % len(order)]
+            for stack in order:
+                results[stack].append(_wrk(servers[stack][1], seconds, 32))
+        return results
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+        for process, _ in servers.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def print_over_http(results: dict[str, list[float]], workers: int, seconds: int) -> None:
+    """Print the requests/s table."""
+    bare = statistics.median(results["bare"])
+    rounds = len(results["bare"])
+    print(f"\ngunicorn ({workers} workers) + wrk (2 threads, 32 connections, {seconds} s x {rounds} rounds)")
+    print(f"{'stack':30} {'requests/s':>11} {'% of bare':>10}")
+    for stack in STACKS:
+        median = statistics.median(results[stack])
+        print(f"{LABELS[stack]:30} {median:11.0f} {100 * median / bare:9.1f}%")
+
+
+def main() -> None:
+    """Run both parts and print their tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15, help="in-process rounds (default 15)")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per stack per round")
+    parser.add_argument("--no-wrk", action="store_true", help="skip the gunicorn + wrk part")
+    parser.add_argument("--wrk-rounds", type=int, default=2)
+    parser.add_argument("--wrk-seconds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args()
+
+    site_dir = Path(tempfile.mkdtemp(prefix="metrics-bench-"))
+    try:
+        write_site(site_dir)
+        sys.path.insert(0, str(site_dir))
+        for name in ("METRICS_ENABLED", "PROMETHEUS_MULTIPROC_DIR"):
+            os.environ.pop(name, None)
+        import metrics._core
+
+        print(f"metrics._core: {metrics._core.__file__}")
+        print_in_process(in_process(args.rounds, args.requests))
+        print_middleware_alone(middleware_alone(args.rounds, args.requests))
+        if not args.no_wrk:
+            if shutil.which("wrk") is None:
+                sys.exit("wrk is missing: install the Debian package 'wrk' (make system-deps)")
+            results = over_http(site_dir, args.wrk_rounds, args.wrk_seconds, args.workers)
+            print_over_http(results, args.workers, args.wrk_seconds)
+    finally:
+        shutil.rmtree(site_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
