@@ -33,6 +33,9 @@ pub enum GaugeMode {
     LiveMin,
     /// The most recently written value of a live process.
     LiveMostRecent,
+    /// One series per live process, labelled `worker` with its slot number: bounded by the
+    /// most processes alive at once, whatever the churn.
+    LiveWorker,
 }
 
 impl GaugeMode {
@@ -49,6 +52,7 @@ impl GaugeMode {
             "livemax" => GaugeMode::LiveMax,
             "livemin" => GaugeMode::LiveMin,
             "livemostrecent" => GaugeMode::LiveMostRecent,
+            "liveworker" => GaugeMode::LiveWorker,
             other => return Err(format!("Invalid multiprocess mode: {other}")),
         })
     }

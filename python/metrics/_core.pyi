@@ -11,7 +11,17 @@ TEXT_CONTENT_TYPE: str
 OPENMETRICS_CONTENT_TYPE: str
 
 _GaugeMode = Literal[
-    "all", "liveall", "livesum", "sum", "max", "min", "mostrecent", "livemax", "livemin", "livemostrecent"
+    "all",
+    "liveall",
+    "liveworker",
+    "livesum",
+    "sum",
+    "max",
+    "min",
+    "mostrecent",
+    "livemax",
+    "livemin",
+    "livemostrecent",
 ]
 
 class Timer:

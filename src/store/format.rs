@@ -121,7 +121,7 @@ fn kind_from(c: u8) -> Option<Kind> {
     })
 }
 
-const MODES: [GaugeMode; 10] = [
+const MODES: [GaugeMode; 11] = [
     GaugeMode::All,
     GaugeMode::LiveAll,
     GaugeMode::LiveSum,
@@ -132,6 +132,7 @@ const MODES: [GaugeMode; 10] = [
     GaugeMode::LiveMax,
     GaugeMode::LiveMin,
     GaugeMode::LiveMostRecent,
+    GaugeMode::LiveWorker,
 ];
 
 fn mode_code(m: GaugeMode) -> u8 {

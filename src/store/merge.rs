@@ -12,8 +12,8 @@ use crate::names::Kind;
 /// Where values come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// A live process's slot (its pid).
-    Live(u32),
+    /// A live process's slot: its pid and slot number.
+    Live(u32, u32),
     /// The archive, or a dead process's slot being folded into it.
     Dead,
 }
@@ -27,29 +27,31 @@ enum Op {
     Replace,
 }
 
-/// How a series of `desc` from `source` combines, or `None` if it is left out.
-fn rule(desc: &Desc, source: Source) -> Option<(Op, bool)> {
-    let live = matches!(source, Source::Live(_));
+/// How a series of `desc` from `source` combines, and the per-process label it gets if any;
+/// `None` if it is left out.
+fn rule(desc: &Desc, source: Source) -> Option<(Op, Option<&'static str>)> {
+    let live = matches!(source, Source::Live(..));
     match desc.kind {
-        Kind::Counter | Kind::Histogram | Kind::Summary => Some((Op::Sum, false)),
+        Kind::Counter | Kind::Histogram | Kind::Summary => Some((Op::Sum, None)),
         // Per-process kinds never reach the files.
         Kind::Info | Kind::Enum => None,
         Kind::Gauge => {
-            let (op, live_only, per_pid) = match desc.gauge_mode {
-                GaugeMode::All | GaugeMode::LiveAll => (Op::Replace, true, true),
-                GaugeMode::LiveSum => (Op::Sum, true, false),
-                GaugeMode::LiveMax => (Op::Max, true, false),
-                GaugeMode::LiveMin => (Op::Min, true, false),
-                GaugeMode::LiveMostRecent => (Op::MostRecent, true, false),
-                GaugeMode::Sum => (Op::Sum, false, false),
-                GaugeMode::Max => (Op::Max, false, false),
-                GaugeMode::Min => (Op::Min, false, false),
-                GaugeMode::MostRecent => (Op::MostRecent, false, false),
+            let (op, live_only, per_process) = match desc.gauge_mode {
+                GaugeMode::All | GaugeMode::LiveAll => (Op::Replace, true, Some("pid")),
+                GaugeMode::LiveWorker => (Op::Replace, true, Some("worker")),
+                GaugeMode::LiveSum => (Op::Sum, true, None),
+                GaugeMode::LiveMax => (Op::Max, true, None),
+                GaugeMode::LiveMin => (Op::Min, true, None),
+                GaugeMode::LiveMostRecent => (Op::MostRecent, true, None),
+                GaugeMode::Sum => (Op::Sum, false, None),
+                GaugeMode::Max => (Op::Max, false, None),
+                GaugeMode::Min => (Op::Min, false, None),
+                GaugeMode::MostRecent => (Op::MostRecent, false, None),
             };
             if live_only && !live {
                 None
             } else {
-                Some((op, per_pid))
+                Some((op, per_process))
             }
         }
     }
@@ -94,17 +96,11 @@ pub struct Merge {
 impl Merge {
     /// Add one series.
     pub fn add(&mut self, desc: &Desc, labels: &[String], created: f64, values: &[f64], source: Source) {
-        let Some((op, per_pid)) = rule(desc, source) else { return };
+        let Some((op, per_process)) = rule(desc, source) else { return };
         let idx = match self.index.get(&desc.name) {
             Some(i) => *i,
             None => {
-                let shown = if per_pid {
-                    let mut d = clone_desc(desc);
-                    d.labelnames.push("pid".into());
-                    Arc::new(d)
-                } else {
-                    Arc::new(clone_desc(desc))
-                };
+                let shown = Arc::new(shown_desc(desc, per_process));
                 self.fams.push(MergedFamily {
                     desc: Arc::new(clone_desc(desc)),
                     shown,
@@ -125,10 +121,8 @@ impl Merge {
             return;
         }
         let mut key = labels.to_vec();
-        if per_pid {
-            if let Source::Live(pid) = source {
-                key.push(pid.to_string());
-            }
+        if let (Some(label), Source::Live(pid, slot)) = (per_process, source) {
+            key.push(if label == "pid" { pid } else { slot }.to_string());
         }
         match fam.series.get_mut(&key) {
             None => {
@@ -165,14 +159,8 @@ impl Merge {
             match self.index.get(&fam.desc.name).map(|i| &self.fams[*i]) {
                 Some(m) if compatible(&m.desc, &fam.desc) => out.push(m.snapshot()),
                 _ => {
-                    let shown = match rule(&fam.desc, Source::Live(0)) {
-                        Some((_, true)) => {
-                            let mut d = clone_desc(&fam.desc);
-                            d.labelnames.push("pid".into());
-                            Arc::new(d)
-                        }
-                        _ => Arc::clone(&fam.desc),
-                    };
+                    let per_process = rule(&fam.desc, Source::Live(0, 0)).and_then(|(_, l)| l);
+                    let shown = Arc::new(shown_desc(&fam.desc, per_process));
                     out.push(FamilySnapshot { desc: shown, series: Vec::new() });
                 }
             }
@@ -249,6 +237,15 @@ fn combine(op: Op, acc: &mut [f64], new: &[f64]) {
     }
 }
 
+/// The description to expose: with the per-process label appended, if the mode has one.
+fn shown_desc(d: &Desc, per_process: Option<&str>) -> Desc {
+    let mut shown = clone_desc(d);
+    if let Some(label) = per_process {
+        shown.labelnames.push(label.to_owned());
+    }
+    shown
+}
+
 fn clone_desc(d: &Desc) -> Desc {
     Desc {
         name: d.name.clone(),
@@ -323,10 +320,10 @@ mod tests {
     fn counters_add_up_and_live_gauges_of_the_dead_vanish() {
         let c = Desc::new(Kind::Counter, "c", "", vec![], "", "", "").unwrap();
         let mut m = Merge::default();
-        m.add(&c, &[], 5.0, &[2.0], Source::Live(1));
+        m.add(&c, &[], 5.0, &[2.0], Source::Live(1, 1));
         m.add(&c, &[], 3.0, &[3.0], Source::Dead);
         let g = gauge(GaugeMode::LiveSum);
-        m.add(&g, &[], 0.0, &[4.0], Source::Live(1));
+        m.add(&g, &[], 0.0, &[4.0], Source::Live(1, 1));
         m.add(&g, &[], 0.0, &[100.0], Source::Dead);
         let snaps = m.snapshots(&[], true);
         assert_eq!(snaps[0].series[0].values, vec![5.0]);
@@ -337,21 +334,27 @@ mod tests {
     #[test]
     fn gauge_modes() {
         let mut m = Merge::default();
-        m.add(&gauge(GaugeMode::Max), &[], 0.0, &[4.0], Source::Live(1));
+        m.add(&gauge(GaugeMode::Max), &[], 0.0, &[4.0], Source::Live(1, 1));
         m.add(&gauge(GaugeMode::Max), &[], 0.0, &[9.0], Source::Dead);
         assert_eq!(m.snapshots(&[], true)[0].series[0].values, vec![9.0]);
         let mut m = Merge::default();
-        m.add(&gauge(GaugeMode::MostRecent), &[], 0.0, &[1.0, 20.0], Source::Live(1));
-        m.add(&gauge(GaugeMode::MostRecent), &[], 0.0, &[2.0, 10.0], Source::Live(2));
+        m.add(&gauge(GaugeMode::MostRecent), &[], 0.0, &[1.0, 20.0], Source::Live(1, 1));
+        m.add(&gauge(GaugeMode::MostRecent), &[], 0.0, &[2.0, 10.0], Source::Live(2, 2));
         assert_eq!(m.snapshots(&[], true)[0].series[0].values[0], 1.0);
         let mut m = Merge::default();
-        m.add(&gauge(GaugeMode::LiveAll), &[], 0.0, &[1.0], Source::Live(7));
-        m.add(&gauge(GaugeMode::LiveAll), &[], 0.0, &[2.0], Source::Live(8));
+        m.add(&gauge(GaugeMode::LiveAll), &[], 0.0, &[1.0], Source::Live(7, 7));
+        m.add(&gauge(GaugeMode::LiveAll), &[], 0.0, &[2.0], Source::Live(8, 8));
         m.add(&gauge(GaugeMode::LiveAll), &[], 0.0, &[3.0], Source::Dead);
         let s = &m.snapshots(&[], true)[0];
         assert_eq!(s.desc.labelnames, vec!["pid".to_string()]);
         assert_eq!(s.series.len(), 2);
         assert_eq!(s.series[1].labels, vec!["8".to_string()]);
+        let mut m = Merge::default();
+        m.add(&gauge(GaugeMode::LiveWorker), &[], 0.0, &[1.0], Source::Live(700, 0));
+        m.add(&gauge(GaugeMode::LiveWorker), &[], 0.0, &[2.0], Source::Live(800, 3));
+        let s = &m.snapshots(&[], true)[0];
+        assert_eq!(s.desc.labelnames, vec!["worker".to_string()]);
+        assert_eq!(s.series[1].labels, vec!["3".to_string()]);
     }
 
     #[test]

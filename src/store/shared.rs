@@ -129,6 +129,11 @@ fn new_uid() -> u64 {
     x ^ (x >> 31)
 }
 
+/// The number in `slot-NNNN.mrs`.
+fn slot_number(name: &str) -> u32 {
+    name.trim_start_matches(SLOT_PREFIX).trim_end_matches(EXT).parse().unwrap_or(0)
+}
+
 fn is_slot(name: &str) -> bool {
     name.starts_with(SLOT_PREFIX) && name.ends_with(EXT)
 }
@@ -405,7 +410,7 @@ impl SharedStore {
             let source = match try_lock(&file) {
                 Ok(true) if merge.folded.contains(&data.header.uid) => continue,
                 Ok(true) => Source::Dead,
-                _ => Source::Live(data.header.pid),
+                _ => Source::Live(data.header.pid, slot_number(&name)),
             };
             merge.add_file(&data, source);
         }
