@@ -17,7 +17,7 @@ export DJANGO_SUPERUSER_EMAIL=${DJANGO_SUPERUSER_EMAIL:-admin@example.com}
 cd example
 "$PY" manage.py migrate --noinput
 # Idempotent: a second `make demo` finds the user already there.
-"$PY" manage.py shell -c "
+"$PY" manage.py shell -v 0 -c "
 from django.contrib.auth import get_user_model
 import os
 User = get_user_model()
