@@ -11,5 +11,6 @@ include(
     "components/database.py",
     "components/caches.py",
     "components/metrics.py",
+    "components/celery.py",
     optional("local.py"),
 )

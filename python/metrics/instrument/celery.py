@@ -1,0 +1,595 @@
+"""Celery task metrics from Celery's signals, recorded in the process that runs the task.
+
+What is recorded (label `task` is the registered task name; any name the app does not
+register, such as an unknown task sent with `send_task()`, becomes `other`):
+
+- `celery_tasks_total{task,status}`: one per outcome. `success`, `failure`, `retry` (each
+  retry requested, so a task retried twice then successful counts 2 `retry` and 1 `success`),
+  `rejected` (the task raised `Reject`, or the worker refused an unknown or invalid message),
+  `ignored` (the task raised `Ignore`, e.g. `Task.replace()`), `revoked` (discarded before it
+  ran, expired, or terminated while running).
+- `celery_task_duration_seconds{task}`: the run time of every run of a task body (a retried
+  task has one observation per attempt), success or not.
+- `celery_tasks_in_progress{task}`: task bodies running now (gauge, `livesum`: a pool process
+  killed mid-task takes its runs with it).
+- `celery_task_queue_wait_seconds{task}`: from publish (stamped in the message headers by
+  `before_task_publish`) or from the ETA/countdown when later, to the start of the run.
+  Publisher and worker clocks are compared: negative waits (clock skew) count as 0. Messages
+  published without the stamp (by a process without this module) are not observed.
+- `celery_worker_up{worker}`: 1 while a worker's main process is consuming (`livesum`: gone
+  when the process is), `celery_worker_last_heartbeat_timestamp_seconds{worker}` (`max`, kept
+  after the worker died, so `time() - ...` grows), `celery_worker_pool_processes{worker}`
+  (prefork children alive, `livesum`).
+
+The body's own outcome is recorded once, at `task_postrun`, from the state it reports.
+`task_failure` and `task_retry` count only when sent outside a run of this process: by the
+worker's main process for hard time limits, lost pool processes, cancelled runs. Counts written
+by prefork children land in the multiprocess store, so every child is counted exactly once.
+
+Manual recording (the spec's example) keeps working and is never doubled: a task whose code
+names `celery_tasks_total` (or `celery_task_duration_seconds`) records that metric itself, so
+the automatic record of that metric is skipped for it. The check reads the task function's code
+once per task; a task that records through a helper function it calls is not detected (set
+`METRICS_CELERY_ENABLED = False` and record by hand, or remove the manual code).
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from datetime import datetime
+from types import CodeType
+from typing import Any
+
+from metrics import core
+from metrics.collectors import OTHER, celery_task_duration_seconds, celery_tasks_total
+from metrics.conf import SETTINGS, Setting, SettingError, parse_bool, parse_non_negative_int
+from metrics.core import Gauge, Histogram
+
+__all__ = ["install"]
+
+logger = logging.getLogger("metrics")
+
+SUCCESS = "success"
+FAILURE = "failure"
+RETRY = "retry"
+REJECTED = "rejected"
+IGNORED = "ignored"
+REVOKED = "revoked"
+
+# Message header carrying the publish time (seconds since the epoch, float).
+PUBLISHED_HEADER = "metrics_published_at"
+HEALTH_CHECK_NAME = "celery"
+
+# Queue waits: from a few milliseconds on an idle worker to an hour of backlog.
+QUEUE_WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+celery_tasks_in_progress = Gauge(
+    "celery_tasks_in_progress",
+    "Celery task bodies running now, by task.",
+    ["task"],
+    multiprocess_mode="livesum",
+)
+celery_task_queue_wait_seconds = Histogram(
+    "celery_task_queue_wait_seconds",
+    "Seconds from publish (or the ETA, when later) to the start of the run, by task.",
+    ["task"],
+    buckets=QUEUE_WAIT_BUCKETS,
+)
+celery_worker_up = Gauge(
+    "celery_worker_up",
+    "1 while the Celery worker's main process is consuming, by worker node name.",
+    ["worker"],
+    multiprocess_mode="livesum",
+)
+celery_worker_last_heartbeat_timestamp_seconds = Gauge(
+    "celery_worker_last_heartbeat_timestamp_seconds",
+    "When the Celery worker last sent its heartbeat (seconds since the epoch), by worker.",
+    ["worker"],
+    multiprocess_mode="max",
+)
+celery_worker_pool_processes = Gauge(
+    "celery_worker_pool_processes",
+    "Pool processes of the Celery worker alive now, by worker.",
+    ["worker"],
+    multiprocess_mode="livesum",
+)
+
+
+# --- settings (read like metrics.conf's; the conf owner may move them there) ---
+
+
+def parse_port(value: object) -> int:
+    """Return a TCP port number, 0 to 65535 (0: off)."""
+    port = parse_non_negative_int(value)
+    if port > 65535:
+        raise SettingError(f"{value!r} is not a port number (0 to 65535)")
+    return port
+
+
+def parse_bind_address(value: object) -> str:
+    """Return an address to listen on (an IPv4/IPv6 address or a host name)."""
+    if not isinstance(value, str) or not value.strip():
+        raise SettingError(f"{value!r} is not an address to listen on")
+    return value.strip().strip("[]")
+
+
+CELERY_SETTINGS: dict[str, Setting[Any]] = {
+    s.name: s
+    for s in (
+        # Record task metrics from Celery's signals.
+        Setting("METRICS_CELERY_ENABLED", parse_bool, True),
+        # The worker's own metrics port; 0: off. `--metrics-port` overrides it.
+        Setting("METRICS_CELERY_WORKER_PORT", parse_port, 0),
+        # Where that port listens. `--metrics-address` overrides it.
+        Setting("METRICS_CELERY_WORKER_ADDRESS", parse_bind_address, "0.0.0.0"),
+        # A `celery` check on /metrics/health/: broker reachable and a worker answering a ping.
+        Setting("METRICS_CELERY_HEALTH_CHECK", parse_bool, True),
+    )
+}
+
+
+def read_setting(name: str) -> Any:
+    """Return the parsed value of a setting of this module or of `metrics.conf`.
+
+    Works in a Celery process without Django settings too: then only the environment counts.
+    """
+    setting = CELERY_SETTINGS.get(name) or SETTINGS[name]
+    from django.conf import settings
+
+    if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return setting.read()
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return setting.default
+    try:
+        return setting.parse(raw)
+    except SettingError as exc:
+        logger.warning("Ignoring bad %s from environment: %s", name, exc)
+        return setting.default
+
+
+_active: bool | None = None
+
+
+def active() -> bool:
+    """Return True when task metrics are recorded (`METRICS_ENABLED` and `METRICS_CELERY_ENABLED`)."""
+    global _active
+    if _active is None:
+        _active = bool(read_setting("METRICS_ENABLED")) and bool(read_setting("METRICS_CELERY_ENABLED"))
+    return _active
+
+
+def _forget_settings(*, setting: str, **kwargs: object) -> None:
+    global _active
+    if setting in CELERY_SETTINGS or setting == "METRICS_ENABLED":
+        _active = None
+
+
+# --- task labels and manual recording ---
+
+_labels: dict[str, str] = {}
+
+
+def task_label(app: Any, name: object) -> str:
+    """Return `name` when `app` registers a task by that name, else `other`."""
+    if not isinstance(name, str):
+        return OTHER
+    label = _labels.get(name)
+    if label is not None:
+        return label
+    try:
+        registered = name in app.tasks
+    except Exception:
+        registered = False
+    if not registered:
+        # Not cached: unknown names are unbounded, the cache must not be.
+        return OTHER
+    _labels[name] = name
+    return name
+
+
+def _code_names(code: CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= _code_names(const)
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class Manual:
+    """Which metrics a task's own code records."""
+
+    count: bool
+    duration: bool
+
+
+_manual: dict[str, Manual] = {}
+
+
+def manual_recording(task: Any) -> Manual:
+    """Return which of `celery_tasks_total` / `celery_task_duration_seconds` the task's code names."""
+    name = getattr(task, "name", None)
+    known = _manual.get(name) if isinstance(name, str) else None
+    if known is not None:
+        return known
+    run = getattr(task, "run", None)
+    function = inspect.unwrap(getattr(run, "__func__", run)) if run is not None else None
+    code = getattr(function, "__code__", None)
+    names = _code_names(code) if isinstance(code, CodeType) else set()
+    manual = Manual("celery_tasks_total" in names, "celery_task_duration_seconds" in names)
+    if isinstance(name, str):
+        _manual[name] = manual
+    if manual.count or manual.duration:
+        logger.info(
+            "metrics: task %s records %s itself; the automatic record is skipped for it",
+            name,
+            " and ".join(
+                n
+                for n, on in (
+                    ("celery_tasks_total", manual.count),
+                    ("celery_task_duration_seconds", manual.duration),
+                )
+                if on
+            ),
+        )
+    return manual
+
+
+# --- task signals ---
+
+
+@dataclass(slots=True)
+class _Run:
+    label: str
+    started: float
+    count: bool
+    time: bool
+
+
+# Runs of task bodies in this process, by task id (the prefork child, or the solo/threads worker).
+_runs: dict[str, _Run] = {}
+
+_STATUS_BY_STATE = {
+    "SUCCESS": SUCCESS,
+    "FAILURE": FAILURE,
+    "RETRY": RETRY,
+    "REJECTED": REJECTED,
+    "IGNORED": IGNORED,
+}
+
+
+def _timestamp(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def queue_wait(request: Any, now: float | None = None) -> float | None:
+    """Return the seconds a run waited: from publish, or the ETA when later, to `now`."""
+    published = _timestamp(getattr(request, PUBLISHED_HEADER, None))
+    if published is None:
+        return None
+    eta = _timestamp(getattr(request, "eta", None))
+    since = published if eta is None else max(published, eta)
+    return max(0.0, (time.time() if now is None else now) - since)
+
+
+def _on_before_publish(sender: Any = None, headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    if headers is not None and active():
+        headers[PUBLISHED_HEADER] = time.time()
+
+
+def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
+    if task_id is None or not active():
+        return
+    task = task if task is not None else sender
+    label = task_label(task.app, task.name)
+    manual = manual_recording(task)
+    celery_tasks_in_progress.labels(label).inc()
+    wait = queue_wait(task.request)
+    if wait is not None:
+        celery_task_queue_wait_seconds.labels(label).observe(wait)
+    _runs[task_id] = _Run(label, time.perf_counter(), not manual.count, not manual.duration)
+
+
+def _on_postrun(
+    sender: Any = None, task_id: str | None = None, state: str | None = None, **kwargs: Any
+) -> None:
+    run = _runs.pop(task_id, None) if task_id is not None else None
+    if run is None:
+        return
+    elapsed = time.perf_counter() - run.started
+    celery_tasks_in_progress.labels(run.label).dec()
+    if run.time:
+        celery_task_duration_seconds.labels(run.label).observe(elapsed)
+    status = _STATUS_BY_STATE.get(state or "")
+    if status is not None and run.count:
+        celery_tasks_total.labels(run.label, status).inc()
+
+
+def _count(task: Any, status: str) -> None:
+    app = getattr(task, "app", None)
+    celery_tasks_total.labels(task_label(app, getattr(task, "name", None)), status).inc()
+
+
+def _on_failure(sender: Any = None, task_id: str | None = None, exception: Any = None, **kwargs: Any) -> None:
+    if not active() or task_id in _runs:
+        # A run of this process: task_postrun records it, once.
+        return
+    from celery.exceptions import Reject
+
+    if isinstance(exception, Reject):
+        # Counted as `rejected` where the body ran (Celery 5.5+ also reports it as a failure).
+        return
+    _count(sender, FAILURE)
+
+
+def _on_retry(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
+    if not active() or getattr(request, "id", None) in _runs:
+        return
+    _count(sender, RETRY)
+
+
+def _on_revoked(sender: Any = None, **kwargs: Any) -> None:
+    if active():
+        _count(sender, REVOKED)
+
+
+def _on_rejected(sender: Any = None, message: Any = None, **kwargs: Any) -> None:
+    """Count a message the worker refused (unknown format, invalid task)."""
+    if not active():
+        return
+    headers = getattr(message, "headers", None) or {}
+    name = headers.get("task") if isinstance(headers, dict) else None
+    celery_tasks_total.labels(task_label(getattr(sender, "app", None), name), REJECTED).inc()
+
+
+def _on_unknown(sender: Any = None, **kwargs: Any) -> None:
+    """Count a message naming a task the worker does not know (always `other`)."""
+    if active():
+        celery_tasks_total.labels(OTHER, REJECTED).inc()
+
+
+# --- worker liveness ---
+
+_worker_name: str | None = None
+
+
+def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
+    global _worker_name
+    _worker_name = getattr(sender, "hostname", None) or _worker_name
+
+
+def _on_worker_ready(sender: Any = None, **kwargs: Any) -> None:
+    global _worker_name
+    _worker_name = getattr(sender, "hostname", None) or _worker_name or "unknown"
+    if active():
+        celery_worker_up.labels(_worker_name).set(1)
+        celery_worker_last_heartbeat_timestamp_seconds.labels(_worker_name).set(time.time())
+
+
+def _on_heartbeat(sender: Any = None, **kwargs: Any) -> None:
+    name = _worker_name or getattr(getattr(sender, "eventer", None), "hostname", None)
+    if name and active():
+        celery_worker_last_heartbeat_timestamp_seconds.labels(name).set(time.time())
+
+
+def _on_worker_shutdown(sender: Any = None, **kwargs: Any) -> None:
+    if _worker_name and active():
+        celery_worker_up.labels(_worker_name).set(0)
+
+
+def _on_process_init(sender: Any = None, **kwargs: Any) -> None:
+    # A pool process forked after the metrics server started inherited its socket.
+    if _server is not None:
+        _server.close_inherited()
+    if active():
+        celery_worker_pool_processes.labels(str(sender or _worker_name or "unknown")).set(1)
+
+
+# --- the worker's metrics port ---
+
+_server: Any = None
+
+
+def _metrics_step() -> type:
+    """Return the worker bootstep serving the metrics port (built lazily: Celery is optional)."""
+    from celery import bootsteps
+
+    class MetricsServerStep(bootsteps.StartStopStep):
+        """Serve the worker's merged metrics from its main process, after the pool started."""
+
+        name = "metrics.instrument.celery.MetricsServerStep"
+        requires = ("celery.worker.components:Pool",)
+
+        def __init__(
+            self,
+            parent: Any,
+            metrics_port: int | None = None,
+            metrics_address: str | None = None,
+            **kwargs: Any,
+        ) -> None:
+            super().__init__(parent, **kwargs)
+            if metrics_port is None:
+                metrics_port = read_setting("METRICS_CELERY_WORKER_PORT")
+            self.port = metrics_port
+            self.address = metrics_address or read_setting("METRICS_CELERY_WORKER_ADDRESS")
+            self.enabled = bool(self.port) and bool(read_setting("METRICS_ENABLED"))
+            if self.enabled and core.multiprocess_dir() is None:
+                # Without a shared store every prefork child would keep its counts to itself and
+                # this port would show only the main process: give the worker a private store
+                # before the pool forks.
+                path = tempfile.mkdtemp(prefix="metrics-celery-")
+                core.enable_multiprocess(path)
+                atexit.register(shutil.rmtree, path, True)
+                logger.info("metrics: PROMETHEUS_MULTIPROC_DIR unset; the worker's store is %s", path)
+
+        def include_if(self, parent: Any) -> bool:
+            return self.enabled
+
+        def create(self, parent: Any) -> Any:
+            return self
+
+        def start(self, parent: Any) -> None:
+            global _server
+            from metrics.worker_http import serve
+
+            try:
+                _server = serve(self.address, self.port)
+            except OSError as exc:
+                # The worker keeps working; Prometheus reports the target down (alert TargetDown).
+                logger.error("metrics: cannot serve on %s:%s: %s", self.address, self.port, exc)
+
+        def stop(self, parent: Any) -> None:
+            global _server
+            if _server is not None:
+                _server.stop()
+                _server = None
+
+        shutdown = stop
+
+        def terminate(self, parent: Any) -> None:
+            self.stop(parent)
+
+    return MetricsServerStep
+
+
+def _add_worker_options(app: Any) -> None:
+    from click import Option
+
+    app.user_options["worker"].add(
+        Option(
+            ["--metrics-port"],
+            type=int,
+            default=None,
+            help="Serve the worker's metrics on this port (0: off; default METRICS_CELERY_WORKER_PORT).",
+        )
+    )
+    app.user_options["worker"].add(
+        Option(
+            ["--metrics-address"],
+            default=None,
+            help="Address of the metrics port (default METRICS_CELERY_WORKER_ADDRESS, 0.0.0.0).",
+        )
+    )
+    app.steps["worker"].add(_metrics_step())
+
+
+# --- health ---
+
+
+def check_celery(app: Any, timeout: float | None = None) -> None:
+    """Fail unless the broker accepts a connection and a worker answers a ping, within `timeout`."""
+    from metrics.health import HealthCheckError
+
+    if timeout is None:
+        timeout = float(read_setting("METRICS_HEALTH_TIMEOUT"))
+    started = time.monotonic()
+    # Leave a margin so the check answers before health.run_checks gives up on it.
+    budget = timeout * 0.9
+    with app.connection_for_write(connect_timeout=budget / 2) as connection:
+        connection.ensure_connection(max_retries=0, timeout=budget / 2)
+        remaining = max(0.05, budget - (time.monotonic() - started))
+        replies = app.control.ping(timeout=remaining, limit=1, connection=connection)
+    if not replies:
+        raise HealthCheckError(f"the broker answered, but no worker answered a ping within {remaining:.2g} s")
+
+
+def _register_health_check(app: Any) -> None:
+    from metrics import health
+
+    if read_setting("METRICS_CELERY_HEALTH_CHECK") and read_setting("METRICS_ENABLED"):
+        # Not critical: workers or broker down make the site degraded, not unready for web traffic.
+        health.register_check(HEALTH_CHECK_NAME, lambda: check_celery(app), critical=False)
+    else:
+        health.unregister_check(HEALTH_CHECK_NAME)
+
+
+# --- wiring ---
+
+
+def site_app() -> Any:
+    """Return the site's Celery app: the current one if set, else the last one created, or None."""
+    from celery import _state
+
+    # Celery creates a fallback app named `default` when code asks for one before any exists.
+    candidates = [_state._tls.current_app, _state.default_app, *reversed(list(_state._get_active_apps()))]
+    for app in candidates:
+        if app is not None and app.main != "default":
+            return app
+    return None
+
+
+_lock = threading.Lock()
+_connected = False
+_apps: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _connect_signals() -> None:
+    from celery import signals
+    from django.core.signals import setting_changed
+
+    receivers = [
+        (signals.before_task_publish, _on_before_publish),
+        (signals.task_prerun, _on_prerun),
+        (signals.task_postrun, _on_postrun),
+        (signals.task_failure, _on_failure),
+        (signals.task_retry, _on_retry),
+        (signals.task_revoked, _on_revoked),
+        (signals.task_rejected, _on_rejected),
+        (signals.task_unknown, _on_unknown),
+        (signals.worker_init, _on_worker_init),
+        (signals.worker_ready, _on_worker_ready),
+        (signals.heartbeat_sent, _on_heartbeat),
+        (signals.worker_shutdown, _on_worker_shutdown),
+        (signals.worker_process_init, _on_process_init),
+    ]
+    for signal, receiver in receivers:
+        signal.connect(receiver, weak=False, dispatch_uid=f"metrics.celery.{receiver.__name__}")
+    setting_changed.connect(_forget_settings, dispatch_uid="metrics.celery.settings")
+
+
+def install(app: Any = None) -> bool:
+    """Record Celery task metrics automatically; return False when Celery is not installed.
+
+    Connect the signal receivers (once per process), and for `app` (default: the site's
+    current Celery app) add the worker options `--metrics-port`/`--metrics-address`, the
+    bootstep serving the metrics port, and the `celery` health check. Call it from the module
+    that creates the Celery app (`server/celery.py`) so the options exist when Celery parses
+    the worker's command line; calling it again does nothing. Nothing slow: no connection,
+    no thread, no server here.
+    """
+    global _connected
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        return False
+    with _lock:
+        if not _connected:
+            _connect_signals()
+            _connected = True
+        if app is None:
+            app = site_app()
+        if app is None or app in _apps:
+            return True
+        _apps.add(app)
+        _add_worker_options(app)
+    _register_health_check(app)
+    return True
