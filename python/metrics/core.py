@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,12 +27,14 @@ __all__ = [
     "PrometheusCollector",
     "Summary",
     "add_collect_hook",
+    "add_process_hook",
     "enable_multiprocess",
     "exposition",
     "generate_latest",
     "generate_latest_openmetrics",
     "mark_process_dead",
     "multiprocess_dir",
+    "tick",
 ]
 
 logger = logging.getLogger("metrics")
@@ -102,6 +105,44 @@ def add_collect_hook(hook: Callable[[], None]) -> None:
     """
     if hook not in _collect_hooks:
         _collect_hooks.append(hook)
+
+
+_process_hooks: list[Callable[[], None]] = []
+# Seconds between two refreshes of per-process values in each worker (multiprocess mode).
+PROCESS_REFRESH_SECONDS = 10.0
+_next_tick = 0.0
+
+
+def add_process_hook(hook: Callable[[], None]) -> None:
+    """Call `hook()` at every collection and, in multiprocess mode, now and then in every worker.
+
+    For values each process must report itself (memory, CPU, threads): in multiprocess mode
+    only one worker serves a scrape, so the others refresh theirs from `tick()`.
+    """
+    add_collect_hook(hook)
+    if hook not in _process_hooks:
+        _process_hooks.append(hook)
+
+
+def tick() -> None:
+    """Refresh per-process values if due (called per request; costs a clock read when not due)."""
+    global _next_tick
+    if _multiprocess_dir is None or not _process_hooks:
+        return
+    now = time.monotonic()
+    if now < _next_tick:
+        return
+    _next_tick = now + PROCESS_REFRESH_SECONDS
+    for hook in list(_process_hooks):
+        try:
+            hook()
+        except Exception:
+            logger.exception("metrics process hook %r failed", hook)
+
+
+def _reset_tick() -> None:
+    global _next_tick
+    _next_tick = 0.0
 
 
 def _run_collect_hooks() -> None:
@@ -201,6 +242,7 @@ _core.set_default_registry(REGISTRY)
 # A forked child (gunicorn --preload, Celery prefork, multiprocessing) must not write into its
 # parent's slot of the shared store: it claims its own before running any code.
 os.register_at_fork(after_in_child=_core.after_fork)
+os.register_at_fork(after_in_child=_reset_tick)
 
 # Read before any metric is written, as with prometheus_client.
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

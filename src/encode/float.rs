@@ -38,7 +38,16 @@ pub fn write_py_repr(out: &mut String, v: f64) {
         return;
     }
     // `{:e}` gives the shortest digits that round-trip, e.g. "-1.2345e3".
-    let sci = format!("{v:e}");
+    let mut sci = format!("{v:e}");
+    let sig = sci.bytes().take_while(|c| *c != b'e').filter(u8::is_ascii_digit).count();
+    if sig >= 16 {
+        // With 16 or 17 digits two shortest candidates can tie; Python takes the correctly
+        // rounded one (half-even on the exact binary value), as exact formatting does.
+        let exact = format!("{:.*e}", sig - 1, v);
+        if exact.parse::<f64>().is_ok_and(|x| x == v) {
+            sci = exact;
+        }
+    }
     let (mant, exp) = match sci.split_once('e') {
         Some(parts) => parts,
         None => (sci.as_str(), "0"),
@@ -118,6 +127,7 @@ mod tests {
             (-0.0, "-0.0"),
             (1e300, "1e+300"),
             (5e-324, "5e-324"),
+            (562949953421312.2, "562949953421312.2"),
         ];
         for (v, want) in cases {
             assert_eq!(py(v), want, "{v}");
