@@ -254,9 +254,11 @@ def test_probes_over_http(server: Server) -> None:
         response = server.get(path)
         assert time.monotonic() - started < 1.0
         assert response.status_code == 200, response.text
-        assert response.json()["status"] == "ok"
+        # `degraded`: a non-critical check (e.g. Celery workers, absent here) failed.
+        assert response.json()["status"] in {"ok", "degraded"}
     checks = server.get("/metrics/health/").json()["checks"]
-    assert {"database:default", "cache:default", "migrations"} <= set(checks)
+    for name in ("database:default", "cache:default", "migrations"):
+        assert checks[name]["status"] == "ok", checks
     # The kubelet calls the pod IP; a probe sending an allowed Host header passes ALLOWED_HOSTS.
     assert server.get("/metrics/liveness/", headers={"Host": "10.1.2.3:8000"}).status_code == 400
     assert server.get("/metrics/liveness/", headers={"Host": "localhost"}).status_code == 200
