@@ -95,6 +95,11 @@ db_query_errors_total = Counter(
     "Database queries that raised, by alias and operation.",
     ["database", "operation"],
 )
+db_connection_errors_total = Counter(
+    "django_db_connection_errors_total",
+    "Failed attempts to open a database connection, by alias.",
+    ["database"],
+)
 
 # --- Cache ---
 cache_hits_total = Counter("django_cache_hits_total", "Cache hits, counted per key.", ["cache"])

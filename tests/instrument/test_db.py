@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import re
+import socket
 import threading
 import time
 import warnings
@@ -17,12 +18,16 @@ from typing import Any
 
 import psycopg
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
+
 from metrics import generate_latest
 from metrics.collectors import (
+    db_connection_errors_total,
     db_connections_total,
     db_pool_idle,
     db_pool_max,
@@ -34,7 +39,6 @@ from metrics.collectors import (
 )
 from metrics.instrument import db
 from metrics.instrument.db import OPERATIONS, observer_for, operation_of
-
 from tests.instrument.conftest import read_samples
 
 pytestmark = pytest.mark.django_db
@@ -416,3 +420,72 @@ def test_pool_is_not_created_by_a_scrape() -> None:
     generate_latest()
     assert "default" not in DatabaseWrapper._connection_pools
     assert db.pool_stats("default") is None
+
+
+class UsersOnDownDatabase:
+    """Route reads of the user model to `metrics_down`, a database nobody can reach."""
+
+    def db_for_read(self, model: type, **hints: Any) -> str | None:
+        return "metrics_down" if model._meta.label == "auth.User" else None
+
+
+@pytest.fixture
+def down_wrapper(tmp_path: Any) -> Iterator[BaseDatabaseWrapper]:
+    """Yield a handler, known to this thread as `metrics_down`, whose database cannot be reached."""
+    settings_dict = dict(connections.settings["default"])
+    if connection.vendor == "sqlite":
+        settings_dict["NAME"] = str(tmp_path / "no-such-dir" / "db.sqlite3")
+    else:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            settings_dict["PORT"] = str(sock.getsockname()[1])
+    wrapper = type(connections["default"])(settings_dict, alias="metrics_down")
+    connections._connections.metrics_down = wrapper
+    try:
+        yield wrapper
+    finally:
+        delattr(connections._connections, "metrics_down")
+
+
+def test_unreachable_database_fails_as_without_instrumentation(down_wrapper: BaseDatabaseWrapper) -> None:
+    """Connecting to a stopped database raises what it raises uninstrumented and counts an error."""
+    key = ("django_db_connection_errors_total", (("database", "metrics_down"),))
+    before = read_samples(db_connection_errors_total).get(key, 0.0)
+    with pytest.raises(DatabaseError) as instrumented:
+        down_wrapper.ensure_connection()
+    assert read_samples(db_connection_errors_total)[key] == before + 1
+    assert db._original_connect is not None
+    BaseDatabaseWrapper.connect = db._original_connect  # type: ignore[method-assign]
+    try:
+        with pytest.raises(DatabaseError) as bare:
+            down_wrapper.ensure_connection()
+    finally:
+        BaseDatabaseWrapper.connect = db._counted_connect  # type: ignore[method-assign]
+    assert type(instrumented.value) is type(bare.value)
+    assert str(instrumented.value) == str(bare.value)
+
+
+@override_settings(DATABASE_ROUTERS=[f"{__name__}.UsersOnDownDatabase"])
+def test_metrics_answer_while_the_user_database_is_down(
+    down_wrapper: BaseDatabaseWrapper, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/metrics/ answers 200 when the active-user query cannot reach its database; the failure is logged."""
+    from metrics.instrument import users
+
+    users._next_query_at = 0.0  # due now
+    response = Client().get("/metrics/", headers={"X-Metrics-Token": "test-token"})
+    assert response.status_code == 200
+    assert b'django_db_connection_errors_total{database="metrics_down"}' in response.content
+    assert any("collect_active_users" in record.getMessage() for record in caplog.records)
+
+
+def test_async_orm_queries_are_counted() -> None:
+    """Queries of the async ORM (run by Django in a worker thread) are counted like sync ones."""
+    Group.objects.exists()
+    before = query_counts("default")
+
+    async def count() -> int:
+        return await Group.objects.acount()
+
+    assert async_to_sync(count)() == 0
+    assert delta(before, query_counts("default")) == {"select": 1.0}

@@ -8,6 +8,9 @@ installed from the `connection_created` signal), which counts and times each `ex
 `CaptureQueriesContext` records (failed ones included); `callproc()` and queries run on the raw
 DB-API connection are seen by neither.
 
+A connection that cannot be opened (database down, bad credentials) raises as usual and counts in
+`django_db_connection_errors_total{database}`.
+
 `django_db_connections_total{database}` counts open connections, kept up to date as they open and
 close in any thread (so it stays right in every worker of a multiprocess deployment without a
 scrape there): +1 on `connection_created`, -1 when `close()` leaves the connection closed, or when
@@ -34,6 +37,7 @@ from django.db.backends.signals import connection_created
 
 from metrics import core
 from metrics.collectors import (
+    db_connection_errors_total,
     db_connections_total,
     db_pool_idle,
     db_pool_max,
@@ -232,6 +236,19 @@ def _tracked_close(self: BaseDatabaseWrapper) -> None:
             state.gauge.dec()
 
 
+_original_connect: Callable[[BaseDatabaseWrapper], None] | None = None
+
+
+def _counted_connect(self: BaseDatabaseWrapper) -> None:
+    """Connect (Django's `connect()`), counting a failure before it propagates unchanged."""
+    assert _original_connect is not None
+    try:
+        _original_connect(self)
+    except Exception:
+        db_connection_errors_total.labels(self.alias).inc()
+        raise
+
+
 def _pools() -> dict[str, Any]:
     """Return the psycopg pools Django's PostgreSQL backend has made, by alias, creating none."""
     # Not imported when no database uses PostgreSQL: nothing to read then, and psycopg stays unloaded.
@@ -277,12 +294,16 @@ def collect_pools() -> None:
 
 def install() -> None:
     """Hook every database connection, present and future; calling it again does nothing."""
-    global _original_close
+    global _original_close, _original_connect
     connection_created.connect(_on_connection_created, dispatch_uid="metrics.instrument.db")
     if _original_close is None:
         _original_close = BaseDatabaseWrapper.close
         # Subclasses that override close() (SQLite) call BaseDatabaseWrapper.close explicitly.
         BaseDatabaseWrapper.close = _tracked_close  # type: ignore[method-assign]
+    if _original_connect is None:
+        # No Django backend overrides connect(); it runs once per new connection, off the hot path.
+        _original_connect = BaseDatabaseWrapper.connect
+        BaseDatabaseWrapper.connect = _counted_connect  # type: ignore[method-assign]
     # Connections opened before install() (this thread's only; others are per thread and open
     # later, through the signal).
     for connection in connections.all(initialized_only=True):
