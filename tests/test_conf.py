@@ -160,3 +160,11 @@ def test_excluded_paths_default_to_where_metrics_urls_are_included() -> None:
         assert app_settings.excluded_paths() == ("/static/",)
     with override_settings(METRICS_EXCLUDE_PATHS=""):
         assert app_settings.excluded_paths() == ()
+
+
+def test_none_in_settings_means_not_set(env) -> None:
+    """`METRICS_X = None` in settings.py defers to the environment, then the default."""
+    env(METRICS_ENABLED="0")
+    with override_settings(METRICS_ENABLED=None, METRICS_EXCLUDE_PATHS=None):
+        assert app_settings.ENABLED is False
+        assert app_settings.excluded_paths() == ("/metrics/",)

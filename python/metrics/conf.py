@@ -29,6 +29,7 @@ T = TypeVar("T")
 Network = IPv4Network | IPv6Network
 
 _MISSING: Any = object()
+_NO_NETWORKS: tuple[Network, ...] = ()
 _TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
 _FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
 
@@ -188,7 +189,8 @@ class Setting(Generic[T]):
     def raw(self) -> tuple[object, str]:
         """Return the raw value and where it came from: `settings`, `environment` or `default`."""
         value = getattr(settings, self.name, _MISSING)
-        if value is not _MISSING:
+        # None in settings.py means "not set here": the environment and the default still apply.
+        if value is not _MISSING and value is not None:
             return value, "settings"
         env = os.environ.get(self.name)
         # An empty variable (`METRICS_ENABLED=` in an env file) means "not set".
@@ -225,12 +227,12 @@ SETTINGS: dict[str, Setting[Any]] = {
     s.name: s
     for s in (
         Setting("METRICS_ENABLED", parse_bool, True),
-        Setting("METRICS_ALLOWED_IPS", parse_networks, (), lenient=_parse_networks_leniently),
+        Setting("METRICS_ALLOWED_IPS", parse_networks, _NO_NETWORKS, lenient=_parse_networks_leniently),
         Setting("METRICS_AUTH_TOKEN", parse_token, ""),
         Setting("PROMETHEUS_MULTIPROC_DIR", parse_optional_path, None),
         Setting("METRICS_STORE_IN_DB", parse_bool, False),
         Setting("METRICS_RETENTION_DAYS", parse_non_negative_int, 7),
-        Setting("METRICS_TRUSTED_PROXIES", parse_networks, (), lenient=_parse_networks_leniently),
+        Setting("METRICS_TRUSTED_PROXIES", parse_networks, _NO_NETWORKS, lenient=_parse_networks_leniently),
         # None: the paths of this app's own endpoints (see `exclude_paths()` in the middleware).
         Setting("METRICS_EXCLUDE_PATHS", parse_paths, None),
         Setting("METRICS_HEALTH_TIMEOUT", parse_timeout, 0.8),
