@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 from django.core.cache import CacheHandler, caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
@@ -188,7 +188,8 @@ def _wrap_get_or_set(get: Callable[..., Any], add: Callable[..., Any]) -> Callab
         self: Any, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
     ) -> Any:
         if _inside.get() is self:
-            return BaseCache.get_or_set(self, key, default, timeout, version)
+            # Part of another operation on this cache: Django's own implementation, uncounted.
+            return BaseCache.get_or_set(cast(BaseCache, self), key, default, timeout, version)
         token = _inside.set(self)
         try:
             value = get(self, key, _MISSING, version=version)
@@ -351,7 +352,7 @@ def _awrap_get_or_set(aget: Callable[..., Any], aadd: Callable[..., Any]) -> Cal
         self: Any, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
     ) -> Any:
         if _inside.get() is self:
-            return await BaseCache.aget_or_set(self, key, default, timeout, version)
+            return await BaseCache.aget_or_set(cast(BaseCache, self), key, default, timeout, version)
         token = _inside.set(self)
         try:
             value = await aget(self, key, _MISSING, version=version)
@@ -472,6 +473,6 @@ def install() -> None:
         caches.create_connection = _create_connection  # type: ignore[method-assign]
     for alias in caches:
         # `_connections` holds this thread's instances; reading it creates none.
-        cache = getattr(caches._connections, alias, None)
+        cache = getattr(caches._connections, alias, None)  # type: ignore[attr-defined]
         if cache is not None:
             instrument_cache(cache, alias)

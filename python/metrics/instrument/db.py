@@ -309,4 +309,4 @@ def install() -> None:
     for connection in connections.all(initialized_only=True):
         if connection.connection is not None:
             instrument_connection(connection)
-    core.add_collect_hook(collect_pools)
+    core.add_process_hook(collect_pools)

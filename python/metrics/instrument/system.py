@@ -1,4 +1,4 @@
-"""Process metrics, read with psutil when metrics are collected (a collect hook, no thread).
+"""Process metrics, read with psutil when metrics are collected (a process hook, no thread).
 
 - `django_process_memory_bytes`: resident set size (what `/proc/<pid>/status` calls VmRSS).
 - `django_process_cpu_percent`: user + system CPU time used since the previous collection,
@@ -87,5 +87,5 @@ def collect_process() -> None:
 
 
 def install() -> None:
-    """Read the process metrics at every collection."""
-    core.add_collect_hook(collect_process)
+    """Read the process metrics at every collection and, in multiprocess mode, in every worker."""
+    core.add_process_hook(collect_process)
