@@ -226,3 +226,16 @@ def test_superuser_session_gets_in_and_staff_does_not() -> None:
     assert client.get("/metrics/").status_code == 200
     client.logout()
     assert client.get("/metrics/").status_code == 401
+
+
+def test_user_that_cannot_be_loaded_is_no_credential(caplog) -> None:
+    """When loading the session user fails (database down), the answer is 401, not an error."""
+
+    class Unloadable:
+        @property
+        def is_authenticated(self) -> bool:
+            raise ConnectionError("database down")
+
+    decision = is_allowed("8.8.8.8", {}, Unloadable(), allowed_ips=NETS, auth_token=TOKEN)
+    assert (decision.allowed, decision.status) == (False, 401)
+    assert "could not load the session user" in caplog.text

@@ -198,3 +198,11 @@ def test_register_check_replaces_by_name(registered) -> None:
     assert [c.timeout for c in health.registered_checks() if c.name == "dup"] == [0.1]
     unregister_check("dup")
     assert "dup" not in {c.name for c in health.registered_checks()}
+
+
+def test_dummy_cache_is_not_a_failure() -> None:
+    """A site configured with DummyCache (no caching on purpose) is healthy."""
+    caches = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    with override_settings(CACHES=caches):
+        checks = [c for c in health.builtin_checks(readiness=True) if c.name == "cache:default"]
+        assert health.run_checks(checks).status == "ok"

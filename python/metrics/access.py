@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from django.http import HttpRequest
 
 IPAddress = IPv4Address | IPv6Address
+
+logger = logging.getLogger("metrics")
 
 TOKEN_HEADER = "X-Metrics-Token"
 WWW_AUTHENTICATE = 'Bearer realm="metrics"'
@@ -169,10 +172,20 @@ def is_allowed(
         if bearer is not None and token_matches(bearer, auth_token):
             return Decision(True, 200, "bearer", client)
 
-    if user is not None and getattr(user, "is_authenticated", False):
-        credentials = True
-        if getattr(user, "is_superuser", False) and getattr(user, "is_active", False):
-            return Decision(True, 200, "superuser", client)
+    if user is not None:
+        try:
+            authenticated = bool(getattr(user, "is_authenticated", False))
+            superuser = authenticated and bool(getattr(user, "is_superuser", False))
+            active = superuser and bool(getattr(user, "is_active", False))
+        except Exception:
+            # Loading the session user needs the database; when it is down, a probe or an
+            # operator's browser must still get an answer (403), not a 500.
+            logger.warning("metrics: could not load the session user", exc_info=True)
+            authenticated = superuser = active = False
+        if authenticated:
+            credentials = True
+            if superuser and active:
+                return Decision(True, 200, "superuser", client)
 
     if not credentials:
         return Decision(False, 401, "no credentials", client)
