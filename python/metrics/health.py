@@ -165,7 +165,7 @@ def check_cache(cache: Any) -> None:
     cache.set(key, value, timeout=30)
     try:
         if cache.get(key) != value:
-            # DummyCache, or a full/evicting cache: writes do not stick.
+            # A full or evicting cache, or a broken backend: writes do not stick.
             raise HealthCheckError("a value written to the cache could not be read back")
     finally:
         cache.delete(key)
