@@ -206,3 +206,14 @@ def test_dummy_cache_is_not_a_failure() -> None:
     with override_settings(CACHES=caches):
         checks = [c for c in health.builtin_checks(readiness=True) if c.name == "cache:default"]
         assert health.run_checks(checks).status == "ok"
+
+
+@pytest.mark.django_db
+def test_html_without_site_templates() -> None:
+    """A site without template engines still gets the HTML page (the packaged template)."""
+    with override_settings(TEMPLATES=[]):
+        response = Client().get("/metrics/liveness/", HTTP_ACCEPT="text/html")
+        assert response.status_code == 200
+        page = Client().get("/metrics/readiness/", HTTP_ACCEPT="text/html")
+    assert page.status_code == 200
+    assert "<h1>Readiness: <span" in page.content.decode()
