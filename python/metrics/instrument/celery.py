@@ -257,7 +257,8 @@ class _Run:
 
 
 # Runs of task bodies in this process, by task id (the prefork child, or the solo/threads worker).
-_runs: dict[str, _Run] = {}
+# A list: an eager retry (`task.apply()`) runs again, with the same id, inside the first run.
+_runs: dict[str, list[_Run]] = {}
 
 _STATUS_BY_STATE = {
     "SUCCESS": SUCCESS,
@@ -306,15 +307,20 @@ def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
     wait = queue_wait(task.request)
     if wait is not None:
         celery_task_queue_wait_seconds.labels(label).observe(wait)
-    _runs[task_id] = _Run(label, time.perf_counter(), not manual.count, not manual.duration)
+    _runs.setdefault(task_id, []).append(
+        _Run(label, time.perf_counter(), not manual.count, not manual.duration)
+    )
 
 
 def _on_postrun(
     sender: Any = None, task_id: str | None = None, state: str | None = None, **kwargs: Any
 ) -> None:
-    run = _runs.pop(task_id, None) if task_id is not None else None
-    if run is None:
+    stack = _runs.get(task_id) if task_id is not None else None
+    if not stack:
         return
+    run = stack.pop()
+    if not stack:
+        del _runs[task_id]
     elapsed = time.perf_counter() - run.started
     celery_tasks_in_progress.labels(run.label).dec()
     if run.time:
