@@ -315,7 +315,9 @@ def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
 def _on_postrun(
     sender: Any = None, task_id: str | None = None, state: str | None = None, **kwargs: Any
 ) -> None:
-    stack = _runs.get(task_id) if task_id is not None else None
+    if task_id is None:
+        return
+    stack = _runs.get(task_id)
     if not stack:
         return
     run = stack.pop()
