@@ -65,12 +65,13 @@ def test_every_alert_has_a_unit_test() -> None:
 
 
 def test_scrape_config_shape() -> None:
-    """The site job sends a Bearer token, and the Pushgateway job keeps the pushed job labels."""
+    """The site and worker jobs send a Bearer token; the Pushgateway job keeps the pushed job labels."""
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(jobs) == {"django_app", "celery_worker", "pushgateway"}
     assert jobs["django_app"]["metrics_path"] == "/metrics/"
     assert jobs["django_app"]["authorization"]["type"] == "Bearer"
+    assert jobs["celery_worker"]["authorization"]["type"] == "Bearer"
     assert jobs["pushgateway"]["honor_labels"] is True
     assert jobs["celery_worker"]["static_configs"][0]["targets"] == ["localhost:9808"]
     assert config["rule_files"] == ["alerts.yml"]
