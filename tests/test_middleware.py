@@ -247,3 +247,25 @@ def test_async_streaming_response_is_counted(sample) -> None:
     body = asyncio.run(fetch())
     assert body == b"abcdabcd"
     assert sample(RESPONSE_SIZE_SUM, **labels) == before + 8
+
+
+def test_cancelled_async_request_is_499_not_500(sample) -> None:
+    """A request cancelled by a client disconnect is counted as 499 and the cancellation propagates."""
+
+    async def hang(request: HttpRequest) -> HttpResponse:
+        await asyncio.sleep(10)
+        return HttpResponse(b"never")
+
+    async def disconnect() -> None:
+        task = asyncio.ensure_future(MetricsMiddleware(hang)(RequestFactory().get("/slow/")))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    before_499 = sample(TOTAL, method="GET", view=UNRESOLVED, status="499")
+    before_500 = sample(TOTAL, method="GET", view=UNRESOLVED, status="500")
+    asyncio.run(disconnect())
+    assert sample(TOTAL, method="GET", view=UNRESOLVED, status="499") == before_499 + 1
+    assert sample(TOTAL, method="GET", view=UNRESOLVED, status="500") == before_500
+    assert sample("django_http_requests_in_progress", method="GET") == 0

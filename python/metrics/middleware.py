@@ -3,13 +3,16 @@
 Per request it crosses into the Rust core a constant number of times (in-progress up and down,
 one counter, three histograms), on label children looked up once and kept in dicts. Label
 values are bounded: `view` is the URL pattern's `namespace:name`, else its route, else
-`<unresolved>`; methods outside the standard set are folded into `other`.
+`<unresolved>`; methods outside the standard set are folded into `other`. An exception that
+escapes the stack below counts as status 500 and is re-raised; under ASGI, a request cancelled
+because the client disconnected counts as 499.
 
 Any failure in metrics code is logged and swallowed: the request always gets its response.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from time import perf_counter
@@ -31,6 +34,7 @@ logger = logging.getLogger("metrics")
 
 UNRESOLVED = "<unresolved>"
 OTHER_METHOD = "other"
+CLIENT_CLOSED = 499
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
 # (method, view, status) -> (requests_total, duration, request size, response size) children.
@@ -87,6 +91,10 @@ class MetricsMiddleware:
         start = perf_counter()
         try:
             response = await get_response(request)
+        except asyncio.CancelledError:
+            # The client went away (Django cancels the view): nginx's 499, not a server error.
+            self._finish(request, method, gauge, start, None, CLIENT_CLOSED)
+            raise
         except BaseException:
             self._finish(request, method, gauge, start, None)
             raise
@@ -94,18 +102,19 @@ class MetricsMiddleware:
         return response
 
     def _begin(self, request: HttpRequest) -> tuple[str, Any]:
-        method = request.method
+        method: str = request.method or OTHER_METHOD
         if method not in METHODS:
             method = OTHER_METHOD
+        gauge: Any = None
         try:
-            gauge = self._in_progress.get(method)  # type: ignore[arg-type]
+            gauge = self._in_progress.get(method)
             if gauge is None:
-                gauge = self._in_progress[method] = http_requests_in_progress.labels(method)  # type: ignore[index]
+                gauge = self._in_progress[method] = http_requests_in_progress.labels(method)
             gauge.inc()
         except Exception:
             logger.exception("metrics: could not count the request in progress")
             gauge = None
-        return method, gauge  # type: ignore[return-value]
+        return method, gauge
 
     def _finish(
         self,
@@ -114,6 +123,7 @@ class MetricsMiddleware:
         gauge: Any,
         start: float,
         response: HttpResponseBase | None,
+        status_without_response: int = 500,
     ) -> None:
         duration = perf_counter() - start
         try:
@@ -128,7 +138,7 @@ class MetricsMiddleware:
             else:
                 view = match.route or UNRESOLVED
             # No response: the exception escapes every handler above, the client sees a 500.
-            status = 500 if response is None else response.status_code
+            status = status_without_response if response is None else response.status_code
             key = (method, view, status)
             children = self._children.get(key)
             if children is None:
