@@ -16,7 +16,8 @@ subclass of its own backend class that counts, per alias:
 The async variants (`aget`, `aget_many`, `aset`, ...) count the same way. Backends implement some
 operations with others (Django's `get_many` loops over `get`, `DatabaseCache.get` calls
 `get_many`, the default async methods run the sync ones in a thread): only the outermost call of
-an operation on a cache instance counts, which a context variable tracks across those threads.
+an operation on a cache instance counts, which a context variable tracks across those threads
+(Django's own `get`/`set` that call nothing else skip setting it: they only check it).
 `touch`, `clear` and `close` count nothing but errors; `incr_version` counts the get, set and
 delete it is made of.
 """
@@ -92,6 +93,47 @@ def _wrap_get(orig: Callable[..., Any], name: str) -> Callable[..., Any]:
         return value
 
     return get
+
+
+def _wrap_get_leaf(orig: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """Wrap one of Django's own `get`s that call no other operation.
+
+    No need to mark it as running, and Django's exact signature: forwarding `*args, **kwargs`
+    would cost more than the rest of the wrapper.
+    """
+
+    def get(self: Any, key: Any, default: Any = None, version: Any = None) -> Any:
+        if _inside.get() is self:
+            return orig(self, key, default, version)
+        try:
+            value = orig(self, key, _MISSING, version)
+        except Exception:
+            self._metrics_cache.error(name)
+            raise
+        if value is _MISSING:
+            self._metrics_cache.misses.inc()
+            return default
+        self._metrics_cache.hits.inc()
+        return value
+
+    return get
+
+
+def _wrap_set_leaf(orig: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """Wrap one of Django's own `set`s that call no other operation (see `_wrap_get_leaf`)."""
+
+    def set(self: Any, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> Any:
+        if _inside.get() is self:
+            return orig(self, key, value, timeout, version)
+        try:
+            result = orig(self, key, value, timeout, version)
+        except Exception:
+            self._metrics_cache.error(name)
+            raise
+        self._metrics_cache.sets.inc()
+        return result
+
+    return set
 
 
 def _wrap_set(orig: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -416,6 +458,30 @@ _ASYNC: dict[str, Callable[[Callable[..., Any], str], Any]] = {
 _classes: dict[type, type] = {}
 
 
+def _leaves() -> dict[Callable[..., Any], Callable[[Callable[..., Any], str], Any]]:
+    """Return Django's `get`/`set` implementations that call no other cache operation.
+
+    Marking an operation as running costs a context variable set and reset (the largest part of
+    the per-call overhead); these need only the check that they are not part of another one.
+    Keyed by function, so a subclass that overrides them gets the general wrapper.
+    """
+    from django.core.cache.backends.db import DatabaseCache
+    from django.core.cache.backends.filebased import FileBasedCache
+    from django.core.cache.backends.locmem import LocMemCache
+    from django.core.cache.backends.redis import RedisCache
+
+    return {
+        LocMemCache.get: _wrap_get_leaf,
+        LocMemCache.set: _wrap_set_leaf,
+        RedisCache.get: _wrap_get_leaf,
+        RedisCache.set: _wrap_set_leaf,
+        FileBasedCache.get: _wrap_get_leaf,
+        FileBasedCache.set: _wrap_set_leaf,
+        # DatabaseCache.get calls get_many: not a leaf.
+        DatabaseCache.set: _wrap_set_leaf,
+    }
+
+
 def instrumented_class(cls: type) -> type:
     """Return the counting subclass of the cache backend class `cls` (made once per class)."""
     if cls.__dict__.get("_metrics_instrumented"):
@@ -429,8 +495,10 @@ def instrumented_class(cls: type) -> type:
         "__doc__": cls.__doc__,
         "_metrics_instrumented": True,
     }
+    leaves = _leaves()
     for name, factory in _SYNC.items():
-        namespace[name] = factory(getattr(cls, name), name)
+        orig = getattr(cls, name)
+        namespace[name] = leaves.get(orig, factory)(orig, name)
     for name, factory in _ASYNC.items():
         namespace[name] = factory(getattr(cls, name), name[1:])
     # get_or_set as BaseCache writes it can be counted exactly; a backend's own version is
