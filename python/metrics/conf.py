@@ -325,6 +325,10 @@ class AppSettings:
                 path = reverse("metrics:metrics")
             except NoReverseMatch:
                 paths = ()
+            except Exception:
+                # A broken URLconf fails the request on its own; metrics code must not add to it.
+                logger.warning("metrics: could not reverse metrics:metrics", exc_info=True)
+                return ()
             else:
                 # reverse() prepends the script prefix; path_info has none.
                 prefix = get_script_prefix()
