@@ -38,6 +38,7 @@ from tests.promstack import ROOT, Server, free_port, http_get, spawn, start_guni
 
 EXAMPLE = ROOT / "example"
 TOKEN = "celery-test-token"
+# Databases of this module alone (tests/test_prometheus.py uses 13, the cache tests 15).
 REDIS_BROKER_DB = 11
 REDIS_RESULTS_DB = 12
 REDIS = "redis://127.0.0.1:6379"
@@ -317,7 +318,9 @@ def test_health_check_fails_fast_on_an_unreachable_broker() -> None:
 
 def test_health_check_fails_when_no_worker_answers() -> None:
     """A reachable broker with no worker listening fails with a message saying so."""
-    app = Celery("lonely", broker=f"{REDIS}/13", set_as_current=False)
+    app = Celery("lonely", broker=f"{REDIS}/{REDIS_BROKER_DB}", set_as_current=False)
+    # A broadcast channel of its own: no worker of any test listens there.
+    app.conf.broker_transport_options = {"fanout_prefix": f"/lonely-{uuid.uuid4().hex}."}
     with pytest.raises(health.HealthCheckError, match="no worker answered"):
         instrument.check_celery(app, 0.5)
 
