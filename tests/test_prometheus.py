@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from tests.promstack import (
     free_port,
     http_get,
     prom_query,
+    spawn,
     start_gunicorn,
     start_prometheus,
     start_pushgateway,
@@ -43,6 +45,10 @@ from tests.promstack import (
 pytestmark = pytest.mark.slow
 
 TOKEN = "e2e-secret-token"
+# A Redis database of its own, and a queue named per run below: other suites use Redis too.
+BROKER = "redis://127.0.0.1:6379/13"
+SUCCEEDING_TASKS = 20
+FAILING_TASKS = 5
 EXAMPLE = ROOT / "example"
 PUSH_JOB = "nightly"
 
@@ -58,7 +64,6 @@ GRAFANA_VARIABLES = {
 
 # Expressions the example site cannot produce here: (pattern found in the expression, reason).
 PENDING: list[tuple[str, str]] = [
-    ("celery_", "Celery task metrics come from a worker (issue 6); this test runs none"),
     ("django_db_pool_", "needs Django's PostgreSQL connection pool; the example site runs on SQLite"),
     ("django_health_check_status", "gauge proposed to the health checks' owner, not emitted yet"),
     ("django_migrations_unapplied_total", "gauge proposed to the health checks' owner, not emitted yet"),
@@ -80,6 +85,7 @@ class Stack:
     """The running servers of the end-to-end tests."""
 
     site: Server
+    worker: Server
     pushgateway: Server
     prometheus: Server
     push_output: str
@@ -120,11 +126,11 @@ def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def prometheus_config(site: Server, pushgateway: Server) -> str:
+def prometheus_config(site: Server, worker: Server, pushgateway: Server) -> str:
     """Return deploy/prometheus.yml with this test's targets, token and 1 s intervals.
 
     Only values are replaced; a second copy of the site job without the token is added to prove
-    the refusal.
+    the refusal, and a second worker target where nothing listens (a worker host that is down).
     """
     config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     config["global"]["scrape_interval"] = "1s"
@@ -132,8 +138,7 @@ def prometheus_config(site: Server, pushgateway: Server) -> str:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     jobs["django_app"]["static_configs"] = [{"targets": [site.address]}]
     jobs["django_app"]["authorization"]["credentials"] = TOKEN
-    # Nothing listens there: the worker job is down, as it is on a site without Celery.
-    jobs["celery_worker"]["static_configs"] = [{"targets": [f"127.0.0.1:{free_port()}"]}]
+    jobs["celery_worker"]["static_configs"] = [{"targets": [worker.address, f"127.0.0.1:{free_port()}"]}]
     jobs["celery_worker"]["authorization"]["credentials"] = TOKEN
     jobs["pushgateway"]["static_configs"] = [{"targets": [pushgateway.address]}]
     no_token = {key: value for key, value in jobs["django_app"].items() if key != "authorization"}
@@ -190,10 +195,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         site = start_gunicorn("server.wsgi:application", workdir / "site", env, chdir=EXAMPLE, workers=2)
         started.append(site)
         site.wait_ready("/metrics/liveness/")
+        queue = uuid.uuid4().hex[:10]
+        # The worker runs as on a host of its own: its own store, its own port.
+        worker_env = {
+            **env,
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "worker-multiproc"),
+            "CELERY_BROKER_URL": BROKER,
+            "CELERY_RESULT_BACKEND": "",
+        }
+        (workdir / "worker-multiproc").mkdir()
+        worker = start_worker(worker_env, workdir / "worker", queue)
+        started.append(worker)
         pushgateway = start_pushgateway(workdir / "pushgateway")
         started.append(pushgateway)
         prometheus = start_prometheus(
-            prometheus_config(site, pushgateway),
+            prometheus_config(site, worker, pushgateway),
             workdir / "prometheus",
             rule_files={"alerts.yml": (ROOT / "deploy" / "alerts.yml").read_text()},
         )
@@ -203,7 +219,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             30,
             "the first successful scrape of the site",
         )
+        # Two waves: Prometheus must see each series before it grows, or rate() has nothing to
+        # compare (a series first scraped at 5 has not increased, as far as PromQL knows).
+        send_tasks(queue, succeeding=2, failing=1)
+        first_failure = 'celery_tasks_total{job="celery_worker", status="failure"}'
+        wait_for(
+            lambda: prom_query(prometheus, first_failure)["data"]["result"],
+            30,
+            "the first task outcomes in Prometheus",
+        )
+        send_tasks(queue, succeeding=SUCCEEDING_TASKS - 2, failing=FAILING_TASKS - 1)
         generate_traffic(site.url, seconds=6)
+        wait_for(lambda: worker_finished(worker), 60, "the worker to run every task")
         # The same directory as the site: the push carries the merged values of its workers.
         printed = manage(env, "export_metrics", "--print").stdout
         push = manage(
@@ -220,6 +247,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         time.sleep(4)
         yield Stack(
             site=site,
+            worker=worker,
             pushgateway=pushgateway,
             prometheus=prometheus,
             push_output=push.stdout,
@@ -228,6 +256,70 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         for server in reversed(started):
             server.stop()
+
+
+def start_worker(env: dict[str, str], workdir: Path, queue: str) -> Server:
+    """Start `celery -A server worker` (prefork, 2 processes) with its metrics port on a free port."""
+    port = free_port()
+    worker = spawn(
+        "celery-worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "server",
+            "worker",
+            "--pool=prefork",
+            "--concurrency=2",
+            "--loglevel=INFO",
+            f"--hostname=e2e-{queue}@localhost",
+            f"--queues={queue}",
+            "--without-mingle",
+            "--without-gossip",
+            f"--metrics-port={port}",
+            "--metrics-address=127.0.0.1",
+        ],
+        workdir,
+        port,
+        env,
+    )
+    try:
+        worker.wait_ready("/metrics", timeout=60)
+    except AssertionError:
+        worker.stop()
+        raise
+    return worker
+
+
+def send_tasks(queue: str, succeeding: int, failing: int) -> None:
+    """Publish succeeding and failing tasks of the example site to `queue`."""
+    from celery import Celery
+
+    from metrics.instrument.celery import install
+
+    app = Celery(f"e2e-client-{queue}", broker=BROKER, set_as_current=False)
+    app.conf.broker_connection_retry_on_startup = True
+    # Stamps the publish time in the headers: the worker's queue-wait histogram needs it.
+    install(app)
+    for i in range(succeeding):
+        app.send_task("shop.tasks.add", args=(i, 1), queue=queue, ignore_result=True)
+    for _ in range(failing):
+        app.send_task("shop.tasks.fail", queue=queue, ignore_result=True)
+    app.close()
+
+
+def worker_finished(worker: Server) -> bool:
+    """Return True once the worker's port counts every task sent."""
+    status, body = http_get(worker.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    if status != 200:
+        return False
+    done = 0.0
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "celery_tasks_total":
+                done += sample.value
+    return done >= SUCCEEDING_TASKS + FAILING_TASKS
 
 
 def promql_blocks(path: Path) -> list[str]:
@@ -296,12 +388,17 @@ def test_site_is_up_with_the_token_and_refused_without(stack: Stack) -> None:
     assert {r["metric"]["job"]: r["value"][1] for r in up} == {"django_app": "1", "django_app_no_token": "0"}
     status, body = http_get(stack.prometheus.url + "/api/v1/targets")
     assert status == 200
-    targets = {t["labels"]["job"]: t for t in json.loads(body)["data"]["activeTargets"]}
-    assert targets["django_app"]["health"] == "up"
-    assert targets["django_app_no_token"]["health"] == "down"
-    assert "401" in targets["django_app_no_token"]["lastError"]
-    assert targets["pushgateway"]["health"] == "up"
-    assert targets["celery_worker"]["health"] == "down"
+    targets = {
+        (t["labels"]["job"], t["labels"]["instance"]): t for t in json.loads(body)["data"]["activeTargets"]
+    }
+    assert targets["django_app", stack.site.address]["health"] == "up"
+    refused = targets["django_app_no_token", stack.site.address]
+    assert refused["health"] == "down"
+    assert "401" in refused["lastError"]
+    assert targets["pushgateway", stack.pushgateway.address]["health"] == "up"
+    assert targets["celery_worker", stack.worker.address]["health"] == "up"
+    down = [t for (job, _), t in targets.items() if job == "celery_worker" and t["health"] == "down"]
+    assert len(down) == 1
 
 
 def test_traffic_is_counted(stack: Stack) -> None:
@@ -337,7 +434,8 @@ def test_print_and_push_carry_the_merged_store(stack: Stack) -> None:
     assert {r["metric"]["status"]: float(r["value"][1]) for r in pushed["data"]["result"]} == scraped
     # The printing process served no request: equal non-zero totals can only come from the store
     # both workers write to.
-    assert sum(scraped.values()) >= 50
+    # At least one full round of the traffic generator (13 requests).
+    assert sum(scraped.values()) >= 13
 
 
 def test_spec_and_docs_promql_return_data(stack: Stack) -> None:
@@ -407,19 +505,33 @@ def test_alert_rules_run_on_live_data(stack: Stack) -> None:
     assert len(rules) == 7
     assert all(rule["health"] == "ok" for rule in rules), [(r["name"], r.get("lastError")) for r in rules]
     status, body = http_get(stack.prometheus.url + "/api/v1/alerts")
-    alerts = {
-        (a["labels"]["alertname"], a["labels"].get("job")): a["state"]
-        for a in json.loads(body)["data"]["alerts"]
+    alerts = [(a["labels"], a["state"]) for a in json.loads(body)["data"]["alerts"]]
+
+    def state(name: str, **labels: str) -> str | None:
+        for alert_labels, alert_state in alerts:
+            if alert_labels["alertname"] == name and labels.items() <= alert_labels.items():
+                return alert_state
+        return None
+
+    # /boom/ is one request in thirteen: about 8 % of 5xx, above the 5 % threshold.
+    assert state("DjangoHigh5xxRatio", job="django_app") in {"pending", "firing"}, alerts
+    # The second worker target, where nothing listens.
+    assert state("DjangoTargetDown", job="celery_worker") in {"pending", "firing"}, alerts
+    assert state("DjangoTargetDown", job="celery_worker", instance=stack.worker.address) is None
+    assert state("DjangoTargetDown", job="django_app") is None
+    # shop.tasks.fail always fails; shop.tasks.add never does.
+    assert state("CeleryHighTaskFailureRatio", task="shop.tasks.fail") in {"pending", "firing"}, alerts
+    assert state("CeleryHighTaskFailureRatio", task="shop.tasks.add") is None
+
+
+def test_celery_tasks_are_counted(stack: Stack) -> None:
+    """The worker's port, scraped with the token, reports every task by outcome."""
+    answer = prom_query(stack.prometheus, 'sum by (task, status) (celery_tasks_total{job="celery_worker"})')
+    counts = {
+        (r["metric"]["task"], r["metric"]["status"]): float(r["value"][1]) for r in answer["data"]["result"]
     }
-    # /boom/ is one request in nine: about 11 % of 5xx, above the 5 % threshold.
-    ratio = prom_query(
-        stack.prometheus,
-        'sum by (job) (rate(django_http_requests_total{status=~"5.."}[5m]))'
-        " / sum by (job) (rate(django_http_requests_total[5m]))",
-    )["data"]["result"]
-    assert alerts.get(("DjangoHigh5xxRatio", "django_app")) in {"pending", "firing"}, (alerts, ratio)
-    assert alerts.get(("DjangoTargetDown", "celery_worker")) in {"pending", "firing"}
-    assert ("DjangoTargetDown", "django_app") not in alerts
+    assert counts[("shop.tasks.add", "success")] == SUCCEEDING_TASKS
+    assert counts[("shop.tasks.fail", "failure")] == FAILING_TASKS
 
 
 def test_dashboard_covers_every_family() -> None:
@@ -428,7 +540,7 @@ def test_dashboard_covers_every_family() -> None:
     importlib.import_module("metrics.instrument.celery")
     served = re.findall(r"^# TYPE (\S+) \S+$", exposition().decode(), flags=re.M)
     families = {name for name in served if not name.endswith("_created")}
-    assert "django_http_requests_total" in families
+    assert {"django_http_requests_total", "celery_worker_up"} <= families
     queries = [expr for _, expr in dashboard_queries()]
     missing = sorted(name for name in families if not any(name in expr for expr in queries))
     assert not missing, f"families without a dashboard panel: {missing}"
