@@ -1,5 +1,6 @@
-"""End to end on real servers: the example site under gunicorn, scraped by Prometheus with the
-shipped deploy/prometheus.yml and alerts.yml, plus a Pushgateway fed by `export_metrics`.
+"""End to end on real servers: the example site under gunicorn (two workers, multiprocess mode)
+and a Celery worker (prefork, its own metrics port), scraped by Prometheus with the shipped
+deploy/prometheus.yml and alerts.yml, plus a Pushgateway fed by `export_metrics`.
 
 After generated traffic, every PromQL expression of docs/promql.md and README.md and every panel
 query of dashboards/django.json (Grafana variables substituted) must return data from Prometheus's
