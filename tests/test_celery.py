@@ -503,6 +503,7 @@ class Expected:
     unknown: int
     manual: int
     sleep: int = 0
+    killed: int = 0
 
 
 def send_all(app: Celery, worker: Worker, n: Expected) -> None:
@@ -523,6 +524,8 @@ def send_all(app: Celery, worker: Worker, n: Expected) -> None:
     results += [send("shop.tasks.send_email", args=(i % 2 == 1,), queue=q) for i in range(n.manual)]
     for _ in range(n.unknown):
         send("shop.tasks.no_such_task", queue=q)
+    # Past their hard time limit the main process kills the pool process running them.
+    results += [send("shop.tasks.sleep", args=(30,), queue=q, time_limit=1) for _ in range(n.killed)]
     for result in results:
         result.get(timeout=60, propagate=False)
         assert result.state in ("SUCCESS", "FAILURE"), result.state
@@ -537,6 +540,7 @@ def expect_counts(s: Scrape, n: Expected, *, where: str) -> None:
         "flaky success": s.get("celery_tasks_total", task="shop.tasks.flaky", status="success"),
         "sleep revoked": s.get("celery_tasks_total", task="shop.tasks.sleep", status="revoked"),
         "sleep success": s.get("celery_tasks_total", task="shop.tasks.sleep", status="success"),
+        "sleep failure": s.get("celery_tasks_total", task="shop.tasks.sleep", status="failure"),
         "other rejected": s.get("celery_tasks_total", task="other", status="rejected"),
         "manual success": s.get("celery_tasks_total", task="send_email", status="success"),
         "manual failure": s.get("celery_tasks_total", task="send_email", status="failure"),
@@ -556,6 +560,8 @@ def expect_counts(s: Scrape, n: Expected, *, where: str) -> None:
         "flaky success": n.retried,
         "sleep revoked": n.revoke,
         "sleep success": n.sleep,
+        # Killed runs fail without a duration: their body never finished.
+        "sleep failure": n.killed,
         "other rejected": n.unknown,
         "manual success": n.manual // 2,
         "manual failure": n.manual - n.manual // 2,
@@ -641,7 +647,9 @@ def test_counts_are_exact_on_the_worker_port_and_the_site(redis_stack: Stack) ->
     sum of the two prefork children.
     """
     stack = redis_stack
-    n = Expected(succeed=6, fail=3, retried=2, retries_each=2, revoke=3, unknown=2, manual=2, sleep=2)
+    n = Expected(
+        succeed=6, fail=3, retried=2, retries_each=2, revoke=3, unknown=2, manual=2, sleep=2, killed=1
+    )
     with logs_on_failure(stack.worker.server, stack.site):
         sleeping = [
             stack.app.send_task("shop.tasks.sleep", args=(2.5,), queue=stack.worker.queue) for _ in range(2)
@@ -670,6 +678,7 @@ def test_counts_are_exact_on_the_worker_port_and_the_site(redis_stack: Stack) ->
         expect_counts(site_scrape, n, where="site /metrics/")
         for s in (worker_scrape, site_scrape):
             assert s.get("celery_worker_up", worker=stack.worker.node) == 1
+            # The killed pool process was replaced: still 2 alive, and its +1 in progress is gone.
             assert s.get("celery_worker_pool_processes", worker=stack.worker.node) == 2
             heartbeat = s.get("celery_worker_last_heartbeat_timestamp_seconds", worker=stack.worker.node)
             assert time.time() - 30 < heartbeat <= time.time() + 1

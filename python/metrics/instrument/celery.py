@@ -23,7 +23,9 @@ register, such as an unknown task sent with `send_task()`, becomes `other`):
 
 The body's own outcome is recorded once, at `task_postrun`, from the state it reports.
 `task_failure` and `task_retry` count only when sent outside a run of this process: by the
-worker's main process for hard time limits, lost pool processes, cancelled runs. Counts written
+worker's main process for hard time limits, lost pool processes, cancelled runs (a failure is
+counted once per task id even when Celery reports it twice). A run interrupted inside its body
+(the pool's SIGTERM) has no state at `task_postrun`: it is neither timed nor counted there. Counts written
 by prefork children land in the multiprocess store, so every child is counted exactly once.
 
 Manual recording (the spec's example) keeps working and is never doubled: a task whose code
@@ -325,16 +327,39 @@ def _on_postrun(
         del _runs[task_id]
     elapsed = time.perf_counter() - run.started
     celery_tasks_in_progress.labels(run.label).dec()
+    status = _STATUS_BY_STATE.get(state or "")
+    if status is None:
+        # No state: the body was interrupted (SystemExit from the pool's SIGTERM at a hard time
+        # limit or `terminate=True`). The main process counts that outcome; the run has no
+        # meaningful duration.
+        return
     if run.time:
         celery_task_duration_seconds.labels(run.label).observe(elapsed)
-    status = _STATUS_BY_STATE.get(state or "")
-    if status is not None and run.count:
+    if run.count:
         celery_tasks_total.labels(run.label, status).inc()
 
 
 def _count(task: Any, status: str) -> None:
     app = getattr(task, "app", None)
     celery_tasks_total.labels(task_label(app, getattr(task, "name", None)), status).inc()
+
+
+# Failures the main process reported lately, by task id: Celery 5.7 sends `task_failure` twice
+# for one hard time limit (from the timeout handler and from the failure handler).
+_main_failures: dict[str, float] = {}
+MAIN_FAILURE_WINDOW = 10.0
+
+
+def _first_main_failure(task_id: str | None, now: float) -> bool:
+    if task_id is None:
+        return True
+    if len(_main_failures) > 256:
+        for known, at in list(_main_failures.items()):
+            if now - at > MAIN_FAILURE_WINDOW:
+                del _main_failures[known]
+    last = _main_failures.get(task_id)
+    _main_failures[task_id] = now
+    return last is None or now - last > MAIN_FAILURE_WINDOW
 
 
 def _on_failure(sender: Any = None, task_id: str | None = None, exception: Any = None, **kwargs: Any) -> None:
@@ -346,7 +371,8 @@ def _on_failure(sender: Any = None, task_id: str | None = None, exception: Any =
     if isinstance(exception, Reject):
         # Counted as `rejected` where the body ran (Celery 5.5+ also reports it as a failure).
         return
-    _count(sender, FAILURE)
+    if _first_main_failure(task_id, time.monotonic()):
+        _count(sender, FAILURE)
 
 
 def _on_retry(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
