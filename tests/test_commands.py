@@ -471,6 +471,7 @@ def test_cleanup_in_batches_with_progress_on_a_terminal() -> None:
     ("args", "message"),
     [
         (["--days", "-1"], "--days must be 0 or more, not -1"),
+        (["--days", "99999999"], "--days 99999999 reaches before year 1"),
         (["--days", "seven"], "invalid int value: 'seven'"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--bogus"], "unrecognized arguments: --bogus"),

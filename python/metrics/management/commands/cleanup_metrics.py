@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -41,7 +41,10 @@ class Command(BaseCommand):
         batch_size = options["batch_size"]
         if batch_size < 1:
             raise CommandError(f"--batch-size must be at least 1, not {batch_size}")
-        cutoff = timezone.now() - timedelta(days=days)
+        try:
+            cutoff = timezone.now() - timedelta(days=days)
+        except OverflowError:
+            raise CommandError(f"--days {days} reaches before year 1") from None
         old = MetricSample.objects.older_than(cutoff)
         summary = old.aggregate(oldest=Min("taken_at"), newest=Max("taken_at"))
         total = old.count()
@@ -57,7 +60,7 @@ class Command(BaseCommand):
             self.style.SUCCESS(f"Deleted {deleted} metric samples older than {days} days, {span}.")
         )
 
-    def delete_in_batches(self, cutoff: Any, batch_size: int, total: int) -> int:
+    def delete_in_batches(self, cutoff: datetime, batch_size: int, total: int) -> int:
         """Delete old rows `batch_size` at a time and return how many went.
 
         Short transactions keep locks brief on a live table. Primary keys are fetched first
