@@ -305,7 +305,9 @@ def test_timeout(silent_server: int) -> None:
         (["--job", "x", "--grouping-key", "__reserved=1"], "is not a valid label name"),
         (["--job", "x", "--grouping-key", "job=y"], "give the job with --job"),
         (["--job", "x", "--grouping-key", "a=1", "--grouping-key", "a=2"], "given twice"),
-        (["--job", "x", "--timeout", "0"], "--timeout must be positive"),
+        (["--job", "x", "--timeout", "0"], "--timeout must be a positive number"),
+        (["--job", "x", "--timeout", "nan"], "--timeout must be a positive number"),
+        (["--job", "x", "--timeout", "inf"], "--timeout must be a positive number"),
         (["--job", "x", "--method", "patch"], "invalid choice"),
     ],
 )

@@ -11,6 +11,7 @@ directory.
 from __future__ import annotations
 
 import base64
+import math
 import re
 import urllib.error
 import urllib.request
@@ -111,8 +112,8 @@ class Command(BaseCommand):
         job = options["job"]
         if not job:
             raise CommandError("--pushgateway needs --job NAME")
-        if options["timeout"] <= 0:
-            raise CommandError(f"--timeout must be positive, not {options['timeout']}")
+        if not (math.isfinite(options["timeout"]) and options["timeout"] > 0):
+            raise CommandError(f"--timeout must be a positive number of seconds, not {options['timeout']}")
         url = pushgateway_url(options["pushgateway"], job, parse_grouping_key(options["grouping_key"]))
         method = METHODS[options["method"]]
         body = None if method == "DELETE" else exposition()
