@@ -198,17 +198,18 @@ def test_push_replaces_the_group(pushgateway: Server) -> None:
 
 def test_post_keeps_other_families_put_drops_them(pushgateway: Server) -> None:
     """--method post replaces only the pushed families; put (the default) replaces the whole group."""
+    collectors.custom_metric_counter.labels(type="export", action="semantics").inc()
     raw_push(pushgateway, "/metrics/job/semantics", b"# TYPE batch_extra gauge\nbatch_extra 42\n")
     run("export_metrics", "--pushgateway", pushgateway.address, "--job", "semantics", "--method", "post")
     after_post = group(pushgateway, job="semantics")
     assert after_post is not None
     assert "batch_extra" in after_post
-    assert "django_http_requests_total" in after_post
+    assert "django_custom_metric_total" in after_post
     run("export_metrics", "--pushgateway", pushgateway.address, "--job", "semantics")
     after_put = group(pushgateway, job="semantics")
     assert after_put is not None
     assert "batch_extra" not in after_put
-    assert "django_http_requests_total" in after_put
+    assert "django_custom_metric_total" in after_put
 
 
 def test_delete_removes_the_group(pushgateway: Server) -> None:
