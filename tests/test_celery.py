@@ -589,6 +589,30 @@ def expect_counts(s: Scrape, n: Expected, *, where: str) -> None:
         assert s.get("celery_tasks_in_progress", task=task) == 0, (where, task)
 
 
+def pool_pids(pid: int) -> set[int]:
+    """Return the child processes of `pid`."""
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def listening_pids(port: int) -> set[int]:
+    """Return the processes holding a listening TCP socket on `port` (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    pids = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                        pids.add(int(pid))
+    return pids
+
+
 @dataclass
 class Stack:
     """The Redis-broker worker and the example site, sharing one multiprocess directory."""
@@ -662,6 +686,7 @@ def test_counts_are_exact_on_the_worker_port_and_the_site(redis_stack: Stack) ->
             )
         for result in sleeping:
             assert result.get(timeout=30) == 2.5
+        pool_before = pool_pids(stack.worker.server.process.pid)
         send_all(stack.app, stack.worker, n)
 
         def settled(url: str) -> Scrape:
@@ -682,6 +707,14 @@ def test_counts_are_exact_on_the_worker_port_and_the_site(redis_stack: Stack) ->
             assert s.get("celery_worker_pool_processes", worker=stack.worker.node) == 2
             heartbeat = s.get("celery_worker_last_heartbeat_timestamp_seconds", worker=stack.worker.node)
             assert time.time() - 30 < heartbeat <= time.time() + 1
+
+        # Only the main process holds the metrics port, also after a pool process was replaced.
+        def replaced() -> bool:
+            now = pool_pids(stack.worker.server.process.pid)
+            return len(now) == 2 and now != pool_before
+
+        wait_for(replaced, 15, "the pool process killed at its time limit to be replaced")
+        assert listening_pids(stack.worker.server.port) == {stack.worker.server.process.pid}
         # The site's own metrics are there too: one exposition for the whole host.
         assert site_scrape.label_values("django_http_requests_total", "method")
 
