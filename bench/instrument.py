@@ -9,10 +9,12 @@ hits them alike:
 - django-prometheus: its `django_prometheus.db.backends.sqlite3` ENGINE and its cache BACKEND
   classes (`pip install -r requirements-bench.txt`).
 
-Prints ns/op (median of rounds), the overhead over bare, and django-prometheus' overhead over
-ours. Queries are `SELECT 1` on in-memory SQLite through Django's cursor (the cheapest real
-query, so the overhead shows); cache operations run on LocMemCache and on Redis (127.0.0.1:6379,
-db 15, where network time dwarfs both overheads). Run: `.venv/bin/python bench/instrument.py`.
+Prints ns/op (median of rounds), the overhead over bare, the Python side of our overhead (the
+same code with the core's metric calls replaced by no-ops: what remains once the core is
+optimised), and django-prometheus' overhead over ours. Queries are `SELECT 1` on in-memory
+SQLite through Django's cursor (the cheapest real query, so the overhead shows); cache
+operations run on LocMemCache and on Redis (127.0.0.1:6379, db 15, where network time dwarfs
+both overheads). Run: `.venv/bin/python bench/instrument.py`.
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ settings.configure(
         "bare": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
         "ours": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
         "dp": {"ENGINE": "django_prometheus.db.backends.sqlite3", "NAME": ":memory:"},
+        "py": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
     },
     CACHES={
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "bench-ours"},
         "redis": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
+        "py": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "bench-py"},
     },
     USE_TZ=True,
 )
@@ -79,15 +83,40 @@ def compare(name: str, variants: dict[str, Op], n: int) -> dict[str, float]:
     return {key: statistics.median(values) for key, values in rounds.items()}
 
 
+class _Stub:
+    """A metric child that does nothing: what is left of our overhead is the Python side."""
+
+    def labels(self, *values: str) -> _Stub:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+
+def python_side_observer() -> Callable[..., object]:
+    """Return the query observer with the core's metric calls replaced by no-ops."""
+    saved = db.db_queries_total, db.db_query_duration_seconds, db.db_query_errors_total
+    db.db_queries_total = db.db_query_duration_seconds = db.db_query_errors_total = _Stub()  # type: ignore[assignment]
+    try:
+        return db._make_observer("py")
+    finally:
+        db.db_queries_total, db.db_query_duration_seconds, db.db_query_errors_total = saved
+
+
 def query_ops() -> dict[str, Op]:
     install()
     cursors = {}
-    for alias in ("bare", "ours", "dp"):
+    for alias in ("bare", "ours", "py", "dp"):
         connection = connections[alias]
         connection.ensure_connection()
         if alias != "ours":
             # `bare` and `dp` measure without this package's wrapper.
             connection.execute_wrappers.remove(db.observer_for(alias))
+        if alias == "py":
+            connection.execute_wrappers.insert(0, python_side_observer())
         cursors[alias] = connection.cursor()
 
     def run(cursor: object) -> Op:
@@ -133,7 +162,8 @@ def cache_ops(make: dict[str, object], op: str) -> dict[str, Op]:
 
 def row(name: str, result: dict[str, float]) -> str:
     bare, ours = result["bare"], result["ours"]
-    line = f"{name:<22} {bare:>9.0f} {ours:>9.0f} {ours - bare:>+8.0f}"
+    line = f"{name:<16} {bare:>9.0f} {ours:>9.0f} {ours - bare:>+8.0f}"
+    line += f" {result['py'] - bare:>+10.0f}" if "py" in result else f" {'-':>10}"
     if "dp" not in result:
         return line + f" {'-':>9} {'-':>8}"
     dp = result["dp"]
@@ -144,15 +174,18 @@ def row(name: str, result: dict[str, float]) -> str:
 def main() -> None:
     started = time.perf_counter()
     print("ns/op, median of", ROUNDS, "interleaved rounds")
-    head = f"{'operation':<22} {'bare':>9} {'ours':>9} {'(+ours)':>8} {'dj-prom':>9} {'(+djp)':>8}"
-    print(head, "  djp/ours extra")
+    head = f"{'operation':<16} {'bare':>9} {'ours':>9} {'(+ours)':>8} {'(+py side)':>10}"
+    print(head, f"{'dj-prom':>9} {'(+djp)':>8}   djp/ours extra")
     print(row("query SELECT 1", compare("query", query_ops(), 20_000)))
     install()
     locmem = {
         "bare": LocMemCache("bench-bare", {}),
         "ours": caches["default"],
+        "py": caches["py"],
         "dp": DPLocMemCache("bench-dp", {}),
     }
+    stubbed = caches["py"].__dict__["_metrics_cache"]
+    stubbed.hits = stubbed.misses = stubbed.sets = stubbed.deletes = _Stub()
     for op in ("get hit", "get miss", "set"):
         print(row(f"locmem {op}", compare(op, cache_ops(locmem, op), 50_000)))
     # django-prometheus' Redis backends need django-redis (not a dependency here): bare vs ours only.
