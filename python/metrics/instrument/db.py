@@ -156,8 +156,12 @@ def _make_observer(alias: str) -> Callable[..., Any]:
         finally:
             elapsed = perf_counter() - start
             count, duration = children[op]
-            count.inc()
-            duration.observe(elapsed)
+            try:
+                count.inc()
+                duration.observe(elapsed)
+            except Exception:
+                # Never let the metrics turn a query's result into an error.
+                logger.exception("metrics: could not record a query on %r", alias)
 
     observe_query.metrics_alias = alias  # type: ignore[attr-defined]
     return observe_query
