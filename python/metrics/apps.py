@@ -17,7 +17,20 @@ class MetricsConfig(AppConfig):
 
     def ready(self) -> None:
         """Register the system checks and install the DB, cache and user hooks."""
-        from metrics import checks  # noqa: F401 (registers the checks on import)
+        from metrics import (
+            checks,  # noqa: F401 (registers the checks on import)
+            core,
+        )
+        from metrics.conf import app_settings
+
+        # PROMETHEUS_MULTIPROC_DIR from the environment was applied when `metrics` was imported;
+        # one given only in settings applies now, moving what was counted so far into the store.
+        directory = app_settings.MULTIPROC_DIR
+        if directory and core.multiprocess_dir() is None:
+            try:
+                core.enable_multiprocess(directory)
+            except ValueError:
+                pass  # Reported by the system check metrics.E004; metrics stay per-process.
 
         try:
             instrument = importlib.import_module("metrics.instrument")

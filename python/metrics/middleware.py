@@ -29,6 +29,7 @@ from metrics.collectors import (
     http_response_size_bytes,
 )
 from metrics.conf import app_settings
+from metrics.core import tick
 
 logger = logging.getLogger("metrics")
 
@@ -107,6 +108,8 @@ class MetricsMiddleware:
             method = OTHER_METHOD
         gauge: Any = None
         try:
+            # Multiprocess mode: refresh this worker's own process metrics when due.
+            tick()
             gauge = self._in_progress.get(method)
             if gauge is None:
                 gauge = self._in_progress[method] = http_requests_in_progress.labels(method)

@@ -28,8 +28,11 @@ def emit(obj):
 """
 
 
-def run(tmp_path: Path, code: str, timeout: float = 120) -> dict:
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+def run(tmp_path: Path, code: str, timeout: float = 120, via_env: bool = True) -> dict:
+    drop = ("PROMETHEUS_MULTIPROC_DIR", "DJANGO_SETTINGS_MODULE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    if via_env:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
     proc = subprocess.run(
         [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
         env=env,
@@ -51,6 +54,35 @@ def test_env_var_switches_to_the_shared_store(tmp_path: Path) -> None:
     """PROMETHEUS_MULTIPROC_DIR set before import selects the shared store."""
     out = run(tmp_path, "emit([metrics._core.store_kind(), core.multiprocess_dir()])")
     assert out == ["shared", str(tmp_path)]
+
+
+def test_directory_from_django_settings_applies_at_app_loading(tmp_path: Path) -> None:
+    """A directory given only in Django settings is used from `ready()` on, values moved over."""
+    out = run(
+        tmp_path,
+        f"""
+        import django
+        from django.conf import settings
+        settings.configure(
+            INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "metrics"],
+            DATABASES={{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}}},
+            PROMETHEUS_MULTIPROC_DIR={str(tmp_path)!r},
+        )
+        early = Counter("counted_before_setup", "Early.")
+        early.inc(2)
+        before = metrics._core.store_kind()
+        django.setup()
+        early.inc()
+        pid = os.fork()
+        if pid == 0:
+            early.inc(10)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        emit([before, metrics._core.store_kind(), value("counted_before_setup_total")])
+        """,
+        via_env=False,
+    )
+    assert out == ["local", "shared", 13.0]
 
 
 def test_many_processes_lose_nothing(tmp_path: Path) -> None:
