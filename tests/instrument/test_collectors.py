@@ -144,3 +144,18 @@ def test_a_bad_limit_reads_as_the_default(setting: str | None) -> None:
     with override_settings(METRICS_MAX_LABEL_VALUES=setting):
         kept = [bounded_label("bad_limit", "l", f"v{i}") for i in range(150)]
     assert sum(1 for v in kept if v != OTHER) == 100
+
+
+def test_install_does_nothing_while_metrics_are_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """install() with METRICS_ENABLED=False wires nothing and can wire everything later."""
+    import metrics.instrument as instrument
+    from metrics.conf import app_settings
+
+    monkeypatch.setattr(instrument, "_installed", False)
+    with override_settings(METRICS_ENABLED=False):
+        app_settings.clear_cache()
+        instrument.install()
+        assert instrument._installed is False
+    app_settings.clear_cache()
+    instrument.install()  # every part is idempotent: wiring again adds nothing
+    assert instrument._installed is True
