@@ -14,6 +14,11 @@ export DJANGO_SUPERUSER_USERNAME=${DJANGO_SUPERUSER_USERNAME:-admin}
 export DJANGO_SUPERUSER_PASSWORD=${DJANGO_SUPERUSER_PASSWORD:-admin}
 export DJANGO_SUPERUSER_EMAIL=${DJANGO_SUPERUSER_EMAIL:-admin@example.com}
 
+# A fresh store for every run (the directory is removed when the demo stops).
+PROMETHEUS_MULTIPROC_DIR=$(mktemp -d -t metrics-demo-XXXXXX)
+export PROMETHEUS_MULTIPROC_DIR
+trap 'rm -rf "$PROMETHEUS_MULTIPROC_DIR"' EXIT INT TERM
+
 cd example
 "$PY" manage.py migrate --noinput
 # Idempotent: a second `make demo` finds the user already there.
@@ -38,8 +43,11 @@ cat <<INFO
   Try also            $URL/items/1/  $URL/api/items/  $URL/async/  $URL/stream/  $URL/boom/
 
   curl $URL/metrics/ | grep django_http_
+  gunicorn with 2 workers sharing the multiprocess store $PROMETHEUS_MULTIPROC_DIR
   Stop with Ctrl-C.
 
 INFO
-exec "$ROOT/.venv/bin/gunicorn" server.wsgi \
-  --bind "$HOST:$PORT" --workers 1 --access-logfile - --log-level warning
+# Two workers sharing a fresh multiprocess store: any worker's /metrics/ shows both.
+export GUNICORN_BIND="$HOST:$PORT" GUNICORN_WORKERS=${GUNICORN_WORKERS:-2}
+"$ROOT/.venv/bin/gunicorn" -c "$ROOT/deploy/gunicorn.conf.py" server.wsgi \
+  --access-logfile - --log-level warning
