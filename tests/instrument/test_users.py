@@ -250,3 +250,41 @@ def test_track_custom_metric_without_gauge_leaves_the_gauge_alone() -> None:
     assert custom_metric_gauge.labels("refund")._get() == 5
     track_custom_metric("refund", "issued", gauge_value=7)
     assert custom_metric_gauge.labels("refund")._get() == 7
+
+
+def test_collecting_inside_an_event_loop_skips_the_query() -> None:
+    """Collected from async code, the active-user gauge keeps its value instead of querying."""
+    import asyncio
+
+    from metrics.instrument import users
+
+    active_users_total.set(42)
+
+    async def scrape_in_loop() -> None:
+        collect_active_users(force=True)
+
+    asyncio.run(scrape_in_loop())
+    assert active_users_total._get() == 42
+    assert users._next_query_at == 0.0  # the next collection from sync code queries
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scrape_through_the_asgi_handler_refreshes_active_users() -> None:
+    """/metrics/ served by Django's ASGI handler runs the active-user query (in the view's thread)."""
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    user = User.objects.create_user("dora")
+    user.last_login = timezone.now()
+    user.save()
+    active_users_total.set(-1)
+    from metrics.instrument import users
+
+    users._next_query_at = 0.0
+
+    async def get() -> int:
+        response = await AsyncClient().get("/metrics/", headers={"X-Metrics-Token": "test-token"})
+        return int(response.status_code)
+
+    assert async_to_sync(get)() == 200
+    assert active_users_total._get() == 1
