@@ -325,6 +325,24 @@ def test_health_check_fails_when_no_worker_answers() -> None:
         instrument.check_celery(app, 0.5)
 
 
+def test_health_check_follows_its_setting() -> None:
+    """METRICS_CELERY_HEALTH_CHECK=False leaves the `celery` check out of /metrics/health/."""
+
+    def names() -> set[str]:
+        return {check.name for check in health.checks_for(readiness=False)}
+
+    try:
+        with override_settings(METRICS_CELERY_HEALTH_CHECK=False):
+            instrument._register_health_check(APP)
+            assert "celery" not in names()
+        instrument._register_health_check(APP)
+        assert "celery" in names()
+        # Readiness never waits on workers.
+        assert "celery" not in {check.name for check in health.checks_for(readiness=True)}
+    finally:
+        health.unregister_check(instrument.HEALTH_CHECK_NAME)
+
+
 # --- real workers ---
 
 

@@ -25,8 +25,9 @@ The body's own outcome is recorded once, at `task_postrun`, from the state it re
 `task_failure` and `task_retry` count only when sent outside a run of this process: by the
 worker's main process for hard time limits, lost pool processes, cancelled runs (a failure is
 counted once per task id even when Celery reports it twice). A run interrupted inside its body
-(the pool's SIGTERM) has no state at `task_postrun`: it is neither timed nor counted there. Counts written
-by prefork children land in the multiprocess store, so every child is counted exactly once.
+(the pool's SIGTERM) has no state at `task_postrun`: it is neither timed nor counted there.
+Counts written by prefork children land in the multiprocess store, so every child is counted
+exactly once.
 
 Manual recording (the spec's example) keeps working and is never doubled: a task whose code
 names `celery_tasks_total` (or `celery_task_duration_seconds`) records that metric itself, so
