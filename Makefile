@@ -50,9 +50,10 @@ test-python: build ## Python tests against real services: SQLite, PostgreSQL, th
 
 test: test-rust test-python ## The whole suite.
 
-lint: venv ## ruff, rustfmt, clippy.
+lint: venv ## ruff, mypy, rustfmt, clippy.
 	$(BIN)/ruff check python tests bench example
 	$(BIN)/ruff format --check python tests bench example
+	$(BIN)/mypy
 	cargo fmt --check
 	cargo clippy -q --all-targets -- -D warnings
 

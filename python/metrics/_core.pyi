@@ -1,5 +1,6 @@
 """Type stubs for the Rust core `metrics._core`: this file is its API documentation."""
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -213,3 +214,15 @@ def set_default_registry(registry: CollectorRegistry) -> None:
 def gauge_functions() -> list[tuple[Gauge, Callable[[], float]]]: ...
 def gzip(data: bytes) -> bytes: ...
 def float_to_go_string(value: float) -> str: ...
+def enable_multiprocess(path: str | os.PathLike[str]) -> None:
+    """Keep every value in the shared store under `path`; ValueError if unusable."""
+
+def after_fork() -> None:
+    """In a forked child: claim a slot of its own before anything is written."""
+
+def compact(path: str | os.PathLike[str]) -> list[str]:
+    """Fold dead processes' slots under `path` into the archive; return the warnings met."""
+
+def store_kind() -> Literal["local", "shared"]: ...
+def take_store_warnings() -> list[str]:
+    """Problems the store met since the last call (corrupt files, failed allocations)."""
