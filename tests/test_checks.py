@@ -25,6 +25,12 @@ from metrics.checks import MIDDLEWARE_PATH, check_middleware, check_settings
         ("METRICS_EXCLUDE_PATHS", "static/", "metrics.E008"),
         ("METRICS_HEALTH_TIMEOUT", 0, "metrics.E009"),
         ("METRICS_HEALTH_MIN_FREE_MB", -5, "metrics.E010"),
+        ("METRICS_ACTIVE_USER_WINDOW", "five minutes", "metrics.E011"),
+        ("METRICS_MAX_LABEL_VALUES", 0, "metrics.E012"),
+        ("METRICS_CELERY_ENABLED", "perhaps", "metrics.E013"),
+        ("METRICS_CELERY_WORKER_PORT", 70000, "metrics.E014"),
+        ("METRICS_CELERY_WORKER_ADDRESS", "", "metrics.E015"),
+        ("METRICS_CELERY_HEALTH_CHECK", "often", "metrics.E016"),
     ],
 )
 def test_bad_setting_is_an_error_naming_setting_and_value(setting: str, value: object, check_id: str) -> None:

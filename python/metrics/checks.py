@@ -28,6 +28,12 @@ SETTING_ERROR_IDS = {
     "METRICS_EXCLUDE_PATHS": "metrics.E008",
     "METRICS_HEALTH_TIMEOUT": "metrics.E009",
     "METRICS_HEALTH_MIN_FREE_MB": "metrics.E010",
+    "METRICS_ACTIVE_USER_WINDOW": "metrics.E011",
+    "METRICS_MAX_LABEL_VALUES": "metrics.E012",
+    "METRICS_CELERY_ENABLED": "metrics.E013",
+    "METRICS_CELERY_WORKER_PORT": "metrics.E014",
+    "METRICS_CELERY_WORKER_ADDRESS": "metrics.E015",
+    "METRICS_CELERY_HEALTH_CHECK": "metrics.E016",
 }
 
 _HINTS = {
@@ -42,6 +48,12 @@ _HINTS = {
     "METRICS_EXCLUDE_PATHS": "Use URL path prefixes starting with '/', e.g. '/metrics/,/static/'.",
     "METRICS_HEALTH_TIMEOUT": "Use seconds, e.g. 0.8 (Kubernetes probes time out after 1 s by default).",
     "METRICS_HEALTH_MIN_FREE_MB": "Use a number of megabytes, 0 or more.",
+    "METRICS_ACTIVE_USER_WINDOW": "Use a whole number of seconds, 0 or more (0 turns the gauge off).",
+    "METRICS_MAX_LABEL_VALUES": "Use a whole number, 1 or more.",
+    "METRICS_CELERY_ENABLED": "Use True or False.",
+    "METRICS_CELERY_WORKER_PORT": "Use a TCP port, 1 to 65535, or 0 for no worker port.",
+    "METRICS_CELERY_WORKER_ADDRESS": "Use an address to listen on, e.g. '0.0.0.0' or '127.0.0.1'.",
+    "METRICS_CELERY_HEALTH_CHECK": "Use True or False.",
 }
 
 MIDDLEWARE_PATH = "metrics.middleware.MetricsMiddleware"

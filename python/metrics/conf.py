@@ -167,6 +167,29 @@ def parse_non_negative_number(value: object) -> float:
     return number
 
 
+def parse_positive_int(value: object) -> int:
+    """Return a whole number >= 1."""
+    number = parse_non_negative_int(value)
+    if number < 1:
+        raise SettingError(f"{value!r} is not 1 or more")
+    return number
+
+
+def parse_port(value: object) -> int:
+    """Return a TCP port number, 0 to 65535 (0: off)."""
+    port = parse_non_negative_int(value)
+    if port > 65535:
+        raise SettingError(f"{value!r} is not a port number (0 to 65535)")
+    return port
+
+
+def parse_bind_address(value: object) -> str:
+    """Return an address to listen on (an IPv4/IPv6 address or a host name)."""
+    if not isinstance(value, str) or not value.strip():
+        raise SettingError(f"{value!r} is not an address to listen on")
+    return value.strip().strip("[]")
+
+
 def parse_paths(value: object) -> tuple[str, ...]:
     """Return URL path prefixes, each starting with `/`."""
     paths = _items(value)
@@ -237,6 +260,17 @@ SETTINGS: dict[str, Setting[Any]] = {
         Setting("METRICS_EXCLUDE_PATHS", parse_paths, None),
         Setting("METRICS_HEALTH_TIMEOUT", parse_timeout, 0.8),
         Setting("METRICS_HEALTH_MIN_FREE_MB", parse_non_negative_number, 32.0),
+        # Read by metrics.instrument.users and metrics.collectors; validated here.
+        Setting("METRICS_ACTIVE_USER_WINDOW", parse_non_negative_int, 300),
+        Setting("METRICS_MAX_LABEL_VALUES", parse_positive_int, 100),
+        # Read by metrics.instrument.celery (also in a worker without Django settings).
+        Setting("METRICS_CELERY_ENABLED", parse_bool, True),
+        # The worker's own metrics port; 0: off. `--metrics-port` overrides it.
+        Setting("METRICS_CELERY_WORKER_PORT", parse_port, 0),
+        # Where that port listens. `--metrics-address` overrides it.
+        Setting("METRICS_CELERY_WORKER_ADDRESS", parse_bind_address, "0.0.0.0"),
+        # A `celery` check on /metrics/health/: broker reachable and a worker answering a ping.
+        Setting("METRICS_CELERY_HEALTH_CHECK", parse_bool, True),
     )
 }
 

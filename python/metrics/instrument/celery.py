@@ -54,7 +54,7 @@ from typing import Any
 
 from metrics import core
 from metrics.collectors import OTHER, celery_task_duration_seconds, celery_tasks_total
-from metrics.conf import SETTINGS, Setting, SettingError, parse_bool, parse_non_negative_int
+from metrics.conf import SETTINGS, Setting, SettingError
 from metrics.core import Gauge, Histogram
 
 __all__ = ["install"]
@@ -110,32 +110,13 @@ celery_worker_pool_processes = Gauge(
 # --- settings (read like metrics.conf's; the conf owner may move them there) ---
 
 
-def parse_port(value: object) -> int:
-    """Return a TCP port number, 0 to 65535 (0: off)."""
-    port = parse_non_negative_int(value)
-    if port > 65535:
-        raise SettingError(f"{value!r} is not a port number (0 to 65535)")
-    return port
-
-
-def parse_bind_address(value: object) -> str:
-    """Return an address to listen on (an IPv4/IPv6 address or a host name)."""
-    if not isinstance(value, str) or not value.strip():
-        raise SettingError(f"{value!r} is not an address to listen on")
-    return value.strip().strip("[]")
-
-
 CELERY_SETTINGS: dict[str, Setting[Any]] = {
-    s.name: s
-    for s in (
-        # Record task metrics from Celery's signals.
-        Setting("METRICS_CELERY_ENABLED", parse_bool, True),
-        # The worker's own metrics port; 0: off. `--metrics-port` overrides it.
-        Setting("METRICS_CELERY_WORKER_PORT", parse_port, 0),
-        # Where that port listens. `--metrics-address` overrides it.
-        Setting("METRICS_CELERY_WORKER_ADDRESS", parse_bind_address, "0.0.0.0"),
-        # A `celery` check on /metrics/health/: broker reachable and a worker answering a ping.
-        Setting("METRICS_CELERY_HEALTH_CHECK", parse_bool, True),
+    name: SETTINGS[name]
+    for name in (
+        "METRICS_CELERY_ENABLED",
+        "METRICS_CELERY_WORKER_PORT",
+        "METRICS_CELERY_WORKER_ADDRESS",
+        "METRICS_CELERY_HEALTH_CHECK",
     )
 }
 
