@@ -50,7 +50,7 @@ test-python: build ## Python tests against real services: SQLite, PostgreSQL, th
 
 test: test-rust test-python ## The whole suite.
 
-lint: venv ## ruff, mypy, rustfmt, clippy.
+lint: build ## ruff, mypy, rustfmt, clippy (mypy loads the app, so the core is built first).
 	$(BIN)/ruff check python tests bench example
 	$(BIN)/ruff format --check python tests bench example
 	$(BIN)/mypy
