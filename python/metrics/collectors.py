@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import threading
-from typing import Any
 
 from metrics.core import Counter, Gauge, Histogram, Summary
 
@@ -222,19 +221,20 @@ _seen_lock = threading.Lock()
 
 def max_label_values() -> int:
     """Return how many distinct values one label may take (`METRICS_MAX_LABEL_VALUES`, default 100)."""
-    raw: Any = None
     try:
         from django.conf import settings
 
-        if settings.configured:
-            raw = getattr(settings, "METRICS_MAX_LABEL_VALUES", None)
+        configured = settings.configured
     except ImportError:  # Django absent: plain Python use of the catalogue.
-        pass
-    if raw is None:
-        raw = os.environ.get("METRICS_MAX_LABEL_VALUES") or DEFAULT_MAX_LABEL_VALUES
+        configured = False
+    if configured:
+        from metrics.conf import SETTINGS
+
+        # Parsed as the system check metrics.E012 parses it; a bad value reads as the default.
+        return int(SETTINGS["METRICS_MAX_LABEL_VALUES"].read())
     try:
-        limit = int(raw)
-    except (TypeError, ValueError):
+        limit = int(os.environ.get("METRICS_MAX_LABEL_VALUES") or DEFAULT_MAX_LABEL_VALUES)
+    except ValueError:
         return DEFAULT_MAX_LABEL_VALUES
     return limit if limit > 0 else DEFAULT_MAX_LABEL_VALUES
 

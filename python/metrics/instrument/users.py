@@ -24,7 +24,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.apps import apps
-from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db.models.signals import post_save
@@ -38,10 +37,10 @@ from metrics.collectors import (
     user_logins_total,
     user_registrations_total,
 )
+from metrics.conf import SETTINGS
 
 logger = logging.getLogger("metrics")
 
-DEFAULT_ACTIVE_USER_WINDOW = 300
 # Several Prometheus servers (or a scrape storm) cost the database one query per this many seconds.
 ACTIVE_USERS_MIN_INTERVAL = 10.0
 _next_query_at = 0.0
@@ -49,12 +48,8 @@ _next_query_at = 0.0
 
 def active_user_window() -> int:
     """Return `METRICS_ACTIVE_USER_WINDOW` in seconds (default 300; a bad value reads as 300)."""
-    raw = getattr(settings, "METRICS_ACTIVE_USER_WINDOW", DEFAULT_ACTIVE_USER_WINDOW)
-    try:
-        window = int(raw)
-    except (TypeError, ValueError):
-        return DEFAULT_ACTIVE_USER_WINDOW
-    return window if window >= 0 else DEFAULT_ACTIVE_USER_WINDOW
+    # Parsed as the system check metrics.E011 parses it.
+    return int(SETTINGS["METRICS_ACTIVE_USER_WINDOW"].read())
 
 
 def login_method(backend_path: str | None) -> str:
