@@ -61,7 +61,7 @@ bench: build-release ## Benchmarks side by side with the anchors (release build)
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/multiprocess.py
-	$(BIN)/python bench/http.py
+	$(BIN)/python bench/http_requests.py
 	$(BIN)/python bench/instrument.py
 
 demo: build ## Run the example site on http://127.0.0.1:8000.

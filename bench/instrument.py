@@ -19,17 +19,11 @@ both overheads). Run: `.venv/bin/python bench/instrument.py`.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-# The checkout instead of bench/ itself: a bench script named like a stdlib module (http.py)
-# must not shadow it.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-import django  # noqa: E402 (the path set-up above comes first)
-from django.conf import settings  # noqa: E402
+import django
+from django.conf import settings
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 ROUNDS = 15

@@ -1,4 +1,4 @@
-"""Event sources: database, cache, process and user metrics, wired by `install()`.
+"""Event sources: database, cache, process, user and Celery metrics, wired by `install()`.
 
 `install()` is called from the app's `ready()`. It connects signal receivers, wraps Django's
 connection and cache factories and registers collect hooks; it starts no thread and no server,
@@ -32,10 +32,12 @@ def install() -> None:
     with _lock:
         if _installed:
             return
-        from metrics.instrument import cache, db, system, users
+        from metrics.instrument import cache, celery, db, system, users
 
         db.install()
         cache.install()
         system.install()
         users.install()
+        # Does nothing without Celery; with it, task metrics for the site's current Celery app.
+        celery.install()
         _installed = True

@@ -16,7 +16,7 @@ Part 2, over HTTP: each stack under gunicorn (4 sync workers, one server per sta
 up front), loaded with `wrk` on loopback in interleaved rounds. Prints requests/s and the share
 of bare Django's.
 
-Run: `.venv/bin/python bench/http.py` (about 2 minutes; `--no-wrk` for part 1 only). Figures
+Run: `.venv/bin/python bench/http_requests.py` (about 2 minutes; `--no-wrk` for part 1 only). Figures
 are meaningful with the release build of the core (`make bench` builds it); a debug build
 (`make build`) makes this package's middleware look slower than it is.
 """
