@@ -217,3 +217,21 @@ def test_html_without_site_templates() -> None:
         page = Client().get("/metrics/readiness/", HTTP_ACCEPT="text/html")
     assert page.status_code == 200
     assert "<h1>Readiness: <span" in page.content.decode()
+
+
+def test_a_check_returning_a_dict_shows_it_to_authorised_callers_only() -> None:
+    """What a check returns as a dict (a database's pool state) is shown only with details."""
+    from metrics.health import Check, run_checks
+
+    pool = {"size": 2, "idle": 1}
+    report = run_checks([Check("database:pooled", lambda: {"pool": pool})])
+    assert report.as_dict(details=True)["checks"]["database:pooled"]["info"] == {"pool": pool}
+    assert "info" not in report.as_dict(details=False)["checks"]["database:pooled"]
+
+
+@pytest.mark.django_db
+def test_database_check_reports_no_pool_without_one() -> None:
+    """An unpooled database's check returns nothing extra."""
+    from metrics.health import check_database
+
+    assert check_database("default") is None

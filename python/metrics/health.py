@@ -70,14 +70,18 @@ class Result:
     latency: float
     critical: bool = True
     error: str | None = None
+    # What a check returned as a dict (e.g. a connection pool's state), shown with details.
+    info: dict[str, Any] | None = None
 
     def as_dict(self, details: bool) -> dict[str, Any]:
-        """Return the JSON form; the error message only when `details` is True."""
+        """Return the JSON form; the error message and info only when `details` is True."""
         data: dict[str, Any] = {"status": self.status, "latency_ms": round(self.latency * 1000, 2)}
         if not self.critical:
             data["critical"] = False
         if details and self.error:
             data["error"] = self.error
+        if details and self.info:
+            data["info"] = self.info
         return data
 
 
@@ -144,13 +148,17 @@ def registered_checks() -> list[Check]:
 # --- built-in checks ---
 
 
-def check_database(alias: str) -> None:
-    """Run a trivial query on database `alias` (in the check's own thread and connection)."""
+def check_database(alias: str) -> dict[str, Any] | None:
+    """Run a trivial query on database `alias`; return its connection pool's state, if pooled."""
     from django.db import connections
+
+    from metrics.instrument.db import pool_stats
 
     with connections[alias].cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
+    pool = pool_stats(alias)
+    return {"pool": pool} if pool is not None else None
 
 
 def check_cache(cache: Any) -> None:
@@ -288,11 +296,12 @@ def describe_error(exc: BaseException) -> str:
 def _run(check: Check, box: list[Result]) -> None:
     start = perf_counter()
     try:
-        check.function()
+        returned = check.function()
     except BaseException as exc:
         box.append(Result(check.name, ERROR, perf_counter() - start, check.critical, describe_error(exc)))
     else:
-        box.append(Result(check.name, OK, perf_counter() - start, check.critical))
+        info = returned if isinstance(returned, dict) else None
+        box.append(Result(check.name, OK, perf_counter() - start, check.critical, info=info))
     finally:
         _close_thread_connections()
 
