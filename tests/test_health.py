@@ -235,3 +235,43 @@ def test_database_check_reports_no_pool_without_one() -> None:
     from metrics.health import check_database
 
     assert check_database("default") is None
+
+
+def test_check_results_are_exported_as_gauges() -> None:
+    """Each check's last result is django_health_check_status{check}: 1 passing, 0 failing."""
+    from metrics import REGISTRY
+    from metrics.health import Check, run_checks
+
+    def broken() -> None:
+        raise RuntimeError("down")
+
+    run_checks([Check("gauge-ok", lambda: None), Check("gauge-broken", broken)])
+    assert REGISTRY.get_sample_value("django_health_check_status", {"check": "gauge-ok"}) == 1.0
+    assert REGISTRY.get_sample_value("django_health_check_status", {"check": "gauge-broken"}) == 0.0
+
+
+@pytest.mark.django_db
+def test_unapplied_migrations_are_counted_in_a_gauge() -> None:
+    """django_migrations_unapplied_total{database} follows the migrations check, also at scrape."""
+    from django.db.migrations.recorder import MigrationRecorder
+
+    from metrics import REGISTRY
+    from metrics.health import HealthCheckError, check_migrations, forget_migrations
+
+    def unapplied() -> float | None:
+        return REGISTRY.get_sample_value("django_migrations_unapplied_total", {"database": "default"})
+
+    forget_migrations()
+    MigrationRecorder.Migration.objects.filter(app="metrics").delete()  # rolled back after the test
+    with pytest.raises(HealthCheckError, match="unapplied"):
+        check_migrations("default")
+    assert unapplied() == 1.0
+    MigrationRecorder(connection_for_default()).record_applied("metrics", "0001_initial")
+    forget_migrations()
+    assert unapplied() == 0.0  # a scrape (get_sample_value collects) ran the check again
+
+
+def connection_for_default():
+    from django.db import connections
+
+    return connections["default"]

@@ -7,6 +7,7 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 
+from metrics.collectors import track_custom_metric, track_user_activity
 from shop.models import Item
 
 
@@ -20,12 +21,15 @@ def home(request: HttpRequest) -> HttpResponse:
 def item_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show one item (404 when it does not exist)."""
     item = get_object_or_404(Item, pk=pk)
+    # Business metrics, as the spec shows them: an event counter and a current value.
+    track_custom_metric("item", "viewed", gauge_value=float(item.price))
     return render(request, "shop/item.html", {"item": item})
 
 
 def api_items(request: HttpRequest) -> JsonResponse:
     """Return the items as JSON."""
     items = [{"id": i.pk, "name": i.name, "price": str(i.price)} for i in Item.objects.all()]
+    track_user_activity("api_call")
     return JsonResponse({"items": items})
 
 

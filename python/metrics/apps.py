@@ -32,6 +32,10 @@ class MetricsConfig(AppConfig):
             except ValueError:
                 pass  # Reported by the system check metrics.E004; metrics stay per-process.
 
+        from metrics.health import migrations_at_scrape
+
+        core.add_collect_hook(migrations_at_scrape)
+
         try:
             instrument = importlib.import_module("metrics.instrument")
         except ImportError as exc:

@@ -190,6 +190,20 @@ custom_metric_gauge = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# --- Health ---
+health_check_status = Gauge(
+    "django_health_check_status",
+    "1 when the check last passed on /metrics/health/ or /metrics/readiness/, 0 when it failed.",
+    ["check"],
+    multiprocess_mode="mostrecent",
+)
+migrations_unapplied_total = Gauge(
+    "django_migrations_unapplied_total",
+    "Migrations not applied to the database, as last seen by the migrations check.",
+    ["database"],
+    multiprocess_mode="mostrecent",
+)
+
 # --- Celery ---
 celery_tasks_total = Counter(
     "celery_tasks_total", "Celery tasks finished, by task and status.", ["task", "status"]
