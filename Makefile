@@ -54,6 +54,7 @@ lint: build ## ruff, mypy, rustfmt, clippy (mypy loads the app, so the core is b
 	$(BIN)/ruff check python tests bench example
 	$(BIN)/ruff format --check python tests bench example
 	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest metrics._core
 	cargo fmt --check
 	cargo clippy -q --all-targets -- -D warnings
 

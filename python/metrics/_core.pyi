@@ -3,10 +3,36 @@
 import os
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, final
+
+from typing_extensions import Self, disjoint_base
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _M = TypeVar("_M")
+
+__all__ = [
+    "OPENMETRICS_CONTENT_TYPE",
+    "TEXT_CONTENT_TYPE",
+    "CollectorRegistry",
+    "Counter",
+    "Enum",
+    "ExceptionCounter",
+    "Gauge",
+    "Histogram",
+    "InProgressTracker",
+    "Info",
+    "Summary",
+    "Timer",
+    "after_fork",
+    "compact",
+    "enable_multiprocess",
+    "float_to_go_string",
+    "gauge_functions",
+    "gzip",
+    "set_default_registry",
+    "store_kind",
+    "take_store_warnings",
+]
 
 TEXT_CONTENT_TYPE: str
 OPENMETRICS_CONTENT_TYPE: str
@@ -25,6 +51,7 @@ _GaugeMode = Literal[
     "livemostrecent",
 ]
 
+@final
 class Timer:
     """Times a block (context manager) or every call of a function (decorator)."""
 
@@ -33,6 +60,7 @@ class Timer:
     def __call__(self, func: _F) -> _F: ...
     def _fresh(self) -> Timer: ...
 
+@final
 class InProgressTracker:
     """Counts a block or function as in progress on a gauge."""
 
@@ -41,6 +69,7 @@ class InProgressTracker:
     def __call__(self, func: _F) -> _F: ...
     def _fresh(self) -> InProgressTracker: ...
 
+@final
 class ExceptionCounter:
     """Counts exceptions of a given type raised in a block or function."""
 
@@ -76,11 +105,12 @@ class _Metric:
     @property
     def _type(self) -> str: ...
 
+@final
 class Counter(_Metric):
     """A monotonic counter, exposed as `<name>_total`."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str,
         documentation: str,
         labelnames: Iterable[str] | None = None,
@@ -88,7 +118,7 @@ class Counter(_Metric):
         subsystem: str = "",
         unit: str = "",
         registry: CollectorRegistry | None = ...,
-    ) -> None: ...
+    ) -> Self: ...
     def inc(self, amount: float = 1.0) -> None:
         """Increment by a non-negative amount."""
     def reset(self) -> None:
@@ -98,11 +128,12 @@ class Counter(_Metric):
     ) -> ExceptionCounter: ...
     def _get(self) -> float: ...
 
+@final
 class Gauge(_Metric):
     """A value that goes up and down."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str,
         documentation: str,
         labelnames: Iterable[str] | None = None,
@@ -111,7 +142,7 @@ class Gauge(_Metric):
         unit: str = "",
         registry: CollectorRegistry | None = ...,
         multiprocess_mode: _GaugeMode = "all",
-    ) -> None: ...
+    ) -> Self: ...
     def inc(self, amount: float = 1.0) -> None: ...
     def dec(self, amount: float = 1.0) -> None: ...
     def set(self, value: float) -> None: ...
@@ -122,11 +153,12 @@ class Gauge(_Metric):
         """Take the value from `f()` at every collection."""
     def _get(self) -> float: ...
 
+@final
 class Histogram(_Metric):
     """Observations counted in cumulative buckets, with their sum."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str,
         documentation: str,
         labelnames: Iterable[str] | None = None,
@@ -135,17 +167,18 @@ class Histogram(_Metric):
         unit: str = "",
         registry: CollectorRegistry | None = ...,
         buckets: Sequence[float | str] | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def observe(self, amount: float) -> None: ...
     def time(self) -> Timer: ...
     @property
     def _upper_bounds(self) -> list[float]: ...
 
+@final
 class Summary(_Metric):
     """Count and sum of observations."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str,
         documentation: str,
         labelnames: Iterable[str] | None = None,
@@ -153,15 +186,16 @@ class Summary(_Metric):
         subsystem: str = "",
         unit: str = "",
         registry: CollectorRegistry | None = ...,
-    ) -> None: ...
+    ) -> Self: ...
     def observe(self, amount: float) -> None: ...
     def time(self) -> Timer: ...
 
+@final
 class Info(_Metric):
     """Constant key-value pairs, exposed as `<name>_info`."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str,
         documentation: str,
         labelnames: Iterable[str] | None = None,
@@ -169,14 +203,15 @@ class Info(_Metric):
         subsystem: str = "",
         unit: str = "",
         registry: CollectorRegistry | None = ...,
-    ) -> None: ...
+    ) -> Self: ...
     def info(self, val: dict[str, str]) -> None: ...
 
+@final
 class Enum(_Metric):
     """One active state out of a fixed set."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str,
         documentation: str,
         labelnames: Iterable[str] | None = None,
@@ -185,13 +220,14 @@ class Enum(_Metric):
         unit: str = "",
         registry: CollectorRegistry | None = ...,
         states: Sequence[str] | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def state(self, state: str) -> None: ...
 
+@disjoint_base
 class CollectorRegistry:
     """Families plus foreign collectors; `metrics.core.CollectorRegistry` adds the Python API."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None: ...
+    def __new__(cls, *args: object, **kwargs: object) -> Self: ...
     def register(self, collector: object) -> None:
         """Add a metric of ours or any object with `collect()`; ValueError on a name clash."""
     def unregister(self, collector: object) -> None: ...
