@@ -59,18 +59,20 @@ def start_gunicorn(tmp_path: Path, workers: int, max_requests: int) -> tuple[sub
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/metrics/liveness/", timeout=5).status_code == 200:
-                log.close()
-                return proc, base, mp_dir
-        except requests.RequestException:
-            time.sleep(0.1)
-    proc.kill()
-    proc.wait()
-    log.close()
-    raise AssertionError("gunicorn did not start:\n" + (tmp_path / "gunicorn.log").read_text())
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{base}/metrics/liveness/", timeout=5).status_code == 200:
+                    return proc, base, mp_dir
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise AssertionError("gunicorn did not start:\n" + (tmp_path / "gunicorn.log").read_text())
+    except BaseException:
+        stop(proc)
+        raise
+    finally:
+        log.close()
 
 
 def stop(proc: subprocess.Popen) -> None:
