@@ -570,7 +570,7 @@ ts(
 )
 ts(
     "Unapplied migrations",
-    [(f"max by (database) (django_migrations_unapplied_total{{{SEL}}})", "{{database}}")],
+    [(f"max by (database) (django_migrations_unapplied{{{SEL}}})", "{{database}}")],
     "short",
     "Alert DjangoUnappliedMigrations.",
 )

@@ -252,14 +252,14 @@ def test_check_results_are_exported_as_gauges() -> None:
 
 @pytest.mark.django_db
 def test_unapplied_migrations_are_counted_in_a_gauge() -> None:
-    """django_migrations_unapplied_total{database} follows the migrations check, also at scrape."""
+    """django_migrations_unapplied{database} follows the migrations check, also at scrape."""
     from django.db.migrations.recorder import MigrationRecorder
 
     from metrics import REGISTRY
     from metrics.health import HealthCheckError, check_migrations, forget_migrations
 
     def unapplied() -> float | None:
-        return REGISTRY.get_sample_value("django_migrations_unapplied_total", {"database": "default"})
+        return REGISTRY.get_sample_value("django_migrations_unapplied", {"database": "default"})
 
     forget_migrations()
     MigrationRecorder.Migration.objects.filter(app="metrics").delete()  # rolled back after the test

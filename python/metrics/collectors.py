@@ -197,8 +197,8 @@ health_check_status = Gauge(
     ["check"],
     multiprocess_mode="mostrecent",
 )
-migrations_unapplied_total = Gauge(
-    "django_migrations_unapplied_total",
+migrations_unapplied = Gauge(
+    "django_migrations_unapplied",
     "Migrations not applied to the database, as last seen by the migrations check.",
     ["database"],
     multiprocess_mode="mostrecent",

@@ -33,7 +33,7 @@ from typing import Any
 
 from django.conf import settings
 
-from metrics.collectors import health_check_status, migrations_unapplied_total
+from metrics.collectors import health_check_status, migrations_unapplied
 from metrics.conf import app_settings
 
 logger = logging.getLogger("metrics")
@@ -195,7 +195,7 @@ def check_migrations(alias: str = "default") -> None:
 
     executor = MigrationExecutor(connections[alias])
     plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    _set_gauge(migrations_unapplied_total, alias, len(plan))
+    _set_gauge(migrations_unapplied, alias, len(plan))
     if plan:
         names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan[:3])
         more = f" and {len(plan) - 3} more" if len(plan) > 3 else ""
@@ -204,7 +204,7 @@ def check_migrations(alias: str = "default") -> None:
 
 
 def migrations_at_scrape() -> None:
-    """Refresh `django_migrations_unapplied_total` for the default database (a collect hook).
+    """Refresh `django_migrations_unapplied` for the default database (a collect hook).
 
     Free once every migration is applied (the result is cached); a failure is the health page's
     to report, not the scrape's.
