@@ -31,6 +31,9 @@ from metrics.checks import MIDDLEWARE_PATH, check_middleware, check_settings
         ("METRICS_CELERY_WORKER_PORT", 70000, "metrics.E014"),
         ("METRICS_CELERY_WORKER_ADDRESS", "", "metrics.E015"),
         ("METRICS_CELERY_HEALTH_CHECK", "often", "metrics.E016"),
+        ("METRICS_LATENCY_BUCKETS", "0.5,0.1", "metrics.E017"),
+        ("METRICS_LATENCY_BUCKETS", [], "metrics.E017"),
+        ("METRICS_LATENCY_BUCKETS", "0.1,fast", "metrics.E017"),
     ],
 )
 def test_bad_setting_is_an_error_naming_setting_and_value(setting: str, value: object, check_id: str) -> None:

@@ -168,3 +168,34 @@ def test_none_in_settings_means_not_set(env) -> None:
     with override_settings(METRICS_ENABLED=None, METRICS_EXCLUDE_PATHS=None):
         assert app_settings.ENABLED is False
         assert app_settings.excluded_paths() == ("/metrics/",)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("METRICS_LATENCY_BUCKETS=0.05,0.2,1", [0.05, 0.2, 1.0, float("inf")]),
+        ("METRICS_LATENCY_BUCKETS=not,numbers", None),
+    ],
+)
+def test_latency_buckets_come_from_the_setting(source: str, expected: list[float] | None) -> None:
+    """The request-latency histogram takes METRICS_LATENCY_BUCKETS; a bad value keeps the default."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from metrics.conf import DEFAULT_LATENCY_BUCKETS
+
+    name, value = source.split("=", 1)
+    code = (
+        "import json, metrics.collectors as c; "
+        "print(json.dumps(c.http_request_duration_seconds._upper_bounds))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env[name] = value
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    bounds = json.loads(out.stdout)
+    if expected is None:
+        expected = [*DEFAULT_LATENCY_BUCKETS, float("inf")]
+        assert "Ignoring bad METRICS_LATENCY_BUCKETS" in out.stderr
+    assert bounds == expected

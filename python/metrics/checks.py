@@ -34,6 +34,7 @@ SETTING_ERROR_IDS = {
     "METRICS_CELERY_WORKER_PORT": "metrics.E014",
     "METRICS_CELERY_WORKER_ADDRESS": "metrics.E015",
     "METRICS_CELERY_HEALTH_CHECK": "metrics.E016",
+    "METRICS_LATENCY_BUCKETS": "metrics.E017",
 }
 
 _HINTS = {
@@ -54,6 +55,7 @@ _HINTS = {
     "METRICS_CELERY_WORKER_PORT": "Use a TCP port, 1 to 65535, or 0 for no worker port.",
     "METRICS_CELERY_WORKER_ADDRESS": "Use an address to listen on, e.g. '0.0.0.0' or '127.0.0.1'.",
     "METRICS_CELERY_HEALTH_CHECK": "Use True or False.",
+    "METRICS_LATENCY_BUCKETS": "Use increasing numbers of seconds, e.g. '0.01,0.05,0.1,0.5,1,5'.",
 }
 
 MIDDLEWARE_PATH = "metrics.middleware.MetricsMiddleware"

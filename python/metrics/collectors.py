@@ -31,8 +31,31 @@ __all__ = [
 
 logger = logging.getLogger("metrics")
 
-# Latency buckets in seconds: fine below 100 ms where most Django views live, coarse above.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0)
+
+def _latency_buckets() -> tuple[float, ...]:
+    """Return `METRICS_LATENCY_BUCKETS` (settings, environment or default), read once at import.
+
+    Without configured Django settings (a script importing the catalogue) only the environment
+    counts. A bad value falls back to the default; `manage.py check` reports it (metrics.E017).
+    """
+    from django.conf import settings
+
+    from metrics.conf import DEFAULT_LATENCY_BUCKETS, SETTINGS, SettingError
+
+    setting = SETTINGS["METRICS_LATENCY_BUCKETS"]
+    if settings.configured:
+        return setting.read()  # type: ignore[no-any-return]
+    raw = os.environ.get(setting.name, "")
+    if not raw.strip():
+        return DEFAULT_LATENCY_BUCKETS
+    try:
+        return setting.parse(raw)  # type: ignore[no-any-return]
+    except SettingError as exc:
+        logger.warning("Ignoring bad %s from environment: %s", setting.name, exc)
+        return DEFAULT_LATENCY_BUCKETS
+
+
+LATENCY_BUCKETS = _latency_buckets()
 # Body sizes in bytes: 100 B to 10 MB by decades, with midpoints.
 SIZE_BUCKETS = (100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000, 10_000_000)
 # Query latency in seconds: most queries take well under a millisecond.

@@ -190,6 +190,34 @@ def parse_bind_address(value: object) -> str:
     return value.strip().strip("[]")
 
 
+# Latency buckets in seconds: fine below 100 ms where most Django views live, coarse above.
+DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0,
+)  # fmt: skip
+
+
+def parse_buckets(value: object) -> tuple[float, ...]:
+    """Return histogram upper bounds: numbers >= 0, strictly increasing, at least one.
+
+    A comma-separated string (`"0.05,0.1,0.5"`) or a list of numbers or strings.
+    """
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str)) for v in value):
+        items: list[object] = list(value)
+    else:
+        items = list(_items(value))
+    if not items:
+        raise SettingError(f"{value!r} has no bucket")
+    bounds: list[float] = []
+    for item in items:
+        bound = _parse_number(item)
+        if bound < 0:
+            raise SettingError(f"{item!r} is negative")
+        if bounds and bound <= bounds[-1]:
+            raise SettingError(f"{item!r} does not come after {bounds[-1]!r}: buckets must increase")
+        bounds.append(bound)
+    return tuple(bounds)
+
+
 def parse_paths(value: object) -> tuple[str, ...]:
     """Return URL path prefixes, each starting with `/`."""
     paths = _items(value)
@@ -260,6 +288,8 @@ SETTINGS: dict[str, Setting[Any]] = {
         Setting("METRICS_EXCLUDE_PATHS", parse_paths, None),
         Setting("METRICS_HEALTH_TIMEOUT", parse_timeout, 0.8),
         Setting("METRICS_HEALTH_MIN_FREE_MB", parse_non_negative_number, 32.0),
+        # Read once, when metrics.collectors creates the latency histogram (at start-up).
+        Setting("METRICS_LATENCY_BUCKETS", parse_buckets, DEFAULT_LATENCY_BUCKETS),
         # Read by metrics.instrument.users and metrics.collectors; validated here.
         Setting("METRICS_ACTIVE_USER_WINDOW", parse_non_negative_int, 300),
         Setting("METRICS_MAX_LABEL_VALUES", parse_positive_int, 100),
