@@ -386,6 +386,12 @@ ts(
     "RSS summed over the live processes of each instance (alert DjangoMemoryGrowth).",
 )
 ts(
+    "Resident memory by worker",
+    [(f"django_process_memory_bytes{{{SEL}}}", "{{instance}} worker {{worker}}")],
+    "bytes",
+    "One series per live worker in multiprocess mode (label worker: its slot number), to spot a leaking one.",
+)
+ts(
     "CPU",
     [(f"sum by (instance) (django_process_cpu_percent{{{SEL}}})", "{{instance}}")],
     "percent",

@@ -111,6 +111,16 @@ def counted(base: str) -> tuple[float, float]:
     return total, hist
 
 
+def memory_series(base: str) -> list[dict[str, str]]:
+    text = requests.get(f"{base}/metrics/", timeout=10).text
+    return [
+        s.labels
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "django_process_memory_bytes"
+    ]
+
+
 def test_counts_are_exact_under_worker_churn_and_sigkill(tmp_path: Path) -> None:
     """4 workers recycled every ~50 requests, one SIGKILLed mid-run: every served request counted once."""
     proc, base, mp_dir = start_gunicorn(tmp_path, workers=4, max_requests=50)
@@ -130,5 +140,9 @@ def test_counts_are_exact_under_worker_churn_and_sigkill(tmp_path: Path) -> None
         live = len(psutil.Process(proc.pid).children())
         assert len(list(mp_dir.glob("slot-*.mrs"))) <= live + 1
         assert (mp_dir / "archive.mrs").exists()
+        # Each live worker reports its own process metrics, labelled by its slot, never a pid.
+        series = memory_series(base)
+        assert series and all(set(labels) == {"worker"} for labels in series), series
+        assert len(series) <= live + 1
     finally:
         stop(proc)

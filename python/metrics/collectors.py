@@ -164,22 +164,22 @@ db_pool_waiting = Gauge(
 process_memory_bytes = Gauge(
     "django_process_memory_bytes",
     "Resident set size of the process in bytes.",
-    multiprocess_mode="livesum",
+    multiprocess_mode="liveworker",
 )
 process_cpu_percent = Gauge(
     "django_process_cpu_percent",
     "CPU used by the process since the previous scrape, in percent of one core.",
-    multiprocess_mode="livesum",
+    multiprocess_mode="liveworker",
 )
 process_threads_total = Gauge(
     "django_process_threads_total",
     "Threads of the process.",
-    multiprocess_mode="livesum",
+    multiprocess_mode="liveworker",
 )
 process_open_files_total = Gauge(
     "django_process_open_files_total",
     "Open file descriptors of the process.",
-    multiprocess_mode="livesum",
+    multiprocess_mode="liveworker",
 )
 python_gc_collections_total = Counter(
     "django_python_gc_collections_total",
