@@ -316,3 +316,55 @@ def test_mark_process_dead_folds_now(tmp_path: Path) -> None:
     before, after, total = out
     assert len(before) == 2 and after == ["slot-0000.mrs"]
     assert total == 2.0
+
+
+def test_children_forked_during_a_scrape_do_not_keep_its_locks(tmp_path: Path) -> None:
+    """A child forked while another thread scrapes (Celery's metrics port) drops the inherited locks.
+
+    Otherwise the directory lock (or a dead slot's) would stay held for the child's whole life:
+    scrapes would wait and dead workers would never be folded.
+    """
+    out = run(
+        tmp_path,
+        """
+        import threading
+        c = Counter("fork_during_scrape", "F.")
+        stop = threading.Event()
+        def scraper():
+            while not stop.is_set():
+                generate_latest()
+        thread = threading.Thread(target=scraper)
+        thread.start()
+        children = []
+        for _ in range(30):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                c.inc()
+                os.read(r, 1)
+                os._exit(0)
+            children.append((pid, w))
+            time.sleep(0.005)
+        stop.set()
+        thread.join()
+        time.sleep(0.2)
+        pid, w = children.pop()
+        os.write(w, b"x")
+        os.waitpid(pid, 0)
+        start = time.monotonic()
+        total = value("fork_during_scrape_total")
+        took = time.monotonic() - start
+        d = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        slots = len([f for f in os.listdir(d) if f.startswith("slot-")])
+        problems = value("django_metrics_store_problems_total")
+        for pid, w in children:
+            os.write(w, b"x")
+            os.waitpid(pid, 0)
+        emit([total, took, slots, problems])
+        """,
+    )
+    total, took, slots, problems = out
+    assert total == 30.0
+    assert took < 1.5, "the directory lock was held by a child"
+    assert slots == 30, "the exited child's slot was folded; the parent and 29 live children remain"
+    assert problems == 0.0
