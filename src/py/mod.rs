@@ -27,10 +27,9 @@ fn float_to_go_string(value: f64) -> String {
 /// Keep every metric value in the shared store under `path` (multiprocess mode), moving the
 /// values written so far into it.
 #[pyfunction]
-fn enable_multiprocess(py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-    let store = py
-        .detach(|| crate::store::shared::SharedStore::open(&path))
-        .map_err(pyo3::exceptions::PyValueError::new_err)?;
+fn enable_multiprocess(path: std::path::PathBuf) -> PyResult<()> {
+    let store =
+        crate::store::shared::SharedStore::open(&path).map_err(pyo3::exceptions::PyValueError::new_err)?;
     crate::store::switch_to(std::sync::Arc::new(store));
     Ok(())
 }
@@ -42,14 +41,15 @@ fn after_fork() {
 }
 
 /// Fold the slots of dead processes into the archive of the shared store under `path`.
+///
+/// Like every function that takes the store's locks, it keeps the GIL: `os.fork` needs the GIL,
+/// so no child is ever forked while this process holds one of them.
 #[pyfunction]
-fn compact(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Vec<String>> {
-    py.detach(|| {
-        let store = crate::store::shared::SharedStore::open(&path)?;
-        store.compact()?;
-        Ok::<_, String>(crate::store::Store::take_warnings(&store))
-    })
-    .map_err(pyo3::exceptions::PyValueError::new_err)
+fn compact(path: std::path::PathBuf) -> PyResult<Vec<String>> {
+    let store =
+        crate::store::shared::SharedStore::open(&path).map_err(pyo3::exceptions::PyValueError::new_err)?;
+    store.compact().map_err(pyo3::exceptions::PyValueError::new_err)?;
+    Ok(crate::store::Store::take_warnings(&store))
 }
 
 /// "local" or "shared".

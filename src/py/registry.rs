@@ -220,9 +220,8 @@ impl PyRegistry {
     /// Our families as plain tuples (see `metrics.core` for the prometheus_client adapter).
     #[pyo3(signature = (created=true))]
     fn _snapshot<'py>(&self, py: Python<'py>, created: bool) -> PyResult<Bound<'py, PyList>> {
-        let inner = Arc::clone(&self.inner);
-        let everything = self.everything.load(Ordering::Relaxed);
-        let snaps = py.detach(move || inner.collect(everything));
+        // Collected with the GIL held: see `_encode`.
+        let snaps = self.inner.collect(self.everything.load(Ordering::Relaxed));
         snapshots_to_py(py, &snaps, created)
     }
 
@@ -236,11 +235,12 @@ impl PyRegistry {
         foreign: Vec<PyFamily>,
         gzip: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let inner = Arc::clone(&self.inner);
-        let everything = self.everything.load(Ordering::Relaxed);
+        // Collect with the GIL held: `os.fork` needs the GIL, so no child is ever forked while
+        // this thread holds a family's or the store's lock (the child would inherit it locked and
+        // deadlock on its first new label set). Only the encoding, on owned data, runs without it.
+        let snaps = self.inner.collect(self.everything.load(Ordering::Relaxed));
         let raw = raw_families(foreign);
         let out = py.detach(move || -> std::io::Result<Vec<u8>> {
-            let snaps = inner.collect(everything);
             let mut text = String::with_capacity(snaps.len() * 256);
             let opts = Options { created };
             if openmetrics {

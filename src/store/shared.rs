@@ -8,6 +8,10 @@
 //! or a claim folds every slot whose lock is free into `archive.mrs` (written to a temporary
 //! file and renamed) and deletes it; the archive remembers which slot lives it holds, so a crash
 //! between the rename and the delete never counts a slot twice.
+//!
+//! The bindings call into this store only with the GIL held. `os.fork` needs the GIL, so no
+//! child is forked while this process holds a lock here: an inherited descriptor of a held
+//! `flock` would keep it locked for the child's whole life (no claims, no folding).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -15,7 +19,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,58 +79,9 @@ fn try_lock(file: &File) -> std::io::Result<bool> {
     }
 }
 
-/// Descriptors on which this process may hold an `flock` for a moment (the directory lock,
-/// slots of dead processes being folded). A child forked meanwhile (Celery's pool replacing a
-/// child while the metrics port thread scrapes) inherits them, and an inherited descriptor keeps
-/// the lock for the child's whole life; the child closes its copies right after the fork.
-static TRACKED: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
-
-/// A file whose descriptor is listed in `TRACKED` while it is open.
-struct Tracked(File);
-
-impl Tracked {
-    fn new(file: File) -> Tracked {
-        let fd = file.as_raw_fd();
-        // A full table (64 scrapes at once) only loses the fork-safety of this one descriptor.
-        let _ =
-            TRACKED.iter().any(|t| t.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok());
-        Tracked(file)
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        // Untracked before the file (the field) is closed, so a fork never sees a stale number.
-        let fd = self.0.as_raw_fd();
-        for t in &TRACKED {
-            let _ = t.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed);
-        }
-    }
-}
-
-impl std::ops::Deref for Tracked {
-    type Target = File;
-
-    fn deref(&self) -> &File {
-        &self.0
-    }
-}
-
-/// In a forked child: close the inherited copies of every tracked descriptor.
-fn close_inherited() {
-    for t in &TRACKED {
-        let fd = t.swap(-1, Ordering::AcqRel);
-        if fd >= 0 {
-            // SAFETY: the descriptor was open in the parent at the fork, so it is open here; the
-            // thread that owned it does not exist in the child, so nothing else will use it.
-            unsafe { libc::close(fd) };
-        }
-    }
-}
-
 /// The directory lock; released on drop (closing the file).
 struct DirLock {
-    _file: Tracked,
+    _file: File,
 }
 
 impl DirLock {
@@ -138,7 +93,6 @@ impl DirLock {
             .truncate(false)
             .custom_flags(libc::O_CLOEXEC)
             .open(dir.join(LOCK))
-            .map(Tracked::new)
             .map_err(|e| format!("cannot open {}: {e}", dir.join(LOCK).display()))?;
         let start = Instant::now();
         loop {
@@ -305,7 +259,7 @@ impl SharedStore {
     /// Fold every dead slot into the archive and delete it. Needs the directory lock.
     fn compact_locked(&self) {
         // (path, its lock, its data, whether it decoded completely)
-        let mut dead: Vec<(PathBuf, Tracked, Option<merge::FileData>, bool)> = Vec::new();
+        let mut dead: Vec<(PathBuf, File, Option<merge::FileData>, bool)> = Vec::new();
         let Ok(entries) = fs::read_dir(&self.dir) else { return };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -313,7 +267,7 @@ impl SharedStore {
                 continue;
             }
             let path = entry.path();
-            let Ok(file) = File::open(&path).map(Tracked::new) else { continue };
+            let Ok(file) = File::open(&path) else { continue };
             match try_lock(&file) {
                 Ok(true) => {}
                 _ => continue,
@@ -433,7 +387,7 @@ impl SharedStore {
             .collect();
         names.sort();
         for (name, path) in names {
-            let Ok(file) = File::open(&path).map(Tracked::new) else { continue };
+            let Ok(file) = File::open(&path) else { continue };
             let mapped = match Mapped::open(&file) {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
@@ -564,7 +518,6 @@ impl Store for SharedStore {
     }
 
     fn after_fork(&self) {
-        close_inherited();
         let slot = match self.slot.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),

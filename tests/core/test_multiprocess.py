@@ -319,10 +319,11 @@ def test_mark_process_dead_folds_now(tmp_path: Path) -> None:
 
 
 def test_children_forked_during_a_scrape_do_not_keep_its_locks(tmp_path: Path) -> None:
-    """A child forked while another thread scrapes (Celery's metrics port) drops the inherited locks.
+    """A child forked while another thread scrapes or folds inherits none of their locks.
 
-    Otherwise the directory lock (or a dead slot's) would stay held for the child's whole life:
-    scrapes would wait and dead workers would never be folded.
+    The store takes its locks only with the GIL held, and a fork needs the GIL. An inherited
+    directory lock would stay held for the child's whole life: no process could claim a slot or
+    fold dead ones (this test then counts only part of the children, after a minute of waiting).
     """
     out = run(
         tmp_path,
@@ -333,6 +334,7 @@ def test_children_forked_during_a_scrape_do_not_keep_its_locks(tmp_path: Path) -
         def scraper():
             while not stop.is_set():
                 generate_latest()
+                core.mark_process_dead()
         thread = threading.Thread(target=scraper)
         thread.start()
         children = []
