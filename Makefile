@@ -51,8 +51,8 @@ test-python: build ## Python tests against real services: SQLite, PostgreSQL, th
 test: test-rust test-python ## The whole suite.
 
 lint: build ## ruff, mypy, rustfmt, clippy (mypy loads the app, so the core is built first).
-	$(BIN)/ruff check python tests bench example
-	$(BIN)/ruff format --check python tests bench example
+	$(BIN)/ruff check python tests bench example dashboards deploy
+	$(BIN)/ruff format --check python tests bench example dashboards deploy
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest metrics._core
 	cargo fmt --check

@@ -317,7 +317,8 @@ ts(
     "Queries per request",
     [
         (
-            f"sum(rate(django_db_queries_total{{{SEL}}}{R})) / sum(rate(django_http_requests_total{{{SEL}}}{R}))",
+            f"sum(rate(django_db_queries_total{{{SEL}}}{R}))"
+            f" / sum(rate(django_http_requests_total{{{SEL}}}{R}))",
             "queries / request",
         )
     ],
