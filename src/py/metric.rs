@@ -57,7 +57,40 @@ fn to_float(obj: &Bound<'_, PyAny>) -> PyResult<f64> {
     }
 }
 
+/// What every constructor takes, in prometheus_client's order (`registry` aside).
+pub(crate) struct NameParts<'a, 'py> {
+    name: &'a str,
+    documentation: &'a str,
+    labelnames: Option<&'a Bound<'py, PyAny>>,
+    namespace: &'a str,
+    subsystem: &'a str,
+    unit: &'a str,
+}
+
 impl Metric {
+    /// Validate the description of a `kind` family, let `finish` complete it, and create it.
+    fn build(
+        py: Python<'_>,
+        kind: Kind,
+        parts: NameParts<'_, '_>,
+        registry: RegistryArg,
+        finish: impl FnOnce(Desc) -> Result<Desc, String>,
+    ) -> PyResult<Metric> {
+        let labelnames = labelnames_from(parts.labelnames)?;
+        let desc = Desc::new(
+            kind,
+            parts.name,
+            parts.documentation,
+            labelnames,
+            parts.namespace,
+            parts.subsystem,
+            parts.unit,
+        )
+        .and_then(finish)
+        .map_err(PyValueError::new_err)?;
+        Metric::create(py, desc, registry)
+    }
+
     fn create(py: Python<'_>, desc: Desc, registry: RegistryArg) -> PyResult<Metric> {
         let family = Family::new(desc);
         registry.register(py, &family)?;
@@ -318,17 +351,8 @@ metric_class!(PyCounter, "Counter", {
         unit: &str,
         registry: RegistryArg,
     ) -> PyResult<Self> {
-        let desc = Desc::new(
-            Kind::Counter,
-            name,
-            documentation,
-            labelnames_from(labelnames)?,
-            namespace,
-            subsystem,
-            unit,
-        )
-        .map_err(PyValueError::new_err)?;
-        Ok(PyCounter { m: Metric::create(py, desc, registry)? })
+        let parts = NameParts { name, documentation, labelnames, namespace, subsystem, unit };
+        Ok(PyCounter { m: Metric::build(py, Kind::Counter, parts, registry, Ok)? })
     }
 
     /// Increment by `amount` (non-negative).
@@ -379,18 +403,14 @@ metric_class!(PyGauge, "Gauge", {
         registry: RegistryArg,
         multiprocess_mode: &str,
     ) -> PyResult<Self> {
-        let mut desc = Desc::new(
-            Kind::Gauge,
-            name,
-            documentation,
-            labelnames_from(labelnames)?,
-            namespace,
-            subsystem,
-            unit,
-        )
-        .map_err(PyValueError::new_err)?;
-        desc.gauge_mode = GaugeMode::parse(multiprocess_mode).map_err(PyValueError::new_err)?;
-        Ok(PyGauge { m: Metric::create(py, desc, registry)? })
+        let mode = GaugeMode::parse(multiprocess_mode).map_err(PyValueError::new_err)?;
+        let parts = NameParts { name, documentation, labelnames, namespace, subsystem, unit };
+        Ok(PyGauge {
+            m: Metric::build(py, Kind::Gauge, parts, registry, |mut d| {
+                d.gauge_mode = mode;
+                Ok(d)
+            })?,
+        })
     }
 
     /// Increment by `amount`.
@@ -477,18 +497,10 @@ metric_class!(PyHistogram, "Histogram", {
             None => DEFAULT_BUCKETS.to_vec(),
             Some(b) => b.try_iter()?.map(|item| to_float(&item?)).collect::<PyResult<Vec<f64>>>()?,
         };
-        let desc = Desc::new(
-            Kind::Histogram,
-            name,
-            documentation,
-            labelnames_from(labelnames)?,
-            namespace,
-            subsystem,
-            unit,
-        )
-        .and_then(|d| d.with_buckets(bounds))
-        .map_err(PyValueError::new_err)?;
-        Ok(PyHistogram { m: Metric::create(py, desc, registry)? })
+        let parts = NameParts { name, documentation, labelnames, namespace, subsystem, unit };
+        Ok(PyHistogram {
+            m: Metric::build(py, Kind::Histogram, parts, registry, |d| d.with_buckets(bounds))?,
+        })
     }
 
     /// Record one observation.
@@ -524,17 +536,8 @@ metric_class!(PySummary, "Summary", {
         unit: &str,
         registry: RegistryArg,
     ) -> PyResult<Self> {
-        let desc = Desc::new(
-            Kind::Summary,
-            name,
-            documentation,
-            labelnames_from(labelnames)?,
-            namespace,
-            subsystem,
-            unit,
-        )
-        .map_err(PyValueError::new_err)?;
-        Ok(PySummary { m: Metric::create(py, desc, registry)? })
+        let parts = NameParts { name, documentation, labelnames, namespace, subsystem, unit };
+        Ok(PySummary { m: Metric::build(py, Kind::Summary, parts, registry, Ok)? })
     }
 
     /// Record one observation.
@@ -564,17 +567,8 @@ metric_class!(PyInfo, "Info", {
         unit: &str,
         registry: RegistryArg,
     ) -> PyResult<Self> {
-        let desc = Desc::new(
-            Kind::Info,
-            name,
-            documentation,
-            labelnames_from(labelnames)?,
-            namespace,
-            subsystem,
-            unit,
-        )
-        .map_err(PyValueError::new_err)?;
-        Ok(PyInfo { m: Metric::create(py, desc, registry)? })
+        let parts = NameParts { name, documentation, labelnames, namespace, subsystem, unit };
+        Ok(PyInfo { m: Metric::build(py, Kind::Info, parts, registry, Ok)? })
     }
 
     /// Set the key-value pairs.
@@ -618,18 +612,10 @@ metric_class!(PyEnum, "Enum", {
         registry: RegistryArg,
         states: Option<Vec<String>>,
     ) -> PyResult<Self> {
-        let desc = Desc::new(
-            Kind::Enum,
-            name,
-            documentation,
-            labelnames_from(labelnames)?,
-            namespace,
-            subsystem,
-            unit,
-        )
-        .and_then(|d| d.with_states(states.unwrap_or_default()))
-        .map_err(PyValueError::new_err)?;
-        Ok(PyEnum { m: Metric::create(py, desc, registry)? })
+        let parts = NameParts { name, documentation, labelnames, namespace, subsystem, unit };
+        Ok(PyEnum {
+            m: Metric::build(py, Kind::Enum, parts, registry, |d| d.with_states(states.unwrap_or_default()))?,
+        })
     }
 
     /// Set the current state.
