@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import pytest
@@ -275,3 +277,108 @@ def connection_for_default():
     from django.db import connections
 
     return connections["default"]
+
+
+# --- the check pool ---
+
+
+def _thread_names() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("metrics-health-")}
+
+
+def test_checks_reuse_a_bounded_set_of_threads(registered) -> None:
+    """Many runs start no thread per run: the pool's threads are made once and reused."""
+    registered("quick", lambda: None)
+    registered("quick-too", lambda: None)
+    checks = [c for c in health.registered_checks() if c.name.startswith("quick")]
+    health.run_checks(checks)
+    before = threading.active_count()
+    seen: set[str] = set()
+    for _ in range(200):
+        report = health.run_checks(checks)
+        assert report.status == "ok"
+        seen |= _thread_names()
+    assert threading.active_count() <= before + health.POOL_SIZE
+    assert len(seen) <= health.POOL_SIZE
+
+
+def test_a_hung_check_holds_one_thread_not_one_per_probe(registered) -> None:
+    """A check that never returns is reported as timeout on every probe and runs only once."""
+    release = threading.Event()
+    calls: list[int] = []
+
+    def hang() -> None:
+        calls.append(1)
+        release.wait(10)
+
+    registered("hangs", hang, timeout=0.05)
+    registered("fine", lambda: None, timeout=0.5)
+    checks = [c for c in health.registered_checks() if c.name in {"hangs", "fine"}]
+    try:
+        for _ in range(3 * health.POOL_SIZE):
+            results = {r.name: r for r in health.run_checks(checks).results}
+            assert results["hangs"].status == "timeout"
+            assert results["hangs"].error == "no answer within 0.05 s"
+            assert results["fine"].status == "ok"
+        assert len(calls) == 1
+    finally:
+        release.set()
+
+
+def test_a_check_that_cannot_start_in_time_is_a_timeout() -> None:
+    """With every thread busy, a check that does not start within its timeout is a timeout."""
+    pool = health.CheckPool(size=1)
+    release = threading.Event()
+    busy = health.Check("busy", lambda: release.wait(10), timeout=5)
+    queued = health.Check("queued", lambda: None, timeout=0.1)
+    original = health._pool
+    health._pool = pool
+    try:
+        pool.submit(busy, time.monotonic() + 5)
+        started = time.monotonic()
+        (result,) = health.run_checks([queued]).results
+        assert time.monotonic() - started < 0.5
+        assert result.status == "timeout"
+        assert result.error == "not started within 0.1 s: every health check thread was busy"
+        release.set()
+        # Dropped when its turn came, nobody waiting for it any more: the pool is free again.
+        time.sleep(0.2)
+        assert health.run_checks([queued]).status == "ok"
+        assert pool.thread_count == 1
+    finally:
+        release.set()
+        health._pool = original
+
+
+def test_the_queue_is_bounded() -> None:
+    """Beyond `max_pending` waiting runs, a check is refused at once and reported as timeout."""
+    pool = health.CheckPool(size=1, max_pending=2)
+    release = threading.Event()
+    deadline = time.monotonic() + 5
+    try:
+        pool.submit(health.Check("running", lambda: release.wait(10)), deadline)
+        time.sleep(0.1)
+        waiting = [pool.submit(health.Check(f"waiting-{i}", lambda: None), deadline) for i in range(2)]
+        refused = pool.submit(health.Check("refused", lambda: None), deadline)
+        assert refused.done.is_set() and refused.result is None and not refused.started
+        assert not any(run.done.is_set() for run in waiting)
+    finally:
+        release.set()
+
+
+def test_a_forked_child_gets_a_pool_of_its_own(registered) -> None:
+    """After fork, checks run in the child (the parent's threads do not exist there)."""
+    registered("forked", lambda: None)
+    checks = [c for c in health.registered_checks() if c.name == "forked"]
+    assert health.run_checks(checks).status == "ok"  # the parent's pool has threads now
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        ok = False
+        try:
+            ok = (
+                health.run_checks(checks, default_timeout=2).status == "ok" and health._pool.thread_count == 1
+            )
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

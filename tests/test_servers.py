@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -107,17 +110,17 @@ def _command(kind: str, port: int) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module", params=["gunicorn", "uvicorn"])
-def server(
-    request: pytest.FixtureRequest, database: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """Start the example site, wait until it answers, stop it after the module."""
-    kind = request.param
+@contextmanager
+def _running(kind: str, database: Path, log: Path, **env: str) -> Iterator[tuple[Server, subprocess.Popen]]:
+    """Start the example site under `kind` with extra environment `env`; stop it on exit."""
     port = _free_port()
-    log = tmp_path_factory.mktemp(kind) / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            _command(kind, port), cwd=EXAMPLE, env=_site_env(database), stdout=out, stderr=subprocess.STDOUT
+            _command(kind, port),
+            cwd=EXAMPLE,
+            env={**_site_env(database), **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     site = Server(kind, f"http://127.0.0.1:{port}", port, log)
     try:
@@ -133,7 +136,7 @@ def server(
             if time.monotonic() > deadline:
                 pytest.fail(f"{kind} did not answer within 30 s:\n{log.read_text()}")
             time.sleep(0.1)
-        yield site
+        yield site, process
     finally:
         process.terminate()
         try:
@@ -141,6 +144,16 @@ def server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module", params=["gunicorn", "uvicorn"])
+def server(
+    request: pytest.FixtureRequest, database: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """Start the example site, wait until it answers, stop it after the module."""
+    kind = request.param
+    with _running(kind, database, tmp_path_factory.mktemp(kind) / "server.log") as (site, _process):
+        yield site
 
 
 def _traffic(site: Server) -> None:
@@ -262,3 +275,46 @@ def test_probes_over_http(server: Server) -> None:
     # The kubelet calls the pod IP; a probe sending an allowed Host header passes ALLOWED_HOSTS.
     assert server.get("/metrics/liveness/", headers={"Host": "10.1.2.3:8000"}).status_code == 400
     assert server.get("/metrics/liveness/", headers={"Host": "localhost"}).status_code == 200
+
+
+def _open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_anonymous_health_calls_do_not_leak_descriptors(database: Path, tmp_path: Path) -> None:
+    """Hundreds of anonymous /metrics/health/ calls leave the worker's open descriptors flat.
+
+    The Celery broker check (Redis) is on: kombu and redis-py reach `uuid.uuid1()`, and libuuid
+    keeps a file open in every thread it runs in, so a thread per check per call leaked one
+    descriptor per call.
+    """
+    redis = socket.socket()
+    redis.settimeout(1)
+    try:
+        redis.connect(("127.0.0.1", 6379))
+    except OSError:
+        pytest.skip("no Redis on 127.0.0.1:6379 for the Celery broker check")
+    finally:
+        redis.close()
+    # A short timeout: no Celery worker answers the ping, so the broker check always waits it out.
+    env = {"CELERY_BROKER_URL": "redis://127.0.0.1:6379/0", "METRICS_HEALTH_TIMEOUT": "0.1"}
+    with _running("gunicorn", database, tmp_path / "server.log", **env) as (site, process):
+        (worker,) = psutil.Process(process.pid).children()
+
+        def call() -> None:
+            # From an address METRICS_ALLOWED_IPS does not list, without a token: anonymous.
+            status, _headers, raw = site.get_from(OUTSIDER, "/metrics/health/")
+            assert status == 200, raw
+            body = json.loads(raw)
+            assert "error" not in body["checks"]["celery"]  # anonymous: no details
+            assert body["checks"]["celery"]["status"] in {"error", "timeout"}
+
+        # Warm up: the pool's threads, connections and imports are made once.
+        for _ in range(20):
+            call()
+        before = _open_descriptors(worker.pid)
+        for _ in range(300):
+            call()
+        after = _open_descriptors(worker.pid)
+        assert after - before <= 5, (before, after)
+        assert worker.num_threads() <= 1 + 8 + 2, worker.num_threads()

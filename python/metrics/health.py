@@ -13,8 +13,16 @@ add theirs with `register_check()`:
     register_check("celery:broker", check_broker, timeout=0.5, readiness=False)
 
 A check is a callable that returns (anything) when healthy and raises when not. A check that
-does not answer within its timeout is reported as `timeout`; its thread is left to finish on its
-own (a thread cannot be killed), so a check must not hold resources forever.
+does not answer within its timeout is reported as `timeout`; it is left to finish on its own (a
+thread cannot be killed), so a check must not hold resources forever.
+
+Checks run in a small pool of threads made once per process (and again in a forked child), never
+in a thread per request: anyone may call `/metrics/health/`, and per-thread state outside Python's
+control (libuuid keeps a file open per thread it ran in, reached through kombu and redis-py) would
+otherwise grow with every call. A check name has at most one run in flight: a caller asking while
+one is pending or running waits for that run's result, so a check that hangs holds one thread, not
+one per probe. A check that cannot start within its timeout (every thread busy) is reported as
+`timeout`, and a run that nobody waits for any more is dropped before it starts.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ import shutil
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any
 
@@ -315,15 +324,15 @@ def describe_error(exc: BaseException) -> str:
     return text[:300]
 
 
-def _run(check: Check, box: list[Result]) -> None:
+def _execute(check: Check) -> Result:
     start = perf_counter()
     try:
         returned = check.function()
     except BaseException as exc:
-        box.append(Result(check.name, ERROR, perf_counter() - start, check.critical, describe_error(exc)))
+        return Result(check.name, ERROR, perf_counter() - start, check.critical, describe_error(exc))
     else:
         info = returned if isinstance(returned, dict) else None
-        box.append(Result(check.name, OK, perf_counter() - start, check.critical, info=info))
+        return Result(check.name, OK, perf_counter() - start, check.critical, info=info)
     finally:
         _close_thread_connections()
 
@@ -342,29 +351,139 @@ def _close_thread_connections() -> None:
             logger.warning("metrics: could not close connection %r after a health check", connection.alias)
 
 
+# Threads of the pool; a run beyond them waits in the queue (its start deadline bounds the wait).
+POOL_SIZE = 8
+# Runs waiting for a thread. One run per check name can be in flight, so the queue never holds
+# more than the number of distinct checks; this bound only guards against a site registering
+# checks without end.
+MAX_PENDING = 64
+
+
+class _Run:
+    """One run of a check in the pool, shared by every caller that asked while it was in flight."""
+
+    __slots__ = ("check", "deadline", "done", "result", "started")
+
+    def __init__(self, check: Check, deadline: float) -> None:
+        self.check = check
+        # The latest time any caller still waits for the result (time.monotonic()).
+        self.deadline = deadline
+        self.started = False
+        self.result: Result | None = None
+        self.done = threading.Event()
+
+
+class CheckPool:
+    """A bounded set of threads, made on demand and reused, that run checks (one run per name)."""
+
+    def __init__(self, size: int = POOL_SIZE, max_pending: int = MAX_PENDING) -> None:
+        self.size = size
+        self.max_pending = max_pending
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._pending: deque[_Run] = deque()
+        self._in_flight: dict[str, _Run] = {}
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+
+    @property
+    def thread_count(self) -> int:
+        """Return how many threads the pool has made (they live as long as the process)."""
+        with self._lock:
+            return len(self._threads)
+
+    def submit(self, check: Check, deadline: float) -> _Run:
+        """Return the run of `check`: the one in flight under its name, else a new queued one.
+
+        The caller waits for it up to `deadline`; a run refused because the queue is full is
+        returned already done, without a result.
+        """
+        with self._lock:
+            run = self._in_flight.get(check.name)
+            if run is not None:
+                run.deadline = max(run.deadline, deadline)
+                return run
+            run = _Run(check, deadline)
+            if len(self._pending) >= self.max_pending:
+                run.done.set()
+                return run
+            self._in_flight[check.name] = run
+            self._pending.append(run)
+            if self._idle < len(self._pending) and len(self._threads) < self.size:
+                thread = threading.Thread(
+                    target=self._work, name=f"metrics-health-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            self._wakeup.notify()
+        return run
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+                while not self._pending:
+                    self._wakeup.wait()
+                self._idle -= 1
+                run = self._pending.popleft()
+                if time.monotonic() >= run.deadline:
+                    # Every caller has given up on it: starting it would only add load.
+                    self._finish(run)
+                    continue
+                run.started = True
+            try:
+                run.result = _execute(run.check)
+            except BaseException:
+                # _execute catches everything a check raises; this is a bug here, and the
+                # thread must live on to serve the next probe.
+                logger.exception("metrics: health check %r could not run", run.check.name)
+            with self._lock:
+                self._finish(run)
+
+    def _finish(self, run: _Run) -> None:
+        # Called with the lock held.
+        if self._in_flight.get(run.check.name) is run:
+            del self._in_flight[run.check.name]
+        run.done.set()
+
+
+_pool = CheckPool()
+
+
+def _new_pool_after_fork() -> None:
+    # The parent's threads do not exist in a forked child, and its lock may have been held by
+    # one of them at the fork: start from an empty pool.
+    global _pool
+    _pool = CheckPool()
+
+
+os.register_at_fork(after_in_child=_new_pool_after_fork)
+
+
 def run_checks(checks: Iterable[Check], *, default_timeout: float | None = None) -> Report:
-    """Run `checks` in parallel threads and wait for each up to its timeout."""
+    """Run `checks` in parallel in the check pool and wait for each up to its timeout."""
     if default_timeout is None:
         default_timeout = app_settings.HEALTH_TIMEOUT
     started = time.monotonic()
-    running = []
+    pool = _pool
+    runs = []
     for check in checks:
-        box: list[Result] = []
-        thread = threading.Thread(
-            target=_run, args=(check, box), name=f"metrics-health-{check.name}", daemon=True
-        )
-        thread.start()
-        running.append((check, thread, box))
-    results = []
-    for check, thread, box in running:
         timeout = check.timeout if check.timeout is not None else default_timeout
-        thread.join(max(0.0, started + timeout - time.monotonic()))
-        if box:
-            results.append(box[0])
-        else:
+        runs.append((check, timeout, pool.submit(check, started + timeout)))
+    results = []
+    for check, timeout, run in runs:
+        run.done.wait(max(0.0, started + timeout - time.monotonic()))
+        result = run.result
+        if result is not None:
+            # A run shared with another caller: report it with this caller's check.
+            results.append(replace(result, name=check.name, critical=check.critical))
+        elif run.started:
             results.append(
                 Result(check.name, TIMEOUT, timeout, check.critical, f"no answer within {timeout:g} s")
             )
+        else:
+            message = f"not started within {timeout:g} s: every health check thread was busy"
+            results.append(Result(check.name, TIMEOUT, timeout, check.critical, message))
     for result in results:
         _set_gauge(health_check_status, result.name, 1.0 if result.status == OK else 0.0)
     return Report(tuple(results))
