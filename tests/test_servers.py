@@ -277,6 +277,15 @@ def test_probes_over_http(server: Server) -> None:
     assert server.get("/metrics/liveness/", headers={"Host": "localhost"}).status_code == 200
 
 
+def test_other_methods_over_http_are_405(server: Server) -> None:
+    """POST, PUT, DELETE and OPTIONS get 405 with `Allow: GET, HEAD`, not the CSRF 403 page."""
+    for path in ("/metrics/", "/metrics/health/", "/metrics/readiness/", "/metrics/liveness/"):
+        for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+            response = requests.request(method, server.url + path, data=b"x=1", timeout=10)
+            assert response.status_code == 405, (method, path, response.status_code)
+            assert response.headers["Allow"] == "GET, HEAD"
+
+
 def _open_descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

@@ -82,6 +82,26 @@ def test_only_get_and_head(client) -> None:
     assert client.post("/metrics/").status_code == 405
 
 
+ENDPOINTS = ["/metrics/", "/metrics/health/", "/metrics/readiness/", "/metrics/liveness/"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete", "options"])
+def test_other_methods_are_405_not_a_csrf_page(path: str, method: str) -> None:
+    """Unsafe methods and OPTIONS get 405 with `Allow: GET, HEAD`, even with CSRF checks enforced.
+
+    The test client normally skips CSRF checks; enforcing them runs CsrfViewMiddleware as a real
+    request meets it, with neither a cookie nor a token.
+    """
+    for caller in (Client(enforce_csrf_checks=True), Client(enforce_csrf_checks=True, REMOTE_ADDR="8.8.8.8")):
+        form = "application/x-www-form-urlencoded"
+        response = getattr(caller, method)(path, data=b"x=1", content_type=form)
+        assert response.status_code == 405, (path, method, response.status_code)
+        assert response["Allow"] == "GET, HEAD"
+        assert b"CSRF" not in response.content
+
+
 @pytest.mark.parametrize(
     ("accept", "expected"),
     [

@@ -1,4 +1,9 @@
-"""The endpoints: `/metrics/` (exposition) and the three probes."""
+"""The endpoints: `/metrics/` (exposition) and the three probes.
+
+Every view is exempt from CSRF: none changes state, and CsrfViewMiddleware runs before the view,
+so without the exemption a POST would get Django's 403 CSRF page instead of the 405 (with
+`Allow: GET, HEAD`) that `require_safe` answers.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from django.template import Context, Engine, TemplateDoesNotExist
 from django.template.loader import render_to_string
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from metrics import core, health
@@ -44,6 +50,7 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return _accepted(accept_encoding, "gzip")
 
 
+@csrf_exempt
 @never_cache
 @require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
@@ -72,6 +79,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return response
 
 
+@csrf_exempt
 @never_cache
 @require_safe
 def liveness(request: HttpRequest) -> HttpResponse:
@@ -79,6 +87,7 @@ def liveness(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"status": health.OK})
 
 
+@csrf_exempt
 @never_cache
 @require_safe
 def readiness(request: HttpRequest) -> HttpResponse:
@@ -87,6 +96,7 @@ def readiness(request: HttpRequest) -> HttpResponse:
     return _report_response(request, report, "Readiness")
 
 
+@csrf_exempt
 @never_cache
 @require_safe
 def health_view(request: HttpRequest) -> HttpResponse:
