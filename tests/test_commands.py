@@ -305,6 +305,127 @@ def test_timeout(silent_server: int) -> None:
     assert time.monotonic() - started < 5
 
 
+@pytest.fixture
+def garbage_server() -> Iterator[Any]:
+    """Yield a function that starts a TCP server answering every connection with `reply` bytes.
+
+    `reply` of None closes each connection without a byte; the function returns the port.
+    """
+    listeners: list[socket.socket] = []
+    threads: list[threading.Thread] = []
+    stop = threading.Event()
+
+    def serve(listener: socket.socket, reply: bytes | None) -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                    if reply is not None:
+                        conn.sendall(reply)
+                except OSError:
+                    pass
+
+    def start(reply: bytes | None) -> int:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listeners.append(listener)
+        thread = threading.Thread(target=serve, args=(listener, reply), daemon=True)
+        thread.start()
+        threads.append(thread)
+        return int(listener.getsockname()[1])
+
+    try:
+        yield start
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for listener in listeners:
+            listener.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (b"SSH-2.0-OpenSSH_9.6\r\n", "BadStatusLine"),
+        (b"\x00\xff\xfe garbage \x07\r\n\r\n", "BadStatusLine"),
+        (None, "RemoteDisconnected"),
+        (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", "LineTooLong"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 200 + b"\r\n", "HTTPException"),
+    ],
+)
+def test_a_server_that_does_not_speak_http_is_a_command_error(
+    garbage_server: Any, reply: bytes | None, error: str
+) -> None:
+    """Non-HTTP bytes, a closed connection or absurd headers are a one-line CommandError."""
+    port = garbage_server(reply)
+    with pytest.raises(CommandError) as raised:
+        run("export_metrics", "--pushgateway", f"127.0.0.1:{port}", "--job", "x", "--timeout", "2")
+    message = str(raised.value)
+    assert message.startswith(
+        f"Could not reach the Pushgateway for PUT http://127.0.0.1:{port}/metrics/job/x: "
+    )
+    assert error in message
+    assert "\n" not in message
+
+
+def test_garbage_from_the_command_line_is_one_line_without_traceback(garbage_server: Any) -> None:
+    """From the command line, a non-HTTP answer exits 1 with the CommandError line, no traceback."""
+    port = garbage_server(b"SSH-2.0-OpenSSH_9.6\r\n")
+    result = manage("export_metrics", "--pushgateway", f"127.0.0.1:{port}", "--job", "x")
+    assert result.returncode == 1, result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("CommandError: Could not reach the Pushgateway"), result.stderr
+    assert "BadStatusLine" in last_line
+    assert "export_metrics.py" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("ftp://127.0.0.1:21", "only http:// and https:// are supported"),
+        ("file:///etc/passwd", "only http:// and https:// are supported"),
+        ("gopher://127.0.0.1:70", "only http:// and https:// are supported"),
+        ("javascript:alert(1)//x", "is not a valid address|names no host|only http"),
+        ("127.0.0.1:notaport", "is not a valid address"),
+        ("127.0.0.1:99999", "is not a valid address"),
+        ("127.0.0.1:1:2", "is not a valid address"),
+        ("http://[::1", "is not a valid address"),
+        ("http://:9091", "names no host"),
+        ("http://", "names no host"),
+        ("", "names no host"),
+        ("http://127.0.0.1:9091/?x=1", "without a query"),
+        ("http://bad host:9091", "contains spaces or control characters"),
+        ("http://127.0.0.1:9091\r\nX-Injected: 1", "contains spaces or control characters"),
+        ("http://a\nb:9091", "contains spaces or control characters"),
+    ],
+)
+def test_bad_gateway_addresses_are_command_errors(address: str, message: str) -> None:
+    """Other schemes and malformed host:port values are refused with a CommandError naming them."""
+    with pytest.raises(CommandError, match=message):
+        run("export_metrics", "--pushgateway", address, "--job", "x", "--timeout", "2")
+
+
+def test_https_and_uppercase_schemes_are_accepted() -> None:
+    """http:// and https:// in any case are used as given (lower-cased for urllib)."""
+    assert pushgateway_url("HTTPS://pg.example:9091", "j", {}) == "https://pg.example:9091/metrics/job/j"
+    assert pushgateway_url("Http://pg.example", "j", {}) == "http://pg.example/metrics/job/j"
+
+
+def test_a_redirect_is_not_followed(garbage_server: Any) -> None:
+    """A redirect (to ftp://, or anywhere) is reported as the gateway's answer, not followed."""
+    port = garbage_server(b"HTTP/1.1 302 Found\r\nLocation: ftp://127.0.0.1/x\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(CommandError, match="HTTP 302"):
+        run("export_metrics", "--pushgateway", f"127.0.0.1:{port}", "--job", "x", "--method", "post")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

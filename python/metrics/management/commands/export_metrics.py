@@ -11,12 +11,13 @@ directory.
 from __future__ import annotations
 
 import base64
+import http.client
 import math
 import re
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -40,9 +41,41 @@ def escape_grouping_pair(name: str, value: str) -> str:
     return f"{name}/{quote(value, safe='')}"
 
 
+SCHEMES = frozenset({"http", "https"})
+
+
+def gateway_base(address: str) -> str:
+    """Return the base URL of the Pushgateway at `address` (`host:port` or an http(s) URL).
+
+    Raise CommandError for any other scheme (`file://`, `ftp://` would read or write elsewhere
+    than a Pushgateway), spaces or control characters, a missing host, or a port that is not a
+    number from 0 to 65535.
+    """
+    base = address.strip()
+    if any(char.isspace() or not char.isprintable() for char in base):
+        # urlsplit silently drops tabs and newlines, urllib refuses them later: say so now.
+        raise CommandError(f"--pushgateway {address!r} contains spaces or control characters")
+    if "://" not in base:
+        base = f"http://{base}"
+    try:
+        parts = urlsplit(base)
+        # Read lazily by urlsplit: a bad port (`host:abc`, `host:99999`) raises here.
+        _ = parts.port
+    except ValueError as exc:
+        raise CommandError(f"--pushgateway {address!r} is not a valid address: {exc}") from None
+    if parts.scheme.lower() not in SCHEMES:
+        raise CommandError(f"--pushgateway {address!r}: only http:// and https:// are supported")
+    if not parts.hostname:
+        raise CommandError(f"--pushgateway {address!r} names no host")
+    if parts.query or parts.fragment:
+        raise CommandError(f"--pushgateway {address!r}: give the address without a query or fragment")
+    # urllib finds its handler by the scheme as written: `HTTP://` would be an unknown type.
+    return parts.scheme.lower() + base[len(parts.scheme) :]
+
+
 def pushgateway_url(address: str, job: str, grouping_key: dict[str, str]) -> str:
     """Return the Pushgateway URL of one group: `/metrics/job/<job>{/<label>/<value>}`."""
-    base = address if "://" in address else f"http://{address}"
+    base = gateway_base(address)
     path = "/metrics/" + escape_grouping_pair("job", job)
     for name, value in grouping_key.items():
         path += "/" + escape_grouping_pair(name, value)
@@ -79,7 +112,9 @@ class Command(BaseCommand):
         target = parser.add_mutually_exclusive_group(required=True)
         target.add_argument("--print", action="store_true", help="Write the text exposition to stdout.")
         target.add_argument(
-            "--pushgateway", metavar="HOST:PORT", help="Push to this Pushgateway (http:// is assumed)."
+            "--pushgateway",
+            metavar="HOST:PORT",
+            help="Push to this Pushgateway: host:port (http:// is assumed) or an http:// or https:// URL.",
         )
         parser.add_argument("--job", help="Job label of the pushed group (required with --pushgateway).")
         parser.add_argument(
@@ -121,17 +156,60 @@ class Command(BaseCommand):
         if body is not None:
             request.add_header("Content-Type", TEXT_CONTENT_TYPE)
         try:
-            with urllib.request.urlopen(request, timeout=options["timeout"]) as response:
+            with _OPENER.open(request, timeout=options["timeout"]) as response:
                 status = response.status
         except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace").strip()
             raise CommandError(
-                f"Pushgateway refused {method} {url}: HTTP {exc.code} {exc.reason}"
-                + (f": {detail}" if detail else "")
+                f"Pushgateway refused {method} {url}: HTTP {exc.code} {_one_line(exc.reason)}" + _detail(exc)
             ) from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise CommandError(f"Could not reach the Pushgateway for {method} {url}: {reason}") from exc
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            # URLError (refused, unknown host, timeout while connecting), HTTPException
+            # (BadStatusLine, RemoteDisconnected, InvalidURL, IncompleteRead: a server that does
+            # not speak HTTP), OSError (reset, timeout while reading), ValueError (a URL urllib
+            # cannot use): all mean the push did not happen.
+            raise CommandError(f"Could not reach the Pushgateway for {method} {url}: {_reason(exc)}") from exc
         if options["verbosity"] >= 1:
             size = f"{len(body)} bytes" if body is not None else "group deleted"
             self.stdout.write(f"{method} {url}: HTTP {status} ({size})")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: a Pushgateway never sends one, and urllib would follow them to ftp://."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+# Without the default handlers for file:, ftp: and data: URLs: only http(s) is ever opened.
+_OPENER = urllib.request.OpenerDirector()
+for _handler in (
+    urllib.request.ProxyHandler(),
+    urllib.request.HTTPHandler(),
+    urllib.request.HTTPSHandler(),
+    urllib.request.HTTPDefaultErrorHandler(),
+    urllib.request.HTTPErrorProcessor(),
+    _NoRedirect(),
+):
+    _OPENER.add_handler(_handler)
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, BaseException):
+        text = _one_line(reason)
+        # Some carry no message (RemoteDisconnected can, BadStatusLine shows only the bytes).
+        return f"{type(reason).__name__}: {text}" if text else type(reason).__name__
+    return _one_line(reason)
+
+
+def _detail(exc: urllib.error.HTTPError) -> str:
+    try:
+        # The Pushgateway explains a refusal in the body (every clashing sample): keep it, bounded.
+        detail = _one_line(exc.read(8192).decode(errors="replace"), limit=8192)
+    except (http.client.HTTPException, OSError):
+        return ""
+    return f": {detail}" if detail else ""
