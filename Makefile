@@ -3,54 +3,70 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two dependency sets: the demo's (pure Python or wheels: nothing beyond Python and Rust) and the
+# development one on top of it (test tools, database drivers that need system libraries).
+DEMO_STAMP := $(VENV)/.demo-stamp
 STAMP := $(VENV)/.deps-stamp
 CORE_SRC := $(shell find src -name '*.rs') Cargo.toml pyproject.toml
 CORE_STAMP := $(VENV)/.core-stamp
+# Debian packages the tests start or build against; `make bench` adds wrk.
+TEST_DEBS := prometheus prometheus-pushgateway libmariadb-dev pkg-config
+BENCH_DEBS := wrk
 
 .PHONY: help venv build build-release system-deps test test-rust test-python lint bench demo clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(STAMP): requirements-dev.txt requirements-bench.txt
-	test -d $(VENV) || $(PY) -m venv $(VENV)
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+$(DEMO_STAMP): requirements-demo.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-demo.txt
+	touch $@
+
+$(STAMP): requirements-dev.txt $(DEMO_STAMP)
+	@$(MAKE) --no-print-directory system-deps DEBS="$(TEST_DEBS)"
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-venv: $(STAMP) ## Create .venv with the development dependencies.
+venv: $(STAMP) ## Create .venv with the development dependencies (installs missing Debian packages).
 
-$(CORE_STAMP): $(STAMP) $(CORE_SRC)
+$(CORE_STAMP): $(DEMO_STAMP) $(CORE_SRC)
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop -q
 	touch $@
 
 build: $(CORE_STAMP) ## Build the Rust core (debug) into .venv.
 
-build-release: $(STAMP) ## Build the Rust core with optimisations (for benchmarks).
+build-release: $(DEMO_STAMP) ## Build the Rust core with optimisations (for benchmarks).
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop -q --release
 	rm -f $(CORE_STAMP)
 
-system-deps: ## Install the Debian packages the tests start (needs root; skipped when present).
+system-deps: ## Install the Debian packages the tests start, when missing (root; else names the command).
 	@need=""; \
-	for p in prometheus prometheus-pushgateway wrk libmariadb-dev pkg-config; do \
+	for p in $(or $(DEBS),$(TEST_DEBS) $(BENCH_DEBS)); do \
 	  dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; \
 	done; \
 	if [ -n "$$need" ]; then \
-	  echo "installing:$$need"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "missing Debian packages; run: sudo apt-get install -y$$need" >&2; exit 1; \
+	  fi; \
+	  echo "installing Debian packages:$$need"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$need >/dev/null; \
 	fi
 
 test-rust: ## Rust unit tests (the engine, without Python).
 	cargo test -q --no-default-features
 
-test-python: build ## Python tests against real services: SQLite, PostgreSQL, then MariaDB for DB-specific ones.
+test-python: $(STAMP) build ## Python tests against real services: SQLite, PostgreSQL, then MariaDB for DB-specific ones.
 	$(BIN)/pytest -q -p no:cacheprovider
 	METRICS_TEST_DB=postgres $(BIN)/pytest -q -p no:cacheprovider
 	METRICS_TEST_DB=mysql $(BIN)/pytest -q -p no:cacheprovider tests/instrument tests/test_commands.py tests/test_models.py tests/test_health.py
 
 test: test-rust test-python ## The whole suite.
 
-lint: build ## ruff, mypy, rustfmt, clippy (mypy loads the app, so the core is built first).
+lint: $(STAMP) build ## ruff, mypy, rustfmt, clippy (mypy loads the app, so the core is built first).
 	$(BIN)/ruff check python tests bench example dashboards deploy
 	$(BIN)/ruff format --check python tests bench example dashboards deploy
 	$(BIN)/mypy
@@ -58,7 +74,8 @@ lint: build ## ruff, mypy, rustfmt, clippy (mypy loads the app, so the core is b
 	cargo fmt --check
 	cargo clippy -q --all-targets -- -D warnings
 
-bench: build-release ## Benchmarks side by side with the anchors (release build).
+bench: $(STAMP) build-release ## Benchmarks side by side with the anchors (release build).
+	@$(MAKE) --no-print-directory system-deps DEBS="$(BENCH_DEBS)"
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/multiprocess.py
