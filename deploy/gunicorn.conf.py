@@ -14,7 +14,14 @@ max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "0"))
 
 
 def child_exit(server, worker):
-    """Fold the exited worker's values into the archive now, so no scrape has to."""
-    from metrics.core import mark_process_dead
+    """Fold the exited worker's values into the archive now, so no scrape has to.
 
-    mark_process_dead(worker.pid)
+    gunicorn stops its master when a hook raises: nothing here may. `mark_process_dead` logs
+    and counts its own failures; this guard also covers the import.
+    """
+    try:
+        from metrics.core import mark_process_dead
+
+        mark_process_dead(worker.pid)
+    except Exception:
+        server.log.exception("metrics: folding worker %s's values failed; the next scrape will", worker.pid)

@@ -34,6 +34,9 @@ from metrics.checks import MIDDLEWARE_PATH, check_middleware, check_settings
         ("METRICS_LATENCY_BUCKETS", "0.5,0.1", "metrics.E017"),
         ("METRICS_LATENCY_BUCKETS", [], "metrics.E017"),
         ("METRICS_LATENCY_BUCKETS", "0.1,fast", "metrics.E017"),
+        ("METRICS_STORE_FILE_MODE", "0644", "metrics.E018"),
+        ("METRICS_STORE_FILE_MODE", 0o666, "metrics.E018"),
+        ("METRICS_STORE_FILE_MODE", "rw-------", "metrics.E018"),
     ],
 )
 def test_bad_setting_is_an_error_naming_setting_and_value(setting: str, value: object, check_id: str) -> None:
@@ -93,3 +96,22 @@ def test_middleware_position_is_checked(settings) -> None:
     assert [w.id for w in check_middleware()] == ["metrics.W001"]
     settings.MIDDLEWARE = [*settings.MIDDLEWARE, MIDDLEWARE_PATH]
     assert [w.id for w in check_middleware()] == ["metrics.W002"]
+
+
+@pytest.mark.parametrize("value", ["0600", "0640", "660", 0o660, "0o640"])
+def test_store_file_modes_that_keep_other_users_out_are_accepted(value: object) -> None:
+    """0600, 0640 and 0660, as octal strings or numbers, pass the check."""
+    with override_settings(METRICS_STORE_FILE_MODE=value):
+        assert check_settings() == []
+
+
+def test_store_directory_writable_by_others_is_a_warning(tmp_path) -> None:
+    """A world-writable store directory is reported (metrics.W003), not silently trusted."""
+    tmp_path.chmod(0o777)
+    with override_settings(PROMETHEUS_MULTIPROC_DIR=str(tmp_path)):
+        messages = check_settings()
+    assert [m.id for m in messages] == ["metrics.W003"]
+    assert "writable by other users" in messages[0].msg
+    tmp_path.chmod(0o700)
+    with override_settings(PROMETHEUS_MULTIPROC_DIR=str(tmp_path)):
+        assert check_settings() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -144,5 +145,30 @@ def test_counts_are_exact_under_worker_churn_and_sigkill(tmp_path: Path) -> None
         series = memory_series(base)
         assert series and all(set(labels) == {"worker"} for labels in series), series
         assert len(series) <= live + 1
+    finally:
+        stop(proc)
+
+
+def test_store_directory_removed_under_a_running_site(tmp_path: Path) -> None:
+    """With the store gone: scrapes answer 200, and a worker's exit never stops the master."""
+    proc, base, mp_dir = start_gunicorn(tmp_path, workers=2, max_requests=0)
+    try:
+        assert load(base, 20) == 20
+        shutil.rmtree(mp_dir)
+        response = requests.get(f"{base}/metrics/", timeout=10)
+        assert response.status_code == 200, response.text[:500]
+        assert "django_http_requests_total" in response.text
+        # The child_exit hook folds the dead worker's slot: the directory is gone, so it fails.
+        workers = psutil.Process(proc.pid).children()
+        os.kill(workers[0].pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(psutil.Process(proc.pid).children()) < 2:
+            assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(1)
+        assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()[-3000:]
+        assert load(base, 10) == 10
+        log = (tmp_path / "gunicorn.log").read_text()
+        assert "dead workers are folded at the next scrape" in log, log[-3000:]
     finally:
         stop(proc)

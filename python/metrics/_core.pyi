@@ -253,6 +253,9 @@ def float_to_go_string(value: float) -> str: ...
 def enable_multiprocess(path: str | os.PathLike[str]) -> None:
     """Keep every value in the shared store under `path`; ValueError if unusable."""
 
+def set_store_file_mode(mode: int) -> None:
+    """Set the permission bits of files the shared store creates; ValueError unless 0600/0640/0660."""
+
 def after_fork() -> None:
     """In a forked child: claim a slot of its own before anything is written."""
 

@@ -23,6 +23,8 @@ class MetricsConfig(AppConfig):
         )
         from metrics.conf import app_settings
 
+        # Only a valid mode reaches the store (a bad one is reported by the check metrics.E018).
+        core.set_store_file_mode(app_settings.STORE_FILE_MODE)
         # PROMETHEUS_MULTIPROC_DIR from the environment was applied when `metrics` was imported;
         # one given only in settings applies now, moving what was counted so far into the store.
         directory = app_settings.MULTIPROC_DIR

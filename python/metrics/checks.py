@@ -35,6 +35,7 @@ SETTING_ERROR_IDS = {
     "METRICS_CELERY_WORKER_ADDRESS": "metrics.E015",
     "METRICS_CELERY_HEALTH_CHECK": "metrics.E016",
     "METRICS_LATENCY_BUCKETS": "metrics.E017",
+    "METRICS_STORE_FILE_MODE": "metrics.E018",
 }
 
 _HINTS = {
@@ -56,6 +57,8 @@ _HINTS = {
     "METRICS_CELERY_WORKER_ADDRESS": "Use an address to listen on, e.g. '0.0.0.0' or '127.0.0.1'.",
     "METRICS_CELERY_HEALTH_CHECK": "Use True or False.",
     "METRICS_LATENCY_BUCKETS": "Use increasing numbers of seconds, e.g. '0.01,0.05,0.1,0.5,1,5'.",
+    "METRICS_STORE_FILE_MODE": "Use '0600' (the default), or '0640'/'0660' when a second user in the "
+    "directory's group must read or write the store.",
 }
 
 MIDDLEWARE_PATH = "metrics.middleware.MetricsMiddleware"
@@ -97,12 +100,31 @@ def _check_multiproc_dir() -> list[CheckMessage]:
     elif not os.access(path, os.W_OK | os.X_OK):
         problem = "is not writable by this process"
     if problem is None:
-        return []
+        return _check_multiproc_dir_owner(path, _describe(setting.name, source), value)
     return [
         Error(
             f"{_describe(setting.name, source)} = {value!r} {problem}",
             hint=_HINTS[setting.name],
             id=SETTING_ERROR_IDS[setting.name],
+        )
+    ]
+
+
+def _check_multiproc_dir_owner(path: str, described: str, value: object) -> list[CheckMessage]:
+    """Warn when another user owns the store directory or may write into it (docs/security.md)."""
+    info = os.stat(path)
+    problems = []
+    if os.geteuid() != 0 and info.st_uid != os.geteuid():
+        problems.append(f"belongs to uid {info.st_uid}, not to this process's user (uid {os.geteuid()})")
+    if info.st_mode & 0o022:
+        problems.append(f"is writable by other users (mode {info.st_mode & 0o7777:04o})")
+    if not problems:
+        return []
+    return [
+        Warning(
+            f"{described} = {value!r} {' and '.join(problems)}: they can block or tamper with the store.",
+            hint="Make the directory 0700, owned by the user the workers run as (docs/security.md).",
+            id="metrics.W003",
         )
     ]
 

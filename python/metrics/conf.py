@@ -190,6 +190,29 @@ def parse_bind_address(value: object) -> str:
     return value.strip().strip("[]")
 
 
+# Permission bits the multiprocess store may give its files: never any access for other users.
+STORE_FILE_MODES = (0o600, 0o640, 0o660)
+
+
+def parse_file_mode(value: object) -> int:
+    """Return the store's file mode from an octal string (`"0640"`) or a number (`0o640`)."""
+    if isinstance(value, bool):
+        raise SettingError(f"{value!r} is not a file mode")
+    if isinstance(value, str):
+        try:
+            mode = int(value.strip().removeprefix("0o") or "x", 8)
+        except ValueError:
+            raise SettingError(f"{value!r} is not an octal file mode") from None
+    elif isinstance(value, int):
+        mode = value
+    else:
+        raise SettingError(f"{value!r} is not a file mode")
+    if mode not in STORE_FILE_MODES:
+        allowed = ", ".join(f"{m:04o}" for m in STORE_FILE_MODES)
+        raise SettingError(f"{value!r} is not one of {allowed} (other users never get access)")
+    return mode
+
+
 # Latency buckets in seconds: fine below 100 ms where most Django views live, coarse above.
 DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0,
@@ -281,6 +304,8 @@ SETTINGS: dict[str, Setting[Any]] = {
         Setting("METRICS_ALLOWED_IPS", parse_networks, _NO_NETWORKS, lenient=_parse_networks_leniently),
         Setting("METRICS_AUTH_TOKEN", parse_token, ""),
         Setting("PROMETHEUS_MULTIPROC_DIR", parse_optional_path, None),
+        # Read at import from the environment (core.py) and at start-up (apps.py).
+        Setting("METRICS_STORE_FILE_MODE", parse_file_mode, 0o600),
         Setting("METRICS_STORE_IN_DB", parse_bool, False),
         Setting("METRICS_RETENTION_DAYS", parse_non_negative_int, 7),
         Setting("METRICS_TRUSTED_PROXIES", parse_networks, _NO_NETWORKS, lenient=_parse_networks_leniently),
@@ -341,6 +366,11 @@ class AppSettings:
     def MULTIPROC_DIR(self) -> str | None:
         """Directory shared by worker processes (`PROMETHEUS_MULTIPROC_DIR`, default unset)."""
         return self._get("PROMETHEUS_MULTIPROC_DIR")  # type: ignore[no-any-return]
+
+    @property
+    def STORE_FILE_MODE(self) -> int:
+        """Permission bits of the store's files (`METRICS_STORE_FILE_MODE`, default 0600)."""
+        return self._get("METRICS_STORE_FILE_MODE")  # type: ignore[no-any-return]
 
     @property
     def STORE_IN_DB(self) -> bool:

@@ -34,6 +34,7 @@ __all__ = [
     "generate_latest_openmetrics",
     "mark_process_dead",
     "multiprocess_dir",
+    "set_store_file_mode",
     "tick",
 ]
 
@@ -79,17 +80,37 @@ def mark_process_dead(pid: int | None = None, path: str | None = None) -> None:
 
     Call it from gunicorn's `child_exit` hook (see deploy/gunicorn.conf.py) so a scrape never
     has to. `pid` is accepted for prometheus_client compatibility: its live gauges of that
-    process are removed too.
+    process are removed too. Never raises: it runs in gunicorn's master, which an exception
+    from a hook would stop. A failure (the directory gone, its lock held too long) is logged
+    and counted in `django_metrics_store_problems_total`; the next scrape or worker exit folds
+    what is left.
     """
-    path = path or _multiprocess_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not path:
-        return
-    for warning in _core.compact(path):
-        logger.warning("metrics store: %s", warning)
-    if pid is not None:
-        from prometheus_client import multiprocess
+    try:
+        path = path or _multiprocess_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not path:
+            return
+        try:
+            warnings = _core.compact(path)
+        except ValueError as exc:
+            warnings = [f"{exc}; dead workers are folded at the next scrape or worker exit"]
+        for warning in warnings:
+            logger.warning("metrics store: %s", warning)
+        if warnings:
+            _store_problems.inc(len(warnings))
+        if pid is not None:
+            from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid, path)
+            multiprocess.mark_process_dead(pid, path)
+    except Exception:
+        logger.exception("metrics store: folding the values of exited process %s failed", pid)
+        _count_store_problem()
+
+
+def _count_store_problem() -> None:
+    try:
+        _store_problems.inc()
+    except Exception:  # pragma: no cover - the counter itself is failing: nothing left to tell.
+        pass
 
 
 def _created_enabled() -> bool:
@@ -244,7 +265,19 @@ _core.set_default_registry(REGISTRY)
 os.register_at_fork(after_in_child=_core.after_fork)
 os.register_at_fork(after_in_child=_reset_tick)
 
-# Read before any metric is written, as with prometheus_client.
+
+def set_store_file_mode(mode: int) -> None:
+    """Give the store's files created from now on the permission bits `mode` (0600, 0640, 0660)."""
+    _core.set_store_file_mode(mode)
+
+
+# Read before any metric is written, as with prometheus_client. The file mode first: the store
+# creates its first file as soon as it opens. A bad value keeps 0600 (system check E018).
+if os.environ.get("METRICS_STORE_FILE_MODE"):
+    try:
+        set_store_file_mode(int(os.environ["METRICS_STORE_FILE_MODE"].strip().removeprefix("0o"), 8))
+    except ValueError:
+        logger.error("METRICS_STORE_FILE_MODE unusable, the store's files stay 0600")
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     try:
         enable_multiprocess(os.environ["PROMETHEUS_MULTIPROC_DIR"])
@@ -268,10 +301,18 @@ def generate_latest_openmetrics(registry: CollectorRegistry = REGISTRY) -> bytes
 
 
 def exposition(*, openmetrics: bool = False, gzip: bool = False, include_foreign: bool = True) -> bytes:
-    """Return what `/metrics/` serves: the default registry plus prometheus_client's."""
+    """Return what `/metrics/` serves: the default registry plus prometheus_client's.
+
+    prometheus_client's part is left out, logged and counted when it cannot be read (its
+    multiprocess files gone with the directory): our own metrics are still served.
+    """
     extra: list[Any] = []
     if include_foreign:
-        extra.append(_foreign_registry())
+        try:
+            extra.append(_foreign_registry())
+        except Exception:
+            logger.exception("prometheus_client's metrics are left out of this scrape")
+            _count_store_problem()
     return REGISTRY.encode(openmetrics=openmetrics, gzip=gzip, extra=extra)
 
 
@@ -283,6 +324,7 @@ def _foreign_registry() -> Any:
         from prometheus_client import multiprocess
 
         registry = prometheus_client.CollectorRegistry()
+        # Raises ValueError when the directory has gone (deleted under a running site).
         multiprocess.MultiProcessCollector(registry, path=_multiprocess_dir)
         return registry
     return prometheus_client.REGISTRY

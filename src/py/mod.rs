@@ -34,6 +34,12 @@ fn enable_multiprocess(path: std::path::PathBuf) -> PyResult<()> {
     Ok(())
 }
 
+/// Set the permission bits of the files the shared store creates from now on (0600, 0640, 0660).
+#[pyfunction]
+fn set_store_file_mode(mode: u32) -> PyResult<()> {
+    crate::store::shared::set_file_mode(mode).map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
 /// In a forked child: claim a slot of its own before anything is written.
 #[pyfunction]
 fn after_fork() {
@@ -79,6 +85,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gzip, m)?)?;
     m.add_function(wrap_pyfunction!(enable_multiprocess, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(set_store_file_mode, m)?)?;
     m.add_function(wrap_pyfunction!(compact, m)?)?;
     m.add_function(wrap_pyfunction!(store_kind, m)?)?;
     m.add_function(wrap_pyfunction!(take_store_warnings, m)?)?;

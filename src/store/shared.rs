@@ -9,6 +9,15 @@
 //! file and renamed) and deletes it; the archive remembers which slot lives it holds, so a crash
 //! between the rename and the delete never counts a slot twice.
 //!
+//! The directory is a trust boundary. Every file is opened without following symlinks
+//! (`O_NOFOLLOW`), read only when it is a regular file, created exclusively (`O_EXCL`) with the
+//! store's mode (0600 unless configured), and owned by the directory's owner when a root process
+//! (gunicorn's master) creates it. Slot space is reserved on disk (`posix_fallocate`) before it
+//! is mapped, so a full disk is an error at claim or growth (the series stay in process memory),
+//! never a SIGBUS on a write through the map. A claim builds its slot under a temporary name and
+//! publishes it with `link`, so it never waits for the directory lock and a failed claim leaves
+//! nothing behind.
+//!
 //! The bindings call into this store only with the GIL held. `os.fork` needs the GIL, so no
 //! child is forked while this process holds a lock here: an inherited descriptor of a held
 //! `flock` would keep it locked for the child's whole life (no claims, no folding).
@@ -16,10 +25,10 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +48,95 @@ const ARCHIVE: &str = "archive.mrs";
 const LOCK: &str = "dir.lock";
 /// How long a scrape waits for the directory lock before merging without compacting.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// Prefix of a slot being built by a claim (published by `link`, then removed).
+const CLAIM_PREFIX: &str = ".claim-";
+/// Suffix of temporary files (claims, archives being written).
+const TMP_EXT: &str = ".tmp";
+
+/// Permission bits of every file the store creates.
+static FILE_MODE: AtomicU32 = AtomicU32::new(DEFAULT_FILE_MODE);
+/// Owner read and write only: nobody else can read values, take a lock or plant a file.
+pub const DEFAULT_FILE_MODE: u32 = 0o600;
+
+/// Set the permission bits of files the store creates from now on.
+///
+/// Only read/write bits for owner and group are accepted (owner read and write required):
+/// other users never get access, and nothing in the store is executable.
+pub fn set_file_mode(mode: u32) -> Result<(), String> {
+    if mode & !0o660 != 0 || mode & 0o600 != 0o600 {
+        return Err(format!(
+            "store file mode {mode:#o} is not allowed: use 0600 (the default), 0640 or 0660"
+        ));
+    }
+    FILE_MODE.store(mode, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The permission bits of files the store creates.
+pub fn file_mode() -> u32 {
+    FILE_MODE.load(Ordering::Relaxed)
+}
+
+fn nofollow_flags() -> libc::c_int {
+    // O_NONBLOCK: opening a FIFO planted under a store name must not block; it has no effect on
+    // regular files.
+    libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK
+}
+
+/// Open an existing store file for reading: never through a symlink, only a regular file.
+fn open_read(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new().read(true).custom_flags(nofollow_flags()).open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Create `path`, which must not exist (a planted symlink counts as existing), with the store's
+/// mode, owned by `owner` when this process may give files away (root).
+fn create_new(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<File> {
+    let mode = file_mode();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(nofollow_flags())
+        .open(path)?;
+    // The umask may have taken away bits the configuration asked for (group access).
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    if let Some((uid, gid)) = owner {
+        // SAFETY: fchown only reads the descriptor, which `file` keeps open for the call.
+        if unsafe { libc::fchown(file.as_raw_fd(), uid, gid) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(file)
+}
+
+/// Create `path` afresh: a leftover file (a stale temporary, a planted link) is removed first.
+/// Removing a link never touches its target.
+fn create_replacing(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<File> {
+    match create_new(path, owner) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            create_new(path, owner)
+        }
+        other => other,
+    }
+}
+
+/// Reserve `len` bytes of disk for `file` (extending it), so writes through a map never fault.
+fn reserve(file: &File, len: u64) -> Result<(), String> {
+    let len = libc::off_t::try_from(len).map_err(|_| "slot file too large".to_string())?;
+    // SAFETY: posix_fallocate only reads the descriptor, which `file` keeps open for the call.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    match rc {
+        0 => Ok(()),
+        libc::ENOSPC => Err("no space left on the store's disk".into()),
+        e => Err(format!("cannot reserve space: {}", std::io::Error::from_raw_os_error(e))),
+    }
+}
 
 /// The slot this process writes to.
 struct Slot {
@@ -55,6 +153,9 @@ struct Slot {
 /// Values shared between the processes using one directory.
 pub struct SharedStore {
     dir: PathBuf,
+    // Who files created here must belong to: the directory's owner, when this process is root
+    // and may give files away (gunicorn's master running as root, workers as the owner).
+    owner: Option<(u32, u32)>,
     slot: Mutex<Option<Slot>>,
     warnings: Mutex<Vec<String>>,
     boot: u64,
@@ -85,21 +186,46 @@ struct DirLock {
 }
 
 impl DirLock {
-    fn acquire(dir: &Path, wait: Duration) -> Result<DirLock, String> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(dir.join(LOCK))
-            .map_err(|e| format!("cannot open {}: {e}", dir.join(LOCK).display()))?;
+    fn open(dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<File> {
+        let path = dir.join(LOCK);
+        match open_read(&path) {
+            Ok(file) if Self::trusted(&file, dir)? => Ok(file),
+            // Planted by another user, who could hold it to stall every scrape and claim.
+            Ok(_) => create_replacing(&path, owner),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match create_new(&path, owner) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => open_read(&path),
+                other => other,
+            },
+            // A symlink (ELOOP) or something else planted under the name: replace it with a
+            // file of ours. Removing a link never touches its target.
+            Err(_) => create_replacing(&path, owner),
+        }
+    }
+
+    /// Whether `file` belongs to this process's user or to the directory's owner.
+    fn trusted(file: &File, dir: &Path) -> std::io::Result<bool> {
+        let uid = file.metadata()?.uid();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        Ok(uid == euid || uid == fs::metadata(dir)?.uid())
+    }
+
+    /// Take the directory lock, waiting at most `wait` (zero: one try).
+    fn acquire(dir: &Path, wait: Duration, owner: Option<(u32, u32)>) -> Result<DirLock, String> {
+        let file =
+            Self::open(dir, owner).map_err(|e| format!("cannot open {}: {e}", dir.join(LOCK).display()))?;
         let start = Instant::now();
         loop {
             match try_lock(&file) {
                 Ok(true) => return Ok(DirLock { _file: file }),
                 Ok(false) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(1)),
-                Ok(false) => return Err("timed out waiting for the store directory lock".into()),
+                Ok(false) => {
+                    return Err(format!(
+                        "{LOCK} was held by another process for {:.1} s (a long compaction, or a process \
+                         of another user holding it): not waiting longer",
+                        wait.as_secs_f64()
+                    ))
+                }
                 Err(e) => return Err(format!("cannot lock the store directory: {e}")),
             }
         }
@@ -131,6 +257,29 @@ fn new_uid() -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+/// What makes `dir` unsafe as a store: another user owns it or may write into it.
+fn directory_problems(dir: &Path, meta: &fs::Metadata, euid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    if euid != 0 && meta.uid() != euid {
+        out.push(format!(
+            "{} belongs to uid {}, not to this process's user (uid {euid}): its owner can tamper \
+             with every value",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode();
+    if mode & 0o022 != 0 {
+        out.push(format!(
+            "{} is writable by other users (mode {:o}): anyone there can block or tamper with the \
+             store; make it 0700, owned by the user the workers run as",
+            dir.display(),
+            mode & 0o7777
+        ));
+    }
+    out
 }
 
 /// The number in `slot-NNNN.mrs`.
@@ -186,16 +335,24 @@ impl SharedStore {
         if !meta.is_dir() {
             return Err(format!("{} is not a directory", dir.display()));
         }
-        let probe = dir.join(format!(".probe-{}", std::process::id()));
-        File::create(&probe).map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        let owner = (euid == 0 && meta.uid() != 0).then_some((meta.uid(), meta.gid()));
+        let probe = dir.join(format!(".probe-{}-{:016x}{TMP_EXT}", std::process::id(), new_uid()));
+        create_new(&probe, owner).map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
         let _ = fs::remove_file(&probe);
-        Ok(SharedStore {
+        let store = SharedStore {
             dir: dir.to_path_buf(),
+            owner,
             slot: Mutex::new(None),
             warnings: Mutex::new(Vec::new()),
             boot: boot_id(),
             host: host_name(),
-        })
+        };
+        for problem in directory_problems(dir, &meta, euid) {
+            store.warn(problem);
+        }
+        Ok(store)
     }
 
     fn warn(&self, msg: String) {
@@ -212,46 +369,58 @@ impl SharedStore {
     }
 
     fn claim(&self) -> Result<Slot, String> {
-        let _lock = DirLock::acquire(&self.dir, Duration::from_secs(30))?;
-        self.compact_locked();
+        // Fold what dead processes left, if nobody else is at it: a claim runs inside a request
+        // and never waits for the directory lock (scrapes and `child_exit` compact too).
+        if let Ok(lock) = DirLock::acquire(&self.dir, Duration::ZERO, self.owner) {
+            self.compact_locked();
+            drop(lock);
+        }
+        let pid = std::process::id();
+        let tmp = self.dir.join(format!("{CLAIM_PREFIX}{pid}-{:016x}{TMP_EXT}", new_uid()));
+        let file =
+            create_new(&tmp, self.owner).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let claimed = self.publish_slot(&file, &tmp, pid);
+        // Published under its slot name by a hard link, or failed: the temporary name goes.
+        let _ = fs::remove_file(&tmp);
+        let map = claimed?;
+        let file_ref = file.try_clone().map_err(|e| e.to_string())?;
+        Ok(Slot {
+            _file: file,
+            file_ref,
+            pid,
+            map: Arc::new(map),
+            capacity: INITIAL_SIZE as usize,
+            used: format::HEADER,
+            families: HashMap::new(),
+        })
+    }
+
+    /// Lock, reserve, stamp and map the new slot file `file` (created at `tmp`), then give it
+    /// the first free slot name.
+    fn publish_slot(&self, file: &File, tmp: &Path, pid: u32) -> Result<MmapRaw, String> {
+        if !try_lock(file).map_err(|e| e.to_string())? {
+            return Err(format!("{} is locked by another process", tmp.display()));
+        }
+        reserve(file, INITIAL_SIZE)?;
+        let header = Header {
+            pid,
+            used: format::HEADER as u64,
+            boot: self.boot,
+            uid: new_uid(),
+            host: self.host.clone(),
+        };
+        let mut f = file;
+        f.write_all(&format::write_header(&header))
+            .map_err(|e| format!("cannot write a slot header: {e}"))?;
+        let map = MmapRaw::map_raw(file).map_err(|e| e.to_string())?;
         for i in 0..1_000_000u32 {
             let path = self.dir.join(format!("{SLOT_PREFIX}{i:04}{EXT}"));
-            let file = match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&path)
-            {
-                Ok(f) => f,
+            // link(2) never replaces an existing name (nor follows a planted link there).
+            match fs::hard_link(tmp, &path) {
+                Ok(()) => return Ok(map),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
-            };
-            if !try_lock(&file).map_err(|e| e.to_string())? {
-                return Err(format!("{} is locked by another process", path.display()));
+                Err(e) => return Err(format!("cannot publish {}: {e}", path.display())),
             }
-            let pid = std::process::id();
-            let header = Header {
-                pid,
-                used: format::HEADER as u64,
-                boot: self.boot,
-                uid: new_uid(),
-                host: self.host.clone(),
-            };
-            let mut f = &file;
-            f.write_all(&format::write_header(&header)).map_err(|e| e.to_string())?;
-            file.set_len(INITIAL_SIZE).map_err(|e| e.to_string())?;
-            let map = MmapRaw::map_raw(&file).map_err(|e| e.to_string())?;
-            let file_ref = file.try_clone().map_err(|e| e.to_string())?;
-            return Ok(Slot {
-                _file: file,
-                file_ref,
-                pid,
-                map: Arc::new(map),
-                capacity: INITIAL_SIZE as usize,
-                used: format::HEADER,
-                families: HashMap::new(),
-            });
         }
         Err("no free slot file name".into())
     }
@@ -263,11 +432,15 @@ impl SharedStore {
         let Ok(entries) = fs::read_dir(&self.dir) else { return };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(TMP_EXT) {
+                self.remove_stale_temporary(&name, &entry.path());
+                continue;
+            }
             if !is_slot(&name) {
                 continue;
             }
             let path = entry.path();
-            let Ok(file) = File::open(&path) else { continue };
+            let Ok(file) = open_read(&path) else { continue };
             match try_lock(&file) {
                 Ok(true) => {}
                 _ => continue,
@@ -319,8 +492,8 @@ impl SharedStore {
         let header =
             Header { pid: std::process::id(), boot: self.boot, host: self.host.clone(), ..Header::default() };
         let bytes = archive.to_archive(&header);
-        let tmp = self.dir.join(format!("{ARCHIVE}.{}.tmp", std::process::id()));
-        let written = File::create(&tmp)
+        let tmp = self.dir.join(format!("{ARCHIVE}.{}{TMP_EXT}", std::process::id()));
+        let written = create_replacing(&tmp, self.owner)
             .and_then(|mut f| f.write_all(&bytes))
             .and_then(|_| fs::rename(&tmp, self.dir.join(ARCHIVE)));
         if let Err(e) = written {
@@ -336,12 +509,28 @@ impl SharedStore {
         }
     }
 
+    /// Remove a temporary file left by a process that died in a claim or a compaction. Needs
+    /// the directory lock (compactions write theirs under it, so none is in progress).
+    fn remove_stale_temporary(&self, name: &str, path: &Path) {
+        if name.starts_with(CLAIM_PREFIX) {
+            // A claim in progress holds its file's lock; a free lock means its process is gone.
+            match open_read(path) {
+                Ok(file) if matches!(try_lock(&file), Ok(true)) => {}
+                Ok(_) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                // Not a regular file (a planted link or FIFO): not ours to keep.
+                Err(_) => {}
+            }
+        }
+        let _ = fs::remove_file(path);
+    }
+
     fn slot_uids(&self) -> std::collections::HashSet<u64> {
         let mut out = std::collections::HashSet::new();
         if let Ok(entries) = fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 if is_slot(&e.file_name().to_string_lossy()) {
-                    if let Ok(mut f) = File::open(e.path()) {
+                    if let Ok(mut f) = open_read(&e.path()) {
                         let mut buf = [0u8; format::HEADER];
                         if std::io::Read::read_exact(&mut f, &mut buf).is_ok() {
                             if let Ok(h) = format::read_header(&buf) {
@@ -358,7 +547,14 @@ impl SharedStore {
     fn read_archive(&self) -> Merge {
         let mut merge = Merge::default();
         let path = self.dir.join(ARCHIVE);
-        let Ok(file) = File::open(&path) else { return merge };
+        let file = match open_read(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return merge,
+            Err(e) => {
+                self.warn(format!("{ARCHIVE}: {e}; left out"));
+                return merge;
+            }
+        };
         match Mapped::open(&file).and_then(|m| m.map(|m| m.decode()).transpose()) {
             Ok(Some((data, err))) => {
                 if let Some(e) = err {
@@ -387,7 +583,14 @@ impl SharedStore {
             .collect();
         names.sort();
         for (name, path) in names {
-            let Ok(file) = File::open(&path) else { continue };
+            let file = match open_read(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.warn(format!("{name}: {e}; skipped"));
+                    continue;
+                }
+            };
             let mapped = match Mapped::open(&file) {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
@@ -423,7 +626,7 @@ impl SharedStore {
 
     /// Fold dead slots into the archive now (gunicorn's `child_exit`, uWSGI's hooks).
     pub fn compact(&self) -> Result<(), String> {
-        let _lock = DirLock::acquire(&self.dir, LOCK_WAIT)?;
+        let _lock = DirLock::acquire(&self.dir, LOCK_WAIT, self.owner)?;
         self.compact_locked();
         Ok(())
     }
@@ -435,7 +638,7 @@ impl SharedStore {
             while cap < need {
                 cap *= 2;
             }
-            slot.file_ref.set_len(cap as u64).map_err(|e| format!("cannot grow the slot file: {e}"))?;
+            reserve(&slot.file_ref, cap as u64).map_err(|e| format!("cannot grow the slot file: {e}"))?;
             // The old mapping stays alive (cells point into it); both map the same pages.
             slot.map = Arc::new(MmapRaw::map_raw(&slot.file_ref).map_err(|e| e.to_string())?);
             slot.capacity = cap;
@@ -500,7 +703,7 @@ impl Store for SharedStore {
     }
 
     fn collect(&self, families: &[Arc<Family>], everything: bool) -> Vec<FamilySnapshot> {
-        let lock = DirLock::acquire(&self.dir, LOCK_WAIT);
+        let lock = DirLock::acquire(&self.dir, LOCK_WAIT, self.owner);
         match &lock {
             Ok(_) => self.compact_locked(),
             Err(e) => self.warn(format!("{e}; merged without compacting")),
