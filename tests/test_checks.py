@@ -77,12 +77,16 @@ def test_missing_multiproc_dir_is_an_error(tmp_path) -> None:
         assert check_settings() == []
 
 
+# Django 6.1's model checks ask the database whether it supports JSONField.
+@pytest.mark.django_db
 def test_valid_settings_pass_manage_py_check() -> None:
     """The test project's settings raise no error, and `check` exits cleanly."""
     assert check_settings() == []
     call_command("check", verbosity=0)
 
 
+# Django 6.1's model checks ask the database whether it supports JSONField.
+@pytest.mark.django_db
 def test_manage_py_check_fails_on_a_bad_setting() -> None:
     """`manage.py check` (and so migrate/runserver) stops on a bad value."""
     with override_settings(METRICS_ALLOWED_IPS="300.1.1.1"), pytest.raises(SystemCheckError, match="E002"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -356,7 +357,8 @@ def garbage_server() -> Iterator[Any]:
     [
         (b"SSH-2.0-OpenSSH_9.6\r\n", "BadStatusLine"),
         (b"\x00\xff\xfe garbage \x07\r\n\r\n", "BadStatusLine"),
-        (None, "RemoteDisconnected"),
+        # Closed unanswered: a clean close, or a reset when the request body was still unread.
+        (None, "RemoteDisconnected|ConnectionResetError"),
         (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", "LineTooLong"),
         (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 200 + b"\r\n", "HTTPException"),
     ],
@@ -372,7 +374,7 @@ def test_a_server_that_does_not_speak_http_is_a_command_error(
     assert message.startswith(
         f"Could not reach the Pushgateway for PUT http://127.0.0.1:{port}/metrics/job/x: "
     )
-    assert error in message
+    assert re.search(error, message), message
     assert "\n" not in message
 
 
