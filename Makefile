@@ -55,7 +55,7 @@ build-release: $(DEMO_STAMP) ## Build the Rust core with optimisations (for benc
 system-deps: ## Install the Debian packages the tests start, when missing (root; else names the command).
 	@need=""; \
 	for p in $(or $(DEBS),$(TEST_DEBS) $(BENCH_DEBS)); do \
-	  dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || need="$$need $$p"; \
 	done; \
 	if [ -n "$$need" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then \
