@@ -199,3 +199,23 @@ def test_latency_buckets_come_from_the_setting(source: str, expected: list[float
         expected = [*DEFAULT_LATENCY_BUCKETS, float("inf")]
         assert "Ignoring bad METRICS_LATENCY_BUCKETS" in out.stderr
     assert bounds == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("0", None),
+        (0, None),
+        (9100, ("0.0.0.0", 9100)),
+        ("9100", ("0.0.0.0", 9100)),
+        ("127.0.0.1:9100", ("127.0.0.1", 9100)),
+        ("[::1]:9100", ("::1", 9100)),
+    ],
+)
+def test_export_port_forms(value: object, expected: object) -> None:
+    """A port alone listens everywhere; host:port and [v6]:port bind one address; 0/empty is off."""
+    from metrics.conf import parse_export_address
+
+    assert parse_export_address(value) == expected

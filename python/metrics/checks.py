@@ -36,6 +36,7 @@ SETTING_ERROR_IDS = {
     "METRICS_CELERY_HEALTH_CHECK": "metrics.E016",
     "METRICS_LATENCY_BUCKETS": "metrics.E017",
     "METRICS_STORE_FILE_MODE": "metrics.E018",
+    "METRICS_EXPORT_PORT": "metrics.E019",
 }
 
 _HINTS = {
@@ -57,6 +58,7 @@ _HINTS = {
     "METRICS_CELERY_WORKER_ADDRESS": "Use an address to listen on, e.g. '0.0.0.0' or '127.0.0.1'.",
     "METRICS_CELERY_HEALTH_CHECK": "Use True or False.",
     "METRICS_LATENCY_BUCKETS": "Use increasing numbers of seconds, e.g. '0.01,0.05,0.1,0.5,1,5'.",
+    "METRICS_EXPORT_PORT": "Use a port (9100) or host:port (127.0.0.1:9100, [::1]:9100); 0 or unset: off.",
     "METRICS_STORE_FILE_MODE": "Use '0600' (the default), or '0640'/'0660' when a second user in the "
     "directory's group must read or write the store.",
 }

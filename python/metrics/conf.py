@@ -190,6 +190,36 @@ def parse_bind_address(value: object) -> str:
     return value.strip().strip("[]")
 
 
+def parse_export_address(value: object) -> tuple[str, int] | None:
+    """Return (address, port) from a port (`9100`: every interface) or `host:port`; None when off.
+
+    `0`, an empty string or None turn the export port off. IPv6 addresses take brackets
+    (`[::1]:9100`).
+    """
+    if value is None or value == "" or value == 0:
+        return None
+    if isinstance(value, bool):
+        raise SettingError(f"{value!r} is not a port or host:port")
+    if isinstance(value, int):
+        host, port_text = "0.0.0.0", str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or text == "0":
+            return None
+        if text.isdigit():
+            host, port_text = "0.0.0.0", text
+        else:
+            host, sep, port_text = text.rpartition(":")
+            if not sep or not host:
+                raise SettingError(f"{value!r} is not a port or host:port")
+            host = host.strip("[]")
+    else:
+        raise SettingError(f"{value!r} is not a port or host:port")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise SettingError(f"{value!r} does not name a port from 1 to 65535")
+    return parse_bind_address(host), int(port_text)
+
+
 # Permission bits the multiprocess store may give its files: never any access for other users.
 STORE_FILE_MODES = (0o600, 0o640, 0o660)
 
@@ -304,6 +334,8 @@ SETTINGS: dict[str, Setting[Any]] = {
         Setting("METRICS_ALLOWED_IPS", parse_networks, _NO_NETWORKS, lenient=_parse_networks_leniently),
         Setting("METRICS_AUTH_TOKEN", parse_token, ""),
         Setting("PROMETHEUS_MULTIPROC_DIR", parse_optional_path, None),
+        # gunicorn's master serves /metrics/ there (deploy/gunicorn.conf.py); off by default.
+        Setting("METRICS_EXPORT_PORT", parse_export_address, None),
         # Read at import from the environment (core.py) and at start-up (apps.py).
         Setting("METRICS_STORE_FILE_MODE", parse_file_mode, 0o600),
         Setting("METRICS_STORE_IN_DB", parse_bool, False),
@@ -366,6 +398,11 @@ class AppSettings:
     def MULTIPROC_DIR(self) -> str | None:
         """Directory shared by worker processes (`PROMETHEUS_MULTIPROC_DIR`, default unset)."""
         return self._get("PROMETHEUS_MULTIPROC_DIR")  # type: ignore[no-any-return]
+
+    @property
+    def EXPORT_PORT(self) -> tuple[str, int] | None:
+        """Where gunicorn's master serves `/metrics/` (`METRICS_EXPORT_PORT`, default off)."""
+        return self._get("METRICS_EXPORT_PORT")  # type: ignore[no-any-return]
 
     @property
     def STORE_FILE_MODE(self) -> int:
