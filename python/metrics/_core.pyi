@@ -30,6 +30,7 @@ __all__ = [
     "gauge_functions",
     "gzip",
     "set_default_registry",
+    "set_store_file_mode",
     "store_kind",
     "take_store_warnings",
 ]
