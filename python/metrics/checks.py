@@ -37,6 +37,8 @@ SETTING_ERROR_IDS = {
     "METRICS_LATENCY_BUCKETS": "metrics.E017",
     "METRICS_STORE_FILE_MODE": "metrics.E018",
     "METRICS_EXPORT_PORT": "metrics.E019",
+    "METRICS_CELERY_QUEUES": "metrics.E020",
+    "METRICS_CELERY_QUEUE_TIMEOUT": "metrics.E021",
 }
 
 _HINTS = {
@@ -57,6 +59,8 @@ _HINTS = {
     "METRICS_CELERY_WORKER_PORT": "Use a TCP port, 1 to 65535, or 0 for no worker port.",
     "METRICS_CELERY_WORKER_ADDRESS": "Use an address to listen on, e.g. '0.0.0.0' or '127.0.0.1'.",
     "METRICS_CELERY_HEALTH_CHECK": "Use True or False.",
+    "METRICS_CELERY_QUEUES": "Use queue names, comma-separated or a list, e.g. 'celery,emails'; [] for none.",
+    "METRICS_CELERY_QUEUE_TIMEOUT": "Use seconds, e.g. 0.5: a scrape waits at most this long for the broker.",
     "METRICS_LATENCY_BUCKETS": "Use increasing numbers of seconds, e.g. '0.01,0.05,0.1,0.5,1,5'.",
     "METRICS_EXPORT_PORT": "Use a port (9100) or host:port (127.0.0.1:9100, [::1]:9100); 0 or unset: off.",
     "METRICS_STORE_FILE_MODE": "Use '0600' (the default), or '0640'/'0660' when a second user in the "

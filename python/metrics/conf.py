@@ -271,6 +271,18 @@ def parse_buckets(value: object) -> tuple[float, ...]:
     return tuple(bounds)
 
 
+def parse_queue_names(value: object) -> tuple[str, ...]:
+    """Return broker queue names: a comma-separated string or a list, each 1 to 255 characters.
+
+    255: the longest queue name AMQP allows. An empty list is valid (it means: watch no queue).
+    """
+    names = tuple(dict.fromkeys(_items(value)))
+    for name in names:
+        if len(name) > 255:
+            raise SettingError(f"{name[:40]!r}... is longer than 255 characters")
+    return names
+
+
 def parse_paths(value: object) -> tuple[str, ...]:
     """Return URL path prefixes, each starting with `/`."""
     paths = _items(value)
@@ -358,6 +370,11 @@ SETTINGS: dict[str, Setting[Any]] = {
         Setting("METRICS_CELERY_WORKER_ADDRESS", parse_bind_address, "0.0.0.0"),
         # A `celery` check on /metrics/health/: broker reachable and a worker answering a ping.
         Setting("METRICS_CELERY_HEALTH_CHECK", parse_bool, True),
+        # Queues whose length is read from the broker at scrape time. None: the Celery app's
+        # configured queues; an empty list: none (no broker read).
+        Setting("METRICS_CELERY_QUEUES", parse_queue_names, None),
+        # Longest a scrape waits for that read before leaving the queue series out.
+        Setting("METRICS_CELERY_QUEUE_TIMEOUT", parse_timeout, 0.5),
     )
 }
 
