@@ -13,6 +13,19 @@ max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "0"))
 
 
+def when_ready(server):
+    """Serve /metrics/ from the master on METRICS_EXPORT_PORT (if set): answered when workers are busy.
+
+    Never raises (gunicorn stops its master on an exception from a hook).
+    """
+    try:
+        from metrics.worker_http import start_export_server
+
+        start_export_server()
+    except Exception:
+        server.log.exception("metrics: the export port could not start")
+
+
 def child_exit(server, worker):
     """Fold the exited worker's values into the archive now, so no scrape has to.
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +30,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gunicorn(tmp_path: Path, workers: int, max_requests: int) -> tuple[subprocess.Popen, str, Path]:
+def start_gunicorn(
+    tmp_path: Path, workers: int, max_requests: int, **extra_env: str
+) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
     mp_dir = tmp_path / "mp"
     mp_dir.mkdir()
@@ -43,6 +46,7 @@ def start_gunicorn(tmp_path: Path, workers: int, max_requests: int) -> tuple[sub
         "GUNICORN_WORKERS": str(workers),
         "GUNICORN_MAX_REQUESTS": str(max_requests),
         "GUNICORN_MAX_REQUESTS_JITTER": str(max_requests // 5),
+        **extra_env,
     }
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
@@ -170,5 +174,86 @@ def test_store_directory_removed_under_a_running_site(tmp_path: Path) -> None:
         assert load(base, 10) == 10
         log = (tmp_path / "gunicorn.log").read_text()
         assert "dead workers are folded at the next scrape" in log, log[-3000:]
+    finally:
+        stop(proc)
+
+
+def hold_worker(address: tuple[str, int], release: threading.Event) -> None:
+    """Occupy a sync worker: send a request head a byte every half second until `release`."""
+    head = b"GET /about/ HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Slow: " + b"x" * 10_000
+    with socket.create_connection(address, timeout=5) as sock:
+        for byte in head:
+            if release.wait(0.5):
+                return
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                return
+
+
+def test_export_port_answers_while_every_worker_is_held(tmp_path: Path) -> None:
+    """With both sync workers held by slow clients, the master's export port still serves scrapes."""
+    export = free_port()
+    proc, base, _ = start_gunicorn(
+        tmp_path,
+        workers=2,
+        max_requests=0,
+        METRICS_EXPORT_PORT=f"127.0.0.1:{export}",
+        METRICS_ALLOWED_IPS="",
+        METRICS_AUTH_TOKEN="export-token",
+    )
+    release = threading.Event()
+    holders: list[threading.Thread] = []
+    try:
+        assert load(base, 30) == 30
+        export_url = f"http://127.0.0.1:{export}/metrics"
+        assert requests.get(export_url, timeout=5).status_code == 401
+        assert requests.get(export_url, headers={"X-Metrics-Token": "wrong"}, timeout=5).status_code == 403
+        port = int(base.rsplit(":", 1)[1])
+        holders = [
+            threading.Thread(target=hold_worker, args=(("127.0.0.1", port), release)) for _ in range(4)
+        ]
+        for thread in holders:
+            thread.start()
+        time.sleep(1)
+        with pytest.raises(requests.Timeout):
+            requests.get(f"{base}/metrics/liveness/", timeout=2)
+        for _ in range(10):
+            started = time.monotonic()
+            response = requests.get(export_url, headers={"Authorization": "Bearer export-token"}, timeout=3)
+            assert response.status_code == 200
+            assert time.monotonic() - started < 3
+            served = sum(
+                s.value
+                for fam in text_string_to_metric_families(response.text)
+                for s in fam.samples
+                if s.name == "django_http_requests_total" and s.labels.get("view") == "about/"
+            )
+            assert served == 30
+        assert proc.poll() is None
+    finally:
+        release.set()
+        for thread in holders:
+            thread.join()
+        stop(proc)
+
+
+def test_probes_answer_a_pod_ip_host_and_nothing_else_does(tmp_path: Path) -> None:
+    """The kubelet's `Host: <pod IP>:<port>` gets the probes; any other path with it still gets 400."""
+    proc, base, _ = start_gunicorn(tmp_path, workers=1, max_requests=0)
+    try:
+        pod = {"Host": "10.1.2.3:8000"}
+        live = requests.get(f"{base}/metrics/liveness/", headers=pod, timeout=10)
+        assert (live.status_code, live.json()) == (200, {"status": "ok"})
+        ready = requests.get(f"{base}/metrics/readiness/", headers=pod, timeout=10)
+        assert ready.status_code == 200, ready.text
+        # Allowed by address (127.0.0.1), yet no details for a host outside ALLOWED_HOSTS.
+        assert all(
+            set(check) <= {"status", "latency_ms", "critical"} for check in ready.json()["checks"].values()
+        )
+        assert requests.get(f"{base}/", headers=pod, timeout=10).status_code == 400
+        assert requests.get(f"{base}/metrics/", headers=pod, timeout=10).status_code == 400
+        assert requests.get(f"{base}/metrics/health/", headers=pod, timeout=10).status_code == 400
+        assert requests.get(f"{base}/metrics/liveness/", timeout=10).status_code == 200
     finally:
         stop(proc)

@@ -10,7 +10,7 @@ from django.test import Client, override_settings
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from metrics.views import accepts_gzip, wants_openmetrics
+from metrics.negotiation import accepts_gzip, wants_openmetrics
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0;q=0.5,"
@@ -126,3 +126,33 @@ def test_accept_parsing(accept: str, expected: bool) -> None:
 def test_accept_encoding_parsing(header: str, expected: bool) -> None:
     """gzip is used when listed with q > 0."""
     assert accepts_gzip(header) is expected
+
+
+@pytest.mark.django_db
+@override_settings(ALLOWED_HOSTS=["testserver"], METRICS_ALLOWED_IPS="127.0.0.1")
+def test_probes_answer_a_pod_ip_host_without_details(env) -> None:
+    """Liveness and readiness answer `Host: <pod IP>`; other paths keep ALLOWED_HOSTS; no details."""
+    client = Client()
+    pod = {"HTTP_HOST": "10.1.2.3:8000"}
+    assert client.get("/metrics/liveness/", **pod).status_code == 200
+    ready = client.get("/metrics/readiness/", **pod)
+    assert ready.status_code == 200, ready.content
+    assert all("error" not in c and "info" not in c for c in ready.json()["checks"].values())
+    assert client.get("/metrics/", **pod).status_code == 400
+    assert client.get("/metrics/health/", **pod).status_code == 400
+    assert client.get("/metrics/liveness/").status_code == 200
+
+
+@override_settings(ALLOWED_HOSTS=["testserver"])
+def test_probes_answer_a_pod_ip_host_under_asgi() -> None:
+    """The same under ASGI (the middleware's async path)."""
+    import asyncio
+
+    from django.test import AsyncClient
+
+    async def get(path: str) -> int:
+        response = await AsyncClient().get(path, headers={"host": "10.1.2.3:8000"})
+        return int(response.status_code)
+
+    assert asyncio.run(get("/metrics/liveness/")) == 200
+    assert asyncio.run(get("/metrics/")) == 400

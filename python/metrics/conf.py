@@ -446,13 +446,33 @@ class AppSettings:
         """Path prefixes the middleware ignores; None means this app's endpoints."""
         return self._get("METRICS_EXCLUDE_PATHS")  # type: ignore[no-any-return]
 
-    def middleware_settings(self) -> tuple[bool, tuple[str, ...]]:
-        """Return (ENABLED, excluded_paths()) in one cached lookup, for the per-request path."""
+    def middleware_settings(self) -> tuple[bool, tuple[str, ...], frozenset[str]]:
+        """Return (ENABLED, excluded_paths(), probe_paths()) in one cached lookup, per request."""
         try:
             return self._cache["_middleware"]  # type: ignore[no-any-return]
         except KeyError:
-            value = self._cache["_middleware"] = (self.ENABLED, self.excluded_paths())
+            value = self._cache["_middleware"] = (self.ENABLED, self.excluded_paths(), self.probe_paths())
             return value
+
+    def probe_paths(self) -> frozenset[str]:
+        """Return the paths (as `request.path_info`) of `/metrics/liveness/` and `/metrics/readiness/`.
+
+        Empty when `metrics.urls` is not included.
+        """
+        from django.urls import NoReverseMatch, get_script_prefix, reverse
+
+        paths = set()
+        prefix = get_script_prefix()
+        for name in ("metrics:liveness", "metrics:readiness"):
+            try:
+                path = reverse(name)
+            except NoReverseMatch:
+                continue
+            except Exception:
+                logger.warning("metrics: could not reverse %s", name, exc_info=True)
+                continue
+            paths.add("/" + path[len(prefix) :] if path.startswith(prefix) else path)
+        return frozenset(paths)
 
     def excluded_paths(self) -> tuple[str, ...]:
         """Return the path prefixes the middleware ignores.

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from time import perf_counter
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponseBase
 
 from metrics.collectors import (
@@ -70,7 +71,9 @@ class MetricsMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        enabled, excluded = app_settings.middleware_settings()
+        enabled, excluded, probes = app_settings.middleware_settings()
+        if request.path_info in probes and not _host_allowed(request):
+            return _probe_view(request)(request)
         if not enabled or request.path_info.startswith(excluded):
             return self.get_response(request)
         method, gauge = self._begin(request)
@@ -85,7 +88,9 @@ class MetricsMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        enabled, excluded = app_settings.middleware_settings()
+        enabled, excluded, probes = app_settings.middleware_settings()
+        if request.path_info in probes and not _host_allowed(request):
+            return await sync_to_async(_probe_view(request))(request)  # type: ignore[no-any-return]
         if not enabled or request.path_info.startswith(excluded):
             return await get_response(request)
         method, gauge = self._begin(request)
@@ -167,6 +172,34 @@ class MetricsMiddleware:
                 response_size.observe(len(response.content))  # type: ignore[attr-defined]
         except Exception:
             logger.exception("metrics: could not record the request")
+
+
+def _host_allowed(request: HttpRequest) -> bool:
+    """Return whether the request's Host is in ALLOWED_HOSTS (what the rest of the stack checks)."""
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return False
+    return True
+
+
+def _probe_view(request: HttpRequest) -> Callable[[HttpRequest], HttpResponseBase]:
+    """Return the view of the liveness or readiness probe at `request.path_info`.
+
+    Kubernetes probes send `Host: <pod IP>:<port>`, which ALLOWED_HOSTS rejects with 400 further
+    down the stack. Their answers hold no host-dependent content (no URL, no redirect, nothing
+    cached by host) and, for such a request, no details (see `views._report_response`), so
+    they are answered here, before any middleware that validates the host; every other path
+    keeps ALLOWED_HOSTS as configured.
+    """
+    from django.urls import resolve
+
+    from metrics import views
+
+    request.metrics_untrusted_host = True  # type: ignore[attr-defined]
+    match = resolve(request.path_info)
+    request.resolver_match = match
+    return views.readiness if match.func is views.readiness else views.liveness
 
 
 def _count_streamed(response: Any, size: Any) -> None:

@@ -21,33 +21,7 @@ from django.views.decorators.http import require_safe
 from metrics import core, health
 from metrics.access import WWW_AUTHENTICATE, check_request
 from metrics.conf import app_settings
-
-
-def _accepted(header: str, wanted: str) -> bool:
-    """Return True when `wanted` appears in a comma-separated Accept-style header with q > 0."""
-    for part in header.split(","):
-        token, *params = part.split(";")
-        if token.strip().lower() != wanted:
-            continue
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    return float(value) > 0
-                except ValueError:
-                    return False
-        return True
-    return False
-
-
-def wants_openmetrics(accept: str) -> bool:
-    """Return True when the Accept header asks for OpenMetrics text (as Prometheus does)."""
-    return _accepted(accept, "application/openmetrics-text")
-
-
-def accepts_gzip(accept_encoding: str) -> bool:
-    """Return True when the Accept-Encoding header allows gzip."""
-    return _accepted(accept_encoding, "gzip")
+from metrics.negotiation import accepts_gzip, prefers_html, wants_openmetrics
 
 
 @csrf_exempt
@@ -106,10 +80,12 @@ def health_view(request: HttpRequest) -> HttpResponse:
 
 
 def _report_response(request: HttpRequest, report: health.Report, title: str) -> HttpResponse:
-    # Error messages can reveal host names and versions: only for who may read the metrics.
-    details = check_request(request).allowed
+    # Error messages can reveal host names and versions: only for who may read the metrics, and
+    # never on a probe answered for a Host outside ALLOWED_HOSTS (see middleware._probe_view):
+    # a DNS-rebound page in a browser on an allowed network must not read them.
+    details = check_request(request).allowed and not getattr(request, "metrics_untrusted_host", False)
     data = report.as_dict(details)
-    if _prefers_html(request.headers.get("Accept", "")):
+    if prefers_html(request.headers.get("Accept", "")):
         response = HttpResponse(
             _render_html({"title": title, "report": data, "details": details}),
             status=report.http_status,
@@ -119,10 +95,6 @@ def _report_response(request: HttpRequest, report: health.Report, title: str) ->
         response = JsonResponse(data, status=report.http_status)
     patch_vary_headers(response, ("Accept",))
     return response
-
-
-def _prefers_html(accept: str) -> bool:
-    return _accepted(accept, "text/html")
 
 
 def _render_html(context: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import queue
 import selectors
 import socket
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 from metrics import core
 from metrics.access import WWW_AUTHENTICATE, is_allowed
 from metrics.conf import SETTINGS
+from metrics.negotiation import accepts_gzip, wants_openmetrics
 
 logger = logging.getLogger("metrics")
 
@@ -72,9 +74,6 @@ class MetricsHandler(BaseHTTPRequestHandler):
         self._answer(send_body=False)
 
     def _answer(self, *, send_body: bool) -> None:
-        # Imported here: views.py pulls in Django's HTTP machinery, which needs settings.
-        from metrics.views import accepts_gzip, wants_openmetrics
-
         if urlsplit(self.path).path not in PATHS or not _metrics_enabled():
             self._send(404, b"Not found.\n", "text/plain; charset=utf-8", send_body)
             return
@@ -420,3 +419,49 @@ def serve(address: str, port: int) -> MetricsServer:
     server = MetricsServer(address, port).start()
     logger.info("metrics server listening on %s:%d", address, server.port)
     return server
+
+
+# The export server of this process (gunicorn's master), closed in every forked child.
+_export_server: MetricsServer | None = None
+
+
+def start_export_server() -> MetricsServer | None:
+    """Serve `/metrics/` from this process on `METRICS_EXPORT_PORT`, if set; return the server.
+
+    For gunicorn's master (`when_ready` in deploy/gunicorn.conf.py): it never serves user
+    requests, so a scrape is answered while every worker is busy. Never raises: a bad setting
+    (reported by the system check metrics.E019) or a port in use is logged, and the site runs
+    without the export port. Forked children (the workers) close the inherited sockets at once.
+    """
+    global _export_server
+    if _export_server is not None:
+        return _export_server
+    try:
+        where = SETTINGS["METRICS_EXPORT_PORT"].read()
+        if where is None:
+            return None
+        address, port = where
+        _export_server = MetricsServer(address, port, name="metrics-export").start()
+    except Exception:
+        logger.exception("metrics export port: not started")
+        return None
+    logger.info("metrics export port listening on %s:%d", address, _export_server.port)
+    return _export_server
+
+
+def stop_export_server() -> None:
+    """Stop the export server of this process, if one runs."""
+    global _export_server
+    server, _export_server = _export_server, None
+    if server is not None:
+        server.stop()
+
+
+def _close_export_server_in_child() -> None:
+    global _export_server
+    server, _export_server = _export_server, None
+    if server is not None:
+        server.close_inherited()
+
+
+os.register_at_fork(after_in_child=_close_export_server_in_child)
