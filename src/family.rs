@@ -173,26 +173,33 @@ pub struct Series {
     created: AtomicU64,
     seq: u64,
     info: Mutex<Vec<(String, String)>>,
+    // A gauge merged as `mostrecent`: every write also records its time, whoever writes.
+    stamped: bool,
 }
 
 impl Series {
-    /// Add `amount` to the first cell (counter, gauge).
+    /// Add `amount` to the first cell (counter, gauge), stamping the time where it is merged by it.
     #[inline]
     pub fn inc(&self, amount: f64) {
         cell::add(&self.cells.get()[0], amount);
+        self.stamp();
     }
 
-    /// Set the first cell (gauge, enum state index).
+    /// Set the first cell (gauge, enum state index), stamping the time where it is merged by it.
     #[inline]
     pub fn set(&self, value: f64) {
         cell::set(&self.cells.get()[0], value);
+        self.stamp();
     }
 
-    /// Record that the value was written now (only gauges merged as `mostrecent` have the cell).
+    /// Record that the value was written now, for gauges merged as `mostrecent` (their second
+    /// cell). Every write goes through `inc` or `set`, so no caller can forget it.
     #[inline]
-    pub fn touch(&self) {
-        if let Some(c) = self.cells.get().get(1) {
-            cell::set(c, now());
+    fn stamp(&self) {
+        if self.stamped {
+            if let Some(c) = self.cells.get().get(1) {
+                cell::set(c, now());
+            }
         }
     }
 
@@ -322,6 +329,7 @@ impl Family {
             created: AtomicU64::new(created.to_bits()),
             seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
             info: Mutex::new(Vec::new()),
+            stamped: self.desc.tracks_time(),
         });
         map.insert(labels, Arc::clone(&series));
         Ok(series)

@@ -418,7 +418,6 @@ metric_class!(PyGauge, "Gauge", {
     fn inc(&self, amount: f64) -> PyResult<()> {
         let s = self.m.series()?;
         s.inc(amount);
-        s.touch();
         Ok(())
     }
 
@@ -427,7 +426,6 @@ metric_class!(PyGauge, "Gauge", {
     fn dec(&self, amount: f64) -> PyResult<()> {
         let s = self.m.series()?;
         s.inc(-amount);
-        s.touch();
         Ok(())
     }
 
@@ -435,7 +433,6 @@ metric_class!(PyGauge, "Gauge", {
     fn set(&self, value: f64) -> PyResult<()> {
         let s = self.m.series()?;
         s.set(value);
-        s.touch();
         Ok(())
     }
 
@@ -443,7 +440,6 @@ metric_class!(PyGauge, "Gauge", {
     fn set_to_current_time(&self) -> PyResult<()> {
         let s = self.m.series()?;
         s.set(now());
-        s.touch();
         Ok(())
     }
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,27 @@ def test_gauge_modes(tmp_path: Path, mode: str, live: str, dead: str | None) -> 
         assert not any(str(child) in line or line.endswith(" 5.0") for line in dead_lines), dead_lines
     else:
         assert f"g {dead}" in dead_lines, dead_lines
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "with g.track_inprogress():\n    pass",
+        "@g.track_inprogress()\ndef f():\n    pass\nf()",
+        "with g.time():\n    pass",
+        "g.inc(2)\ng.dec(2)",
+    ],
+)
+def test_mostrecent_gauge_sees_writes_of_context_managers(tmp_path: Path, block: str) -> None:
+    """A later process's track_inprogress()/time() write is the most recent one, like set()."""
+    run(tmp_path, 'Gauge("g", "G.", multiprocess_mode="mostrecent").set(5)\nemit(1)')
+    time.sleep(0.01)
+    code = 'g = Gauge("g", "G.", multiprocess_mode="mostrecent")\n' + block + "\nemit(value('g'))"
+    merged = run(tmp_path, code)
+    if "time()" in block:
+        assert merged < 1.0, merged  # the block's duration, not the 5 written earlier
+    else:
+        assert merged == 0.0, merged
 
 
 def test_bad_files_in_the_directory_never_fail_a_scrape(tmp_path: Path) -> None:
