@@ -100,6 +100,8 @@ def classify_independently(sql: str) -> str:
     if first == "with":
         # This workload's only CTE is followed by SELECT.
         return "select"
+    if first in ("begin", "start", "commit", "end", "rollback", "savepoint", "release"):
+        return "transaction"
     return first if first in ("select", "insert", "update", "delete") else "other"
 
 
@@ -118,6 +120,32 @@ def test_query_counts_equal_django_capture() -> None:
     assert counted["update"] == 2
     assert counted["delete"] >= 2
     assert counted["select"] >= 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_transaction_statements_count_like_djangos_log() -> None:
+    """Creating, changing, reading, counting and deleting a user: the total equals Django's log.
+
+    Outside a test transaction, so `atomic()` sends BEGIN and COMMIT (PostgreSQL, MariaDB:
+    without a cursor; SQLite: through one), which Django logs and which now count too.
+    """
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    User.objects.exists()  # open the connection first
+    before = query_counts("default")
+    with CaptureQueriesContext(connection) as captured:
+        user = User.objects.create_user("tx-user", password=None)
+        user.first_name = "T"
+        user.save()
+        assert User.objects.get(pk=user.pk).first_name == "T"
+        assert User.objects.filter(username="tx-user").count() == 1
+        user.delete()
+    counted = delta(before, query_counts("default"))
+    assert sum(counted.values()) == len(captured.captured_queries), (counted, captured.captured_queries)
+    expected = Tally(classify_independently(q["sql"]) for q in captured.captured_queries)
+    assert counted == {op: float(n) for op, n in expected.items()}
+    assert counted.get("transaction", 0) >= 2  # at least the delete's atomic block: BEGIN, COMMIT
 
 
 def test_executemany_counts_once() -> None:
@@ -186,8 +214,13 @@ def test_failed_query_raises_as_without_instrumentation_and_is_counted() -> None
         ('WITH "q)" AS (SELECT 1) UPDATE t SET a = 2', "update"),
         ("WITH RECURSIVE r(n) AS (SELECT 1 UNION SELECT n + 1 FROM r) DELETE FROM t", "delete"),
         ("WITH broken AS (SELECT 1", "other"),
-        ("SAVEPOINT s1", "other"),
-        ("RELEASE SAVEPOINT s1", "other"),
+        ("SAVEPOINT s1", "transaction"),
+        ("RELEASE SAVEPOINT s1", "transaction"),
+        ("ROLLBACK TO SAVEPOINT s1", "transaction"),
+        ("BEGIN", "transaction"),
+        ("START TRANSACTION", "transaction"),
+        ("COMMIT", "transaction"),
+        ("ROLLBACK", "transaction"),
         ("EXPLAIN SELECT 1", "other"),
         ("REPLACE INTO t VALUES (1)", "other"),
         ("CREATE TABLE t (a int)", "other"),

@@ -4,7 +4,10 @@ Every connection Django opens gets one execute wrapper (Django's public `execute
 installed from the `connection_created` signal), which counts and times each `execute()` and
 `executemany()` call: `django_db_queries_total{database,operation}`,
 `django_db_query_duration_seconds{database,operation}` and, when the call raises,
-`django_db_query_errors_total{database,operation}`. These are exactly the calls Django's own
+`django_db_query_errors_total{database,operation}`. Transaction control that Django sends without
+a cursor (`BEGIN` when leaving autocommit, `COMMIT`, `ROLLBACK`, which go through Django's
+`debug_transaction`) counts too, under `operation="transaction"`, as do the savepoint statements
+and SQLite's `BEGIN` that do go through a cursor. Together these are exactly what Django's own
 `CaptureQueriesContext` records (failed ones included); `callproc()` and queries run on the raw
 DB-API connection are seen by neither.
 
@@ -22,16 +25,18 @@ time: `django_db_pool_size`, `_max`, `_idle`, `_waiting`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from time import perf_counter
 from typing import Any
 
 from django.db import connections
+from django.db.backends.base import base as backends_base
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
@@ -50,7 +55,7 @@ from metrics.collectors import (
 
 logger = logging.getLogger("metrics")
 
-OPERATIONS = ("select", "insert", "update", "delete", "other")
+OPERATIONS = ("select", "insert", "update", "delete", "transaction", "other")
 
 # The fast path: Django writes its SQL upper-case with the verb first, so six characters and one
 # dict lookup classify almost every query.
@@ -59,6 +64,10 @@ for _op in OPERATIONS[:4]:
     _PREFIX[_op.upper()] = _op
     _PREFIX[_op] = _op
 _KEYWORDS = {op: op for op in OPERATIONS[:4]}
+# Transaction control: each a round trip to the server, logged by Django like a query.
+_KEYWORDS.update(
+    dict.fromkeys(("begin", "start", "commit", "end", "rollback", "savepoint", "release"), "transaction")
+)
 
 # Anchored at the start, so it reads only the leading blanks, comments and parentheses and the
 # first word, never the whole statement.
@@ -76,8 +85,9 @@ def operation_of(sql: object) -> str:
     The operation is the statement's first word, after blanks, `--` and `/* */` comments,
     opening parentheses and `;`, compared case-insensitively. For `WITH ...` it is the first word
     after the common table expressions (PostgreSQL's `WITH ... UPDATE` counts as `update`).
-    Everything else (`SAVEPOINT`, `BEGIN`, `SET`, `EXPLAIN`, `REPLACE`, DDL) is `other`, as is
-    anything that is not a string.
+    `BEGIN`, `START TRANSACTION`, `COMMIT`, `END`, `ROLLBACK`, `SAVEPOINT` and `RELEASE` are
+    `transaction`. Everything else (`SET`, `EXPLAIN`, `REPLACE`, DDL) is `other`, as is anything
+    that is not a string.
     """
     try:
         op = _PREFIX.get(sql[:6])  # type: ignore[index]
@@ -246,6 +256,28 @@ def _tracked_close(self: BaseDatabaseWrapper) -> None:
 
 
 _original_connect: Callable[[BaseDatabaseWrapper], None] | None = None
+_original_debug_transaction: Callable[[BaseDatabaseWrapper, str], Any] | None = None
+
+
+@contextlib.contextmanager
+def _counted_transaction(connection: BaseDatabaseWrapper, sql: str) -> Iterator[None]:
+    """Django's `debug_transaction` (BEGIN, COMMIT, ROLLBACK without a cursor), counted and timed."""
+    assert _original_debug_transaction is not None
+    start = perf_counter()
+    failed = True
+    try:
+        with _original_debug_transaction(connection, sql):
+            yield
+        failed = False
+    finally:
+        try:
+            alias = connection.alias
+            db_queries_total.labels(alias, "transaction").inc()
+            db_query_duration_seconds.labels(alias, "transaction").observe(perf_counter() - start)
+            if failed:
+                db_query_errors_total.labels(alias, "transaction").inc()
+        except Exception:
+            logger.exception("metrics: could not record a transaction statement")
 
 
 def _counted_connect(self: BaseDatabaseWrapper) -> None:
@@ -313,6 +345,12 @@ def install() -> None:
         # No Django backend overrides connect(); it runs once per new connection, off the hot path.
         _original_connect = BaseDatabaseWrapper.connect
         BaseDatabaseWrapper.connect = _counted_connect  # type: ignore[method-assign]
+    global _original_debug_transaction
+    if _original_debug_transaction is None:
+        # BaseDatabaseWrapper's _commit, _rollback and set_autocommit look the name up in their
+        # module at each call: every backend of Django's but Oracle goes through this one.
+        _original_debug_transaction = backends_base.debug_transaction
+        backends_base.debug_transaction = _counted_transaction
     # Connections opened before install() (this thread's only; others are per thread and open
     # later, through the signal).
     for connection in connections.all(initialized_only=True):
