@@ -349,8 +349,9 @@ def install() -> None:
     if _original_debug_transaction is None:
         # BaseDatabaseWrapper's _commit, _rollback and set_autocommit look the name up in their
         # module at each call: every backend of Django's but Oracle goes through this one.
-        _original_debug_transaction = backends_base.debug_transaction
-        backends_base.debug_transaction = _counted_transaction
+        # (django-stubs do not declare the name base.py imports, hence getattr/setattr.)
+        _original_debug_transaction = getattr(backends_base, "debug_transaction")  # noqa: B009
+        setattr(backends_base, "debug_transaction", _counted_transaction)  # noqa: B010
     # Connections opened before install() (this thread's only; others are per thread and open
     # later, through the signal).
     for connection in connections.all(initialized_only=True):
