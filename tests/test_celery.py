@@ -429,12 +429,15 @@ class Worker:
         return f"{self.server.url}/metrics"
 
 
-def start_worker(workdir: Path, env: dict[str, str]) -> Worker:
-    """Start a prefork worker (concurrency 2) with its metrics port on a free port."""
+def start_worker(workdir: Path, env: dict[str, str], queue: str | None = None) -> Worker:
+    """Start a prefork worker (concurrency 2) with its metrics port on a free port.
+
+    It consumes `queue`, by default a queue of its own.
+    """
     port = free_port()
     tag = uuid.uuid4().hex[:8]
     node = f"metrics-test-{tag}@localhost"
-    queue = f"metrics-test-{tag}"
+    queue = queue or f"metrics-test-{tag}"
     server = spawn(
         "celery-worker",
         [

@@ -237,6 +237,15 @@ celery_task_duration_seconds = Histogram(
     ["task"],
     buckets=TASK_BUCKETS,
 )
+celery_tasks_published_total = Counter(
+    "celery_tasks_published_total",
+    "Celery tasks this process sent to the broker, by task and queue.",
+    ["task", "queue"],
+)
+celery_queue_length_errors_total = Counter(
+    "celery_queue_length_errors_total",
+    "Scrapes that found no Celery queue length: the broker failed or did not answer in time.",
+)
 
 # --- The metrics module's own health ---
 labels_folded_total = Counter(

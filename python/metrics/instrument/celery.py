@@ -16,6 +16,11 @@ register, such as an unknown task sent with `send_task()`, becomes `other`):
   `before_task_publish`) or from the ETA/countdown when later, to the start of the run.
   Publisher and worker clocks are compared: negative waits (clock skew) count as 0. Messages
   published without the stamp (by a process without this module) are not observed.
+- `celery_tasks_published_total{task,queue}`: messages this process handed to the broker
+  (counted at `after_task_publish`, so a publish that raised is not counted); `queue` is the
+  target queue (`other` when only an exchange and routing key were given).
+- `celery_worker_consuming{worker,queue}`: 1 for each queue a worker's main process consumes
+  (`livesum`), so a queue without a live worker shows on any broker, Redis included.
 - `celery_worker_up{worker}`: 1 while a worker's main process is consuming (`livesum`: gone
   when the process is), `celery_worker_last_heartbeat_timestamp_seconds{worker}` (`max`, kept
   after the worker died, so `time() - ...` grows), `celery_worker_pool_processes{worker}`
@@ -53,7 +58,13 @@ from types import CodeType
 from typing import Any
 
 from metrics import core
-from metrics.collectors import OTHER, celery_task_duration_seconds, celery_tasks_total
+from metrics.collectors import (
+    OTHER,
+    bounded_label,
+    celery_task_duration_seconds,
+    celery_tasks_published_total,
+    celery_tasks_total,
+)
 from metrics.conf import SETTINGS, Setting, SettingError
 from metrics.core import Gauge, Histogram
 
@@ -105,6 +116,12 @@ celery_worker_pool_processes = Gauge(
     ["worker"],
     multiprocess_mode="livesum",
 )
+celery_worker_consuming = Gauge(
+    "celery_worker_consuming",
+    "1 for each queue the Celery worker's main process consumes from, by worker and queue.",
+    ["worker", "queue"],
+    multiprocess_mode="livesum",
+)
 
 
 # --- settings (read like metrics.conf's; the conf owner may move them there) ---
@@ -117,6 +134,8 @@ CELERY_SETTINGS: dict[str, Setting[Any]] = {
         "METRICS_CELERY_WORKER_PORT",
         "METRICS_CELERY_WORKER_ADDRESS",
         "METRICS_CELERY_HEALTH_CHECK",
+        "METRICS_CELERY_QUEUES",
+        "METRICS_CELERY_QUEUE_TIMEOUT",
     )
 }
 
@@ -276,9 +295,58 @@ def queue_wait(request: Any, now: float | None = None) -> float | None:
     return max(0.0, (time.time() if now is None else now) - since)
 
 
-def _on_before_publish(sender: Any = None, headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
-    if headers is not None and active():
-        headers[PUBLISHED_HEADER] = time.time()
+def published_queue(exchange: object, routing_key: object, declare: object) -> str:
+    """Return the queue a task message goes to, as `before_task_publish` describes it, else `other`.
+
+    Celery puts the target queue in `declare`; without it (a message sent to an exchange and a
+    routing key only), the default exchange (`""`) still routes by queue name.
+    """
+    from kombu import Queue
+
+    for entity in declare if isinstance(declare, (list, tuple)) else ():
+        if isinstance(entity, Queue) and entity.name:
+            return str(entity.name)
+    if not exchange and isinstance(routing_key, str) and routing_key:
+        return routing_key
+    return OTHER
+
+
+def published_task_label(name: object) -> str:
+    """Return `name` when an app of this process registers that task, else `other`."""
+    for app in [*_apps, site_app()]:
+        if app is not None and task_label(app, name) != OTHER:
+            return str(name)
+    return OTHER
+
+
+# The message being published in this thread, between `before_task_publish` and
+# `after_task_publish` (sent in the same call, only when the broker took the message).
+_publishing = threading.local()
+
+
+def _on_before_publish(
+    sender: Any = None,
+    headers: dict[str, Any] | None = None,
+    exchange: object = None,
+    routing_key: object = None,
+    declare: object = None,
+    **kwargs: Any,
+) -> None:
+    if headers is None or not active():
+        _publishing.message = None
+        return
+    headers[PUBLISHED_HEADER] = time.time()
+    _publishing.message = (headers, published_queue(exchange, routing_key, declare))
+
+
+def _on_after_publish(sender: Any = None, headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    message = getattr(_publishing, "message", None)
+    # The same headers object: the message announced before, now in the broker's hands.
+    if message is None or message[0] is not headers:
+        return
+    _publishing.message = None
+    queue = bounded_label("celery_tasks_published_total", "queue", message[1])
+    celery_tasks_published_total.labels(published_task_label(sender), queue).inc()
 
 
 def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
@@ -386,6 +454,31 @@ def _on_unknown(sender: Any = None, **kwargs: Any) -> None:
 # --- worker liveness ---
 
 _worker_name: str | None = None
+# The worker's consumer (the main process), whose task consumer says which queues it reads.
+_consumer: Any = None
+_consuming: set[str] = set()
+
+
+def _refresh_consuming(stopping: bool = False) -> None:
+    """Set `celery_worker_consuming` to 1 for the queues consumed now, 0 for those left since.
+
+    Called at start, at every heartbeat (queues added or cancelled by `celery control
+    add_consumer`/`cancel_consumer` show within one) and at shutdown.
+    """
+    global _consuming
+    task_consumer = getattr(_consumer, "task_consumer", None)
+    if _worker_name is None or (task_consumer is None and not stopping):
+        # Between a broker connection lost and the next one there is no task consumer: keep
+        # the last known queues rather than report none.
+        return
+    names: set[str] = set()
+    if not stopping:
+        names = {q.name for q in getattr(task_consumer, "queues", None) or () if getattr(q, "name", None)}
+    for queue in _consuming - names:
+        celery_worker_consuming.labels(_worker_name, queue).set(0)
+    for queue in names - _consuming:
+        celery_worker_consuming.labels(_worker_name, queue).set(1)
+    _consuming = names
 
 
 def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
@@ -394,22 +487,26 @@ def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
 
 
 def _on_worker_ready(sender: Any = None, **kwargs: Any) -> None:
-    global _worker_name
+    global _worker_name, _consumer
     _worker_name = getattr(sender, "hostname", None) or _worker_name or "unknown"
+    _consumer = sender
     if active():
         celery_worker_up.labels(_worker_name).set(1)
         celery_worker_last_heartbeat_timestamp_seconds.labels(_worker_name).set(time.time())
+        _refresh_consuming()
 
 
 def _on_heartbeat(sender: Any = None, **kwargs: Any) -> None:
     name = _worker_name or getattr(getattr(sender, "eventer", None), "hostname", None)
     if name and active():
         celery_worker_last_heartbeat_timestamp_seconds.labels(name).set(time.time())
+        _refresh_consuming()
 
 
 def _on_worker_shutdown(sender: Any = None, **kwargs: Any) -> None:
     if _worker_name and active():
         celery_worker_up.labels(_worker_name).set(0)
+        _refresh_consuming(stopping=True)
 
 
 def _on_process_init(sender: Any = None, **kwargs: Any) -> None:
@@ -564,6 +661,7 @@ def _connect_signals() -> None:
 
     receivers = [
         (signals.before_task_publish, _on_before_publish),
+        (signals.after_task_publish, _on_after_publish),
         (signals.task_prerun, _on_prerun),
         (signals.task_postrun, _on_postrun),
         (signals.task_failure, _on_failure),
@@ -587,7 +685,9 @@ def install(app: Any = None) -> bool:
 
     Connect the signal receivers (once per process), and for `app` (default: the site's
     current Celery app) add the worker options `--metrics-port`/`--metrics-address`, the
-    bootstep serving the metrics port, and the `celery` health check. Call it from the module
+    bootstep serving the metrics port, and the `celery` health check; the first app installed
+    also gets its broker backlog read at every scrape (`metrics.instrument.celery_queues`).
+    Call it from the module
     that creates the Celery app (`server/celery.py`) so the options exist when Celery parses
     the worker's command line; calling it again does nothing. Nothing slow: no connection,
     no thread, no server here.
@@ -607,5 +707,8 @@ def install(app: Any = None) -> bool:
             return True
         _apps.add(app)
         _add_worker_options(app)
+    from metrics.instrument import celery_queues
+
+    celery_queues.install(app)
     _register_health_check(app)
     return True
