@@ -563,6 +563,42 @@ ts(
     "s",
     "Grows when a worker stops sending heartbeats.",
 )
+# The broker's backlog is read by every site instance (and worker port) at scrape time: one value
+# per queue, whichever job read it, hence `max by (queue)` and no job selector.
+ts(
+    "Broker queue length",
+    [("max by (queue) (celery_queue_length)", "{{queue}}")],
+    "short",
+    "Tasks waiting in the broker (alert CeleryQueueBacklogGrowing). Absent while the broker does "
+    "not answer: see the read errors panel.",
+    minv=0,
+)
+ts(
+    "Tasks published / s by queue",
+    [(f"sum by (queue) (rate(celery_tasks_published_total{R}))", "{{queue}}")],
+    "ops",
+    "Sent by the site and by workers (retries, chains); compare with Tasks / s to see who keeps up.",
+    stack=True,
+)
+ts(
+    "Consumers by queue",
+    [
+        ("max by (queue) (celery_queue_consumers)", "broker {{queue}}"),
+        ("sum by (queue) (celery_worker_consuming)", "workers {{queue}}"),
+    ],
+    "short",
+    "RabbitMQ's own count, and the queues live workers report (the only source on Redis). "
+    "0 or absent: alert CeleryQueueWithoutConsumers.",
+    minv=0,
+)
+ts(
+    "Queue length read errors / s",
+    [(f"sum by (instance) (rate(celery_queue_length_errors_total{R}))", "{{instance}}")],
+    "ops",
+    "Scrapes that found no answer from the broker within METRICS_CELERY_QUEUE_TIMEOUT "
+    "(alert CeleryQueueLengthUnreadable).",
+    minv=0,
+)
 flush()
 
 # ---------- Health ----------
