@@ -39,6 +39,8 @@ SETTING_ERROR_IDS = {
     "METRICS_EXPORT_PORT": "metrics.E019",
     "METRICS_CELERY_QUEUES": "metrics.E020",
     "METRICS_CELERY_QUEUE_TIMEOUT": "metrics.E021",
+    "METRICS_COMPAT_DJANGO_PROMETHEUS": "metrics.E022",
+    "METRICS_MODELS": "metrics.E023",
 }
 
 _HINTS = {
@@ -61,6 +63,8 @@ _HINTS = {
     "METRICS_CELERY_HEALTH_CHECK": "Use True or False.",
     "METRICS_CELERY_QUEUES": "Use queue names, comma-separated or a list, e.g. 'celery,emails'; [] for none.",
     "METRICS_CELERY_QUEUE_TIMEOUT": "Use seconds, e.g. 0.5: a scrape waits at most this long for the broker.",
+    "METRICS_COMPAT_DJANGO_PROMETHEUS": "Use True or False.",
+    "METRICS_MODELS": "Use '*' for every model, or app_label.ModelName labels, e.g. 'shop.Item,auth.User'.",
     "METRICS_LATENCY_BUCKETS": "Use increasing numbers of seconds, e.g. '0.01,0.05,0.1,0.5,1,5'.",
     "METRICS_EXPORT_PORT": "Use a port (9100) or host:port (127.0.0.1:9100, [::1]:9100); 0 or unset: off.",
     "METRICS_STORE_FILE_MODE": "Use '0600' (the default), or '0640'/'0660' when a second user in the "
@@ -89,6 +93,33 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
                 )
             )
     errors.extend(_check_multiproc_dir())
+    errors.extend(_check_models())
+    return errors
+
+
+def _check_models() -> list[CheckMessage]:
+    """Report the `METRICS_MODELS` labels that name no installed model."""
+    from django.apps import apps
+
+    setting = SETTINGS["METRICS_MODELS"]
+    value, source, error = setting.validate()
+    if error is not None or value is None:
+        return []
+    labels = setting.parse(value)
+    if isinstance(labels, str):
+        return []
+    errors: list[CheckMessage] = []
+    for label in labels:
+        try:
+            apps.get_model(label)
+        except (LookupError, ValueError):
+            errors.append(
+                Error(
+                    f"{_describe(setting.name, source)} names {label!r}, which is not an installed model",
+                    hint=_HINTS[setting.name],
+                    id=SETTING_ERROR_IDS[setting.name],
+                )
+            )
     return errors
 
 

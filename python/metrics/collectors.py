@@ -393,3 +393,24 @@ def track_user_activity(activity: str, **labels: str) -> None:
         user_login_failures_total.inc()
     else:
         user_activity_total.labels(bounded_label("django_user_activity_total", "activity", activity)).inc()
+
+
+# --- Exceptions, models, migrations (see docs/metrics.md) ---
+http_exceptions_total = Counter(
+    "django_http_exceptions_total",
+    "Exceptions raised by views, by view and exception class name.",
+    ["view", "type"],
+)
+model_inserts_total = Counter(
+    "django_model_inserts_total", "Model instances saved for the first time, by model.", ["model"]
+)
+model_updates_total = Counter(
+    "django_model_updates_total", "Saves of existing model instances, by model.", ["model"]
+)
+model_deletes_total = Counter("django_model_deletes_total", "Model instances deleted, by model.", ["model"])
+migrations_applied = Gauge(
+    "django_migrations_applied",
+    "Migrations recorded as applied in the database, as last seen at scrape time.",
+    ["database"],
+    multiprocess_mode="mostrecent",
+)

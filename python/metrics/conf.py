@@ -283,6 +283,25 @@ def parse_queue_names(value: object) -> tuple[str, ...]:
     return names
 
 
+ALL_MODELS = "*"
+
+
+def parse_models(value: object) -> str | tuple[str, ...]:
+    """Return `"*"` (every model) or the `app_label.ModelName` labels listed; `()` counts none.
+
+    A comma-separated string or a list. Whether each model exists is checked once the app
+    registry is ready (`metrics.checks`), not here.
+    """
+    if isinstance(value, str) and value.strip() == ALL_MODELS:
+        return ALL_MODELS
+    labels = tuple(dict.fromkeys(_items(value)))
+    for label in labels:
+        app_label, dot, model = label.partition(".")
+        if not dot or not app_label or not model or "." in model:
+            raise SettingError(f"{label!r} is not an app_label.ModelName label (or '*' for every model)")
+    return labels
+
+
 def parse_paths(value: object) -> tuple[str, ...]:
     """Return URL path prefixes, each starting with `/`."""
     paths = _items(value)
@@ -375,6 +394,10 @@ SETTINGS: dict[str, Setting[Any]] = {
         Setting("METRICS_CELERY_QUEUES", parse_queue_names, None),
         # Longest a scrape waits for that read before leaving the queue series out.
         Setting("METRICS_CELERY_QUEUE_TIMEOUT", parse_timeout, 0.5),
+        # Also expose django-prometheus 2.5's families (metrics.compat); read at start-up.
+        Setting("METRICS_COMPAT_DJANGO_PROMETHEUS", parse_bool, False),
+        # Models whose saves and deletes are counted (metrics.instrument.models); read at start-up.
+        Setting("METRICS_MODELS", parse_models, ()),
     )
 }
 
@@ -505,6 +528,16 @@ class AppSettings:
                 paths = (path,)
         self._cache["_excluded_paths"] = paths
         return paths
+
+    @property
+    def COMPAT_DJANGO_PROMETHEUS(self) -> bool:
+        """Also expose django-prometheus's metric families (`METRICS_COMPAT_DJANGO_PROMETHEUS`)."""
+        return self._get("METRICS_COMPAT_DJANGO_PROMETHEUS")  # type: ignore[no-any-return]
+
+    @property
+    def MODELS(self) -> str | tuple[str, ...]:
+        """`"*"` or the `app_label.ModelName` labels whose saves and deletes count (`METRICS_MODELS`)."""
+        return self._get("METRICS_MODELS")  # type: ignore[no-any-return]
 
     @property
     def HEALTH_TIMEOUT(self) -> float:
