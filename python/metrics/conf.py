@@ -397,7 +397,7 @@ SETTINGS: dict[str, Setting[Any]] = {
         # Also expose django-prometheus 2.5's families (metrics.compat); read at start-up.
         Setting("METRICS_COMPAT_DJANGO_PROMETHEUS", parse_bool, False),
         # Models whose saves and deletes are counted (metrics.instrument.models); read at start-up.
-        Setting("METRICS_MODELS", parse_models, ()),
+        Setting[str | tuple[str, ...]]("METRICS_MODELS", parse_models, ()),
     )
 }
 

@@ -1,7 +1,8 @@
 """Subsystem health checks, run in parallel threads, each with its own timeout.
 
 Built-in checks are derived from the settings at each run: one per database alias
-(`database:<alias>`), one per cache alias (`cache:<alias>`), `migrations` (default database) and,
+(`database:<alias>`), one per cache alias (`cache:<alias>`), `migrations` (default database; the
+migration gauges of every database are refreshed at scrape time) and,
 when `PROMETHEUS_MULTIPROC_DIR` is set, `disk:multiproc`. Other parts of the package, and sites,
 add theirs with `register_check()`:
 
@@ -42,7 +43,7 @@ from typing import Any
 
 from django.conf import settings
 
-from metrics.collectors import health_check_status, migrations_unapplied
+from metrics.collectors import health_check_status, migrations_applied, migrations_unapplied
 from metrics.conf import app_settings
 
 logger = logging.getLogger("metrics")
@@ -196,15 +197,27 @@ _migrated: set[str] = set()
 
 
 def check_migrations(alias: str = "default") -> None:
-    """Fail when migrations of the installed apps are not applied to database `alias`."""
+    """Fail when migrations of the installed apps are not applied to database `alias`.
+
+    Also sets `django_migrations_unapplied{database}` and `django_migrations_applied{database}`
+    (and django-prometheus's two migration gauges when compatibility is on).
+    """
     if alias in _migrated:
         return
     from django.db import connections
     from django.db.migrations.executor import MigrationExecutor
 
+    from metrics import compat
+
     executor = MigrationExecutor(connections[alias])
     plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    applied = len(executor.loader.applied_migrations or ())
     _set_gauge(migrations_unapplied, alias, len(plan))
+    _set_gauge(migrations_applied, alias, applied)
+    try:
+        compat.set_migrations(alias, applied, len(plan))
+    except Exception:
+        logger.exception("metrics: could not record a health result")
     if plan:
         names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan[:3])
         more = f" and {len(plan) - 3} more" if len(plan) > 3 else ""
@@ -212,17 +225,46 @@ def check_migrations(alias: str = "default") -> None:
     _migrated.add(alias)
 
 
-def migrations_at_scrape() -> None:
-    """Refresh `django_migrations_unapplied` for the default database (a collect hook).
+# A database whose migrations could not be read at scrape time is tried again after this many
+# seconds, not at every scrape: an unreachable secondary database must not slow each one down.
+MIGRATIONS_RETRY_SECONDS = 60.0
+_scrape_failed_at: dict[str, float] = {}
 
-    Free once every migration is applied (the result is cached); a failure is the health page's
-    to report, not the scrape's.
+
+def migration_aliases() -> list[str]:
+    """Return the database aliases whose migrations are counted: all but dummy backends."""
+    databases = getattr(settings, "DATABASES", {}) or {}
+    return [
+        alias
+        for alias, config in databases.items()
+        if (config or {}).get("ENGINE", "django.db.backends.dummy") != "django.db.backends.dummy"
+    ]
+
+
+def migrations_at_scrape() -> None:
+    """Refresh the migration gauges of every database alias (a collect hook).
+
+    Free once every migration of an alias is applied (the result is cached); a failure is the
+    health page's to report, not the scrape's, and that alias is skipped for
+    `MIGRATIONS_RETRY_SECONDS`.
     """
-    try:
-        check_migrations("default")
-    except Exception:
-        # Reported by /metrics/health/ and readiness, with details.
-        pass
+    now = time.monotonic()
+    for alias in migration_aliases():
+        if alias in _migrated:
+            continue
+        failed_at = _scrape_failed_at.get(alias)
+        if failed_at is not None and now - failed_at < MIGRATIONS_RETRY_SECONDS:
+            continue
+        try:
+            check_migrations(alias)
+        except HealthCheckError:
+            # Unapplied migrations: counted; the migrations check reports the details.
+            _scrape_failed_at.pop(alias, None)
+        except Exception:
+            # Database unreachable: reported by /metrics/health/ and readiness, with details.
+            _scrape_failed_at[alias] = now
+        else:
+            _scrape_failed_at.pop(alias, None)
 
 
 def _set_gauge(gauge: Any, label: str, value: float) -> None:
@@ -235,6 +277,7 @@ def _set_gauge(gauge: Any, label: str, value: float) -> None:
 def forget_migrations() -> None:
     """Make the next `migrations` check look at the database again (after a test changes it)."""
     _migrated.clear()
+    _scrape_failed_at.clear()
 
 
 def check_disk(path: str, min_free_mb: float) -> None:

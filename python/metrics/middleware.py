@@ -7,6 +7,13 @@ values are bounded: `view` is the URL pattern's `namespace:name`, else its route
 escapes the stack below counts as status 500 and is re-raised; under ASGI, a request cancelled
 because the client disconnected counts as 499.
 
+Exceptions raised by views are counted in `django_http_exceptions_total{view,type}` from
+`process_exception` (Django calls it only when a view raises, so other requests pay nothing),
+and from the except path for one that escapes the stack.
+
+With `METRICS_COMPAT_DJANGO_PROMETHEUS` on, the same requests also feed django-prometheus's
+families (`metrics.compat`); whether to is decided once, when Django builds the middleware.
+
 Any failure in metrics code is logged and swallowed: the request always gets its response.
 """
 
@@ -22,7 +29,10 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponseBase
 
+from metrics import compat
 from metrics.collectors import (
+    bounded_label,
+    http_exceptions_total,
     http_request_duration_seconds,
     http_request_size_bytes,
     http_requests_in_progress,
@@ -67,6 +77,12 @@ class MetricsMiddleware:
             markcoroutinefunction(self)
         self._in_progress: dict[str, Any] = {}
         self._children: dict[tuple[str, str, int], _Children] = {}
+        self._compat: compat.RequestRecorder | None = None
+        if app_settings.ENABLED and compat.enabled():
+            self._compat = compat.RequestRecorder()
+            # Chosen here, so that with compatibility off a request runs exactly the code it ran
+            # before compatibility existed.
+            self._finish = self._finish_with_compat  # type: ignore[method-assign]
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
@@ -80,8 +96,9 @@ class MetricsMiddleware:
         start = perf_counter()
         try:
             response = self.get_response(request)
-        except BaseException:
+        except BaseException as exc:
             self._finish(request, method, gauge, start, None)
+            self._count_escaped(request, exc)
             raise
         self._finish(request, method, gauge, start, response)
         return response
@@ -101,11 +118,54 @@ class MetricsMiddleware:
             # The client went away (Django cancels the view): nginx's 499, not a server error.
             self._finish(request, method, gauge, start, None, CLIENT_CLOSED)
             raise
-        except BaseException:
+        except BaseException as exc:
             self._finish(request, method, gauge, start, None)
+            self._count_escaped(request, exc)
             raise
         self._finish(request, method, gauge, start, response)
         return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
+        """Count an exception raised by the view; return None so Django handles it as usual."""
+        enabled, excluded, _ = app_settings.middleware_settings()
+        if enabled and not request.path_info.startswith(excluded):
+            self._count_exception(request, exception)
+
+    def _count_escaped(self, request: HttpRequest, exc: BaseException) -> None:
+        # Reached only with DEBUG_PROPAGATE_EXCEPTIONS or a handler that lets an exception through.
+        if isinstance(exc, Exception) and getattr(request, "_metrics_exception", None) is not exc:
+            self._count_exception(request, exc)
+
+    def _count_exception(self, request: HttpRequest, exception: Exception) -> None:
+        try:
+            request._metrics_exception = exception  # type: ignore[attr-defined]
+            # The class name is bounded like any user-controlled label (METRICS_MAX_LABEL_VALUES).
+            type_name = bounded_label("django_http_exceptions_total", "type", type(exception).__name__)
+            http_exceptions_total.labels(view_label(request), type_name).inc()
+            if self._compat is not None:
+                self._compat.record_exception(request, type_name)
+        except Exception:
+            logger.exception("metrics: could not count an exception")
+
+    def _finish_with_compat(
+        self,
+        request: HttpRequest,
+        method: str,
+        gauge: Any,
+        start: float,
+        response: HttpResponseBase | None,
+        status_without_response: int = 500,
+    ) -> None:
+        """Record the request as `_finish` does, then in django-prometheus's families."""
+        duration = perf_counter() - start
+        # The class's method: the instance attribute `_finish` is this method.
+        MetricsMiddleware._finish(self, request, method, gauge, start, response, status_without_response)
+        assert self._compat is not None
+        try:
+            status = status_without_response if response is None else response.status_code
+            self._compat.record(request, response, status, duration)
+        except Exception:
+            logger.exception("metrics: could not record the request (django-prometheus names)")
 
     def _begin(self, request: HttpRequest) -> tuple[str, Any]:
         method: str = request.method or OTHER_METHOD

@@ -1,4 +1,4 @@
-"""Event sources: database, cache, process, user and Celery metrics, wired by `install()`.
+"""Event sources: database, cache, process, user, model and Celery metrics, wired by `install()`.
 
 `install()` is called from the app's `ready()`. It connects signal receivers, wraps Django's
 connection and cache factories and registers collect hooks; it starts no thread and no server,
@@ -32,12 +32,17 @@ def install() -> None:
     with _lock:
         if _installed:
             return
-        from metrics.instrument import cache, celery, db, system, users
+        from metrics import compat
+        from metrics.instrument import cache, celery, db, models, system, users
 
+        if compat.enabled():
+            # Before the hooks below, which decide once whether to feed these families.
+            compat.families()
         db.install()
         cache.install()
         system.install()
         users.install()
+        models.install()
         # Does nothing without Celery; with it, task metrics for the site's current Celery app.
         celery.install()
         _installed = True

@@ -20,6 +20,13 @@ an operation on a cache instance counts, which a context variable tracks across 
 (Django's own `get`/`set` that call nothing else skip setting it: they only check it).
 `touch`, `clear` and `close` count nothing but errors; `incr_version` counts the get, set and
 delete it is made of.
+
+With `METRICS_COMPAT_DJANGO_PROMETHEUS` on, the lookups of `get`, `aget` and `get_or_set` also
+count in django-prometheus's `django_cache_get_total`, `django_cache_get_hits_total`,
+`django_cache_get_misses_total` and `django_cache_get_fail_total` (`backend`: `locmem`,
+`filebased`, `memcached`, `native_redis`, `redis` for django-redis, else the class name), through
+the same calls: the counters those lookups increment are chosen when a cache instance is
+instrumented, so with it off they are the plain hit and miss counters.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from typing import Any, cast
 from django.core.cache import CacheHandler, caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
+from metrics import compat
 from metrics.collectors import (
     cache_deletes_total,
     cache_errors_total,
@@ -51,19 +59,32 @@ _ATTR = "_metrics_cache"
 
 
 class _Children:
-    """The counters of one cache alias, resolved once."""
+    """The counters of one cache alias, resolved once.
 
-    __slots__ = ("alias", "deletes", "hits", "misses", "sets")
+    `get_hits`/`get_misses` are what `get`-style lookups increment: the plain counters, or with
+    compatibility on, fan-outs that also count django-prometheus's families.
+    """
 
-    def __init__(self, alias: str) -> None:
+    __slots__ = ("alias", "deletes", "get_fail", "get_hits", "get_misses", "hits", "misses", "sets")
+
+    def __init__(self, alias: str, backend: type | None = None) -> None:
         self.alias = alias
         self.hits = cache_hits_total.labels(alias)
         self.misses = cache_misses_total.labels(alias)
         self.sets = cache_sets_total.labels(alias)
         self.deletes = cache_deletes_total.labels(alias)
+        self.get_hits: Any = self.hits
+        self.get_misses: Any = self.misses
+        self.get_fail: Any = None
+        if backend is not None and compat.created() is not None:
+            self.get_hits, self.get_misses, self.get_fail = compat.cache_get_children(
+                backend, self.hits, self.misses
+            )
 
     def error(self, operation: str) -> None:
         cache_errors_total.labels(self.alias, operation).inc()
+        if operation == "get" and self.get_fail is not None:
+            self.get_fail.inc()
 
 
 def _keys(keys: Iterable[Any]) -> list[Any] | tuple[Any, ...]:
@@ -87,9 +108,9 @@ def _wrap_get(orig: Callable[..., Any], name: str) -> Callable[..., Any]:
         finally:
             _inside.reset(token)
         if value is _MISSING:
-            self._metrics_cache.misses.inc()
+            self._metrics_cache.get_misses.inc()
             return default
-        self._metrics_cache.hits.inc()
+        self._metrics_cache.get_hits.inc()
         return value
 
     return get
@@ -111,9 +132,9 @@ def _wrap_get_leaf(orig: Callable[..., Any], name: str) -> Callable[..., Any]:
             self._metrics_cache.error(name)
             raise
         if value is _MISSING:
-            self._metrics_cache.misses.inc()
+            self._metrics_cache.get_misses.inc()
             return default
-        self._metrics_cache.hits.inc()
+        self._metrics_cache.get_hits.inc()
         return value
 
     return get
@@ -241,9 +262,9 @@ def _wrap_get_or_set(get: Callable[..., Any], add: Callable[..., Any]) -> Callab
         finally:
             _inside.reset(token)
         if value is not _MISSING:
-            self._metrics_cache.hits.inc()
+            self._metrics_cache.get_hits.inc()
             return value
-        self._metrics_cache.misses.inc()
+        self._metrics_cache.get_misses.inc()
         # Outside the guard: a default that uses this cache counts its own operations.
         if callable(default):
             default = default()
@@ -317,9 +338,9 @@ def _wrap_aget(orig: Callable[..., Any], name: str) -> Callable[..., Any]:
         finally:
             _inside.reset(token)
         if value is _MISSING:
-            self._metrics_cache.misses.inc()
+            self._metrics_cache.get_misses.inc()
             return default
-        self._metrics_cache.hits.inc()
+        self._metrics_cache.get_hits.inc()
         return value
 
     return aget
@@ -404,9 +425,9 @@ def _awrap_get_or_set(aget: Callable[..., Any], aadd: Callable[..., Any]) -> Cal
         finally:
             _inside.reset(token)
         if value is not _MISSING:
-            self._metrics_cache.hits.inc()
+            self._metrics_cache.get_hits.inc()
             return value
-        self._metrics_cache.misses.inc()
+        self._metrics_cache.get_misses.inc()
         if callable(default):
             default = default()
         token = _inside.set(self)
@@ -522,7 +543,7 @@ def instrument_cache(cache: BaseCache, alias: str) -> BaseCache:
         return cache
     try:
         cls = instrumented_class(type(cache))
-        cache.__dict__[_ATTR] = _Children(alias)
+        cache.__dict__[_ATTR] = _Children(alias, type(cache))
         cache.__class__ = cls
     except Exception:
         cache.__dict__.pop(_ATTR, None)

@@ -19,6 +19,13 @@ close in any thread (so it stays right in every worker of a multiprocess deploym
 scrape there): +1 on `connection_created`, -1 when `close()` leaves the connection closed, or when
 its connection handler is garbage-collected while still open (a finished thread).
 
+With `METRICS_COMPAT_DJANGO_PROMETHEUS` on, the same wrapper and connect hook also feed
+django-prometheus's `django_db_execute_total`, `django_db_execute_many_total`,
+`django_db_errors_total`, `django_db_new_connections_total` and
+`django_db_new_connection_errors_total` (`alias`, `vendor`); whether to is decided when a
+database alias's wrapper is made. Transaction control sent without a cursor is not in those, as
+django-prometheus's cursor wrapper never saw it either.
+
 Pools of Django's PostgreSQL backend (`OPTIONS: {"pool": ...}`, psycopg_pool) are read at scrape
 time: `django_db_pool_size`, `_max`, `_idle`, `_waiting`.
 """
@@ -40,8 +47,9 @@ from django.db.backends.base import base as backends_base
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from metrics import core
+from metrics import compat, core
 from metrics.collectors import (
+    bounded_label,
     db_connection_errors_total,
     db_connections_total,
     db_pool_idle,
@@ -142,8 +150,13 @@ _observers: dict[str, Callable[..., Any]] = {}
 _observers_lock = threading.Lock()
 
 
-def _make_observer(alias: str) -> Callable[..., Any]:
-    """Return the execute wrapper of one database alias, with its label children resolved once."""
+def _make_observer(
+    alias: str, vendor: str = "", compat_families: compat.Families | None = None
+) -> Callable[..., Any]:
+    """Return the execute wrapper of one database alias, with its label children resolved once.
+
+    With `compat_families`, the wrapper also counts in django-prometheus's families.
+    """
     children = {
         op: (db_queries_total.labels(alias, op), db_query_duration_seconds.labels(alias, op))
         for op in OPERATIONS
@@ -174,17 +187,61 @@ def _make_observer(alias: str) -> Callable[..., Any]:
                 logger.exception("metrics: could not record a query on %r", alias)
 
     observe_query.metrics_alias = alias  # type: ignore[attr-defined]
-    return observe_query
+    if compat_families is None:
+        return observe_query
+    return _with_compat(observe_query, alias, vendor, compat_families)
 
 
-def observer_for(alias: str) -> Callable[..., Any]:
+def _with_compat(
+    observe_query: Callable[..., Any], alias: str, vendor: str, families: compat.Families
+) -> Callable[..., Any]:
+    """Wrap `observe_query` so that it also counts in django-prometheus's database families."""
+    executed = families.db_execute.labels(alias, vendor)
+    executed_many = families.db_execute_many.labels(alias, vendor)
+    errors = families.db_errors
+
+    def observe_query_compat(
+        execute: Executor, sql: Any, params: Any, many: bool, context: dict[str, Any]
+    ) -> Any:
+        # executemany() counts one statement per parameter set (read before the driver consumes
+        # an iterator; an unsized one counts as one).
+        count = 1
+        if many:
+            try:
+                count = len(params)
+            except TypeError:
+                pass
+        try:
+            return observe_query(execute, sql, params, many, context)
+        except Exception as exc:
+            try:
+                errors.labels(
+                    alias, vendor, bounded_label("django_db_errors_total", "type", type(exc).__name__)
+                ).inc()
+            except Exception:
+                logger.exception("metrics: could not record a query error on %r", alias)
+            raise
+        finally:
+            try:
+                executed.inc(count)
+                if many:
+                    executed_many.inc(count)
+            except Exception:
+                logger.exception("metrics: could not record a query on %r", alias)
+
+    observe_query_compat.metrics_alias = alias  # type: ignore[attr-defined]
+    return observe_query_compat
+
+
+def observer_for(alias: str, vendor: str = "") -> Callable[..., Any]:
     """Return the execute wrapper of `alias`, creating it on first use."""
     observer = _observers.get(alias)
     if observer is None:
         with _observers_lock:
             observer = _observers.get(alias)
             if observer is None:
-                observer = _observers[alias] = _make_observer(alias)
+                families = compat.families() if compat.enabled() else None
+                observer = _observers[alias] = _make_observer(alias, vendor, families)
     return observer
 
 
@@ -216,7 +273,7 @@ def instrument_connection(connection: BaseDatabaseWrapper) -> None:
     *last* entry when its block ends, so a wrapper appended while a user's block is active (the
     first query of a block can open the connection) would be removed in place of the user's.
     """
-    observer = observer_for(connection.alias)
+    observer = observer_for(connection.alias, connection.vendor)
     wrappers = connection.execute_wrappers
     if observer not in wrappers:
         wrappers.insert(0, observer)
@@ -283,11 +340,24 @@ def _counted_transaction(connection: BaseDatabaseWrapper, sql: str) -> Iterator[
 def _counted_connect(self: BaseDatabaseWrapper) -> None:
     """Connect (Django's `connect()`), counting a failure before it propagates unchanged."""
     assert _original_connect is not None
+    families = compat.created()
+    if families is not None:
+        # django-prometheus counts every attempt, and failed ones again as errors.
+        _count_quietly(families.db_new_connections, self.alias, self.vendor)
     try:
         _original_connect(self)
     except Exception:
         db_connection_errors_total.labels(self.alias).inc()
+        if families is not None:
+            _count_quietly(families.db_new_connection_errors, self.alias, self.vendor)
         raise
+
+
+def _count_quietly(counter: Any, *labels: str) -> None:
+    try:
+        counter.labels(*labels).inc()
+    except Exception:
+        logger.exception("metrics: could not count a connection")
 
 
 def _pools() -> dict[str, Any]:
