@@ -115,7 +115,8 @@ def _check_models() -> list[CheckMessage]:
         except (LookupError, ValueError):
             errors.append(
                 Error(
-                    f"{_describe(setting.name, source)} names {label!r}, which is not an installed model",
+                    f"{_describe(setting.name, source)} = {value!r} names {label!r}, which is not an "
+                    "installed model",
                     hint=_HINTS[setting.name],
                     id=SETTING_ERROR_IDS[setting.name],
                 )
