@@ -20,7 +20,7 @@ MATRIX_PATH := $(subst $(eval) ,:,$(wildcard $(PYENV_ROOT)/versions/3.1[0-3].*/b
 # The extension built the other way than the wheel (per Python version), for `make bench`.
 EXT_SUFFIX = $(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 
-.PHONY: help venv build build-release system-deps test test-rust test-python lint bench bench-abi demo dist matrix clean
+.PHONY: help venv build build-release system-deps test test-rust test-python peer-tests lint bench bench-abi demo dist matrix clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -73,7 +73,21 @@ test-python: $(STAMP) build dist ## Python tests against real services: SQLite, 
 	METRICS_TEST_DB=postgres $(BIN)/pytest -q -p no:cacheprovider --ignore=tests/test_dist.py
 	METRICS_TEST_DB=mysql $(BIN)/pytest -q -p no:cacheprovider tests/instrument tests/test_commands.py tests/test_models.py tests/test_health.py
 
-test: test-rust test-python ## The whole suite.
+# prometheus_client's own tests, from the sdist of the version pinned in requirements-dev.txt.
+PEER_VERSION = $(shell sed -n 's/^prometheus-client==//p' requirements-dev.txt)
+PEER_DIR = target/peer/prometheus_client-$(PEER_VERSION)
+
+$(PEER_DIR)/.stamp: requirements-dev.txt $(STAMP)
+	rm -rf target/peer && mkdir -p target/peer
+	$(BIN)/pip download -q --no-deps --no-binary :all: prometheus-client==$(PEER_VERSION) -d target/peer
+	tar xzf target/peer/prometheus_client-$(PEER_VERSION).tar.gz -C target/peer
+	touch $@
+
+peer-tests: $(STAMP) build $(PEER_DIR)/.stamp ## prometheus_client's own core and exposition tests, run against our classes.
+	cd $(PEER_DIR) && PYTHONPATH=$(abspath tests/peer) $(abspath $(BIN))/pytest -q -p no:cacheprovider \
+	  -p peer_redirect --rootdir . -c /dev/null tests/test_core.py tests/test_exposition.py
+
+test: test-rust test-python peer-tests ## The whole suite.
 
 lint: $(STAMP) build ## ruff, mypy, rustfmt, clippy (mypy loads the app, so the core is built first).
 	$(BIN)/ruff check python tests bench example dashboards deploy noxfile.py

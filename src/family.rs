@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cell;
 use crate::encode::{FamilySnapshot, SeriesSnapshot};
+use crate::exemplar::Exemplar;
 use crate::names::{self, Kind};
 use crate::store::{self, Cells};
 
@@ -175,6 +176,9 @@ pub struct Series {
     info: Mutex<Vec<(String, String)>>,
     // A gauge merged as `mostrecent`: every write also records its time, whoever writes.
     stamped: bool,
+    // This process's exemplars by position (a counter's one, a histogram's per bucket); empty
+    // until the first one. Written and read under the lock, never on a plain inc or observe.
+    exemplars: Mutex<Vec<Option<Exemplar>>>,
 }
 
 impl Series {
@@ -231,12 +235,38 @@ impl Series {
         cell::add(&cells[1], value);
     }
 
-    /// Zero every cell and restart the creation time (counter `reset()`).
-    pub fn reset(&self) {
+    /// Keep `exemplar` at `position` of `len` (a counter: 0 of 1; a histogram: its bucket).
+    pub fn set_exemplar(&self, position: usize, len: usize, exemplar: Exemplar) {
+        if let Ok(mut slots) = self.exemplars.lock() {
+            if slots.len() < len {
+                slots.resize(len, None);
+            }
+            if let Some(slot) = slots.get_mut(position) {
+                *slot = Some(exemplar);
+            }
+        }
+    }
+
+    /// This process's exemplars by position (empty when none was recorded).
+    pub fn exemplars(&self) -> Vec<Option<Exemplar>> {
+        self.exemplars.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// The bucket an observation of `value` falls in (`buckets.len()` for NaN: none).
+    pub fn bucket_of(buckets: &[f64], value: f64) -> usize {
+        if value.is_nan() {
+            buckets.len()
+        } else {
+            buckets.partition_point(|b| *b < value)
+        }
+    }
+
+    /// Zero every cell and restart the creation time at `created` (counter `reset()`).
+    pub fn reset(&self, created: f64) {
         for c in self.cells.get() {
             cell::set(c, 0.0);
         }
-        self.created.store(now().to_bits(), Ordering::Relaxed);
+        self.created.store(created.to_bits(), Ordering::Relaxed);
     }
 
     /// Creation time, seconds since the epoch.
@@ -292,6 +322,11 @@ pub struct Family {
 impl Family {
     /// Create a family writing to the current store; a family without labels gets its one series now.
     pub fn new(desc: Desc) -> Arc<Family> {
+        Family::new_with(desc, now)
+    }
+
+    /// As `new`, with the creation time of an unlabelled family's series from `clock`.
+    pub fn new_with(desc: Desc, clock: impl FnOnce() -> f64) -> Arc<Family> {
         let fam = Arc::new(Family {
             desc: Arc::new(desc),
             series: RwLock::new(HashMap::new()),
@@ -302,13 +337,23 @@ impl Family {
         }
         if fam.desc.labelnames.is_empty() {
             // Cannot fail: zero label values for zero label names.
-            let _ = fam.series(Vec::new());
+            let _ = fam.series_with(Vec::new(), clock);
         }
         fam
     }
 
     /// Return the series for `labels`, creating it on first use.
     pub fn series(&self, labels: Vec<String>) -> Result<Arc<Series>, String> {
+        self.series_with(labels, now)
+    }
+
+    /// As `series`, with the creation time of a new series from `clock` (the caller's clock:
+    /// the bindings use Python's `time.time`, so code that fakes time sees it in `_created`).
+    pub fn series_with(
+        &self,
+        labels: Vec<String>,
+        clock: impl FnOnce() -> f64,
+    ) -> Result<Arc<Series>, String> {
         if labels.len() != self.desc.labelnames.len() {
             return Err("Incorrect label count".into());
         }
@@ -321,7 +366,7 @@ impl Family {
         if let Some(s) = map.get(&labels) {
             return Ok(Arc::clone(s));
         }
-        let created = now();
+        let created = clock();
         let cells = store::current().alloc(&self.desc, &labels, created);
         let series = Arc::new(Series {
             labels: labels.clone(),
@@ -330,6 +375,7 @@ impl Family {
             seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
             info: Mutex::new(Vec::new()),
             stamped: self.desc.tracks_time(),
+            exemplars: Mutex::new(Vec::new()),
         });
         map.insert(labels, Arc::clone(&series));
         Ok(series)
@@ -338,6 +384,21 @@ impl Family {
     /// Forget the series for `labels`; return whether it existed.
     pub fn remove(&self, labels: &[String]) -> bool {
         self.series.write().map(|mut m| m.remove(labels).is_some()).unwrap_or(false)
+    }
+
+    /// Forget every series whose labels at the given positions have the given values; return
+    /// the label values of the series removed.
+    pub fn remove_matching(&self, matching: &[(usize, String)]) -> Vec<Vec<String>> {
+        let Ok(mut map) = self.series.write() else { return Vec::new() };
+        let gone: Vec<Vec<String>> = map
+            .keys()
+            .filter(|labels| matching.iter().all(|(i, v)| labels.get(*i) == Some(v)))
+            .cloned()
+            .collect();
+        for labels in &gone {
+            map.remove(labels);
+        }
+        gone
     }
 
     /// Forget every series.
@@ -365,6 +426,7 @@ impl Family {
                 values: s.values(),
                 created: s.created(),
                 info: if self.desc.kind == Kind::Info { s.info() } else { Vec::new() },
+                exemplars: s.exemplars(),
             })
             .collect();
         FamilySnapshot { desc: Arc::clone(&self.desc), series }

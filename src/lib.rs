@@ -2,6 +2,7 @@
 
 pub mod cell;
 pub mod encode;
+pub mod exemplar;
 pub mod family;
 pub mod names;
 pub mod registry;

@@ -7,6 +7,10 @@ from typing import Any, Literal, TypeVar, final
 
 from typing_extensions import Self, disjoint_base
 
+# An exemplar's labels, value and timestamp (None: none given).
+_ExemplarTuple = tuple[dict[str, str], float, float | None]
+# A foreign sample: name, labels, value, timestamp, exemplar.
+_ForeignSample = tuple[str, dict[str, str], float, float | None, _ExemplarTuple | None]
 _F = TypeVar("_F", bound=Callable[..., Any])
 _M = TypeVar("_M")
 
@@ -59,6 +63,11 @@ class Timer:
     def __enter__(self) -> Timer: ...
     def __exit__(self, *args: object) -> bool: ...
     def __call__(self, func: _F) -> _F: ...
+    def labels(self, *args: object, **kwargs: object) -> None:
+        """Record on this child of a labelled metric when the block ends."""
+    @property
+    def duration(self) -> float | None:
+        """Seconds the last timed block took (None before it ends)."""
     def _fresh(self) -> Timer: ...
 
 @final
@@ -91,6 +100,8 @@ class _Metric:
         """Return the child for these label values; raise ValueError on a wrong count or names."""
     def remove(self, *labelvalues: object) -> None:
         """Forget the child with these label values."""
+    def remove_by_labels(self, labels: dict[str, str]) -> None:
+        """Forget every child whose labels include all of `labels`; ValueError for an unknown name."""
     def clear(self) -> None:
         """Forget every child."""
     def collect(self) -> list[Any]:
@@ -120,8 +131,8 @@ class Counter(_Metric):
         unit: str = "",
         registry: CollectorRegistry | None = ...,
     ) -> Self: ...
-    def inc(self, amount: float = 1.0) -> None:
-        """Increment by a non-negative amount."""
+    def inc(self, amount: float = 1.0, exemplar: dict[str, str] | None = None) -> None:
+        """Increment by a non-negative amount, keeping `exemplar` (shown in OpenMetrics)."""
     def reset(self) -> None:
         """Reset to zero and restart the creation time."""
     def count_exceptions(
@@ -169,7 +180,7 @@ class Histogram(_Metric):
         registry: CollectorRegistry | None = ...,
         buckets: Sequence[float | str] | None = None,
     ) -> Self: ...
-    def observe(self, amount: float) -> None: ...
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None: ...
     def time(self) -> Timer: ...
     @property
     def _upper_bounds(self) -> list[float]: ...
@@ -232,16 +243,21 @@ class CollectorRegistry:
     def register(self, collector: object) -> None:
         """Add a metric of ours or any object with `collect()`; ValueError on a name clash."""
     def unregister(self, collector: object) -> None: ...
+    def _register_foreign(self, collector: object, names: list[str]) -> None: ...
+    def _foreign_names(self, collector: object, auto_describe: bool = False) -> list[str]: ...
+    def _reserve(self, owner: str, names: list[str]) -> None: ...
+    def _release(self, owner: str) -> None: ...
+    def _family_sample_names(self) -> list[tuple[str, list[str]]]: ...
     def _foreign_collectors(self) -> list[Any]: ...
     def _family_names(self) -> list[str]: ...
     def _snapshot(
         self, created: bool = True
-    ) -> list[tuple[str, str, str, str, list[tuple[str, dict[str, str], float]]]]: ...
+    ) -> list[tuple[str, str, str, str, list[tuple[str, dict[str, str], float, _ExemplarTuple | None]]]]: ...
     def _encode(
         self,
         openmetrics: bool = False,
         created: bool = True,
-        foreign: list[tuple[str, str, str, str, list[tuple[str, dict[str, str], float, float | None]]]] = ...,
+        foreign: list[tuple[str, str, str, str, list[_ForeignSample]]] = ...,
         gzip: bool = False,
     ) -> bytes: ...
 

@@ -1,4 +1,9 @@
-"""Turn the core's context managers into decorators for sync and async functions."""
+"""Turn the core's context managers into decorators for sync and async functions.
+
+The wrapper keeps the function's signature (`__signature__`), so `inspect.signature` and
+`inspect.getfullargspec` (which frameworks use to inject arguments) see the function's own
+parameters, not `*args, **kwargs`.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +22,19 @@ def decorate(func: Callable[..., Any], ctx: Any) -> Callable[..., Any]:
             with ctx._fresh():
                 return await func(*args, **kwargs)
 
-        return async_wrapper
+        return _keep_signature(async_wrapper, func)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with ctx._fresh():
             return func(*args, **kwargs)
 
+    return _keep_signature(wrapper, func)
+
+
+def _keep_signature(wrapper: Callable[..., Any], func: Callable[..., Any]) -> Callable[..., Any]:
+    try:
+        wrapper.__signature__ = inspect.signature(func)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        pass  # A callable without a signature (some builtins): keep the wrapper's.
     return wrapper

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -195,6 +196,7 @@ def _foreign_families(collectors: Iterable[Any]) -> list[tuple[Any, ...]]:
                     {str(k): str(v) for k, v in s.labels.items()},
                     float(s.value),
                     None if s.timestamp is None else float(s.timestamp),
+                    _exemplar_tuple(getattr(s, "exemplar", None)),
                 )
                 for s in fam.samples
             ]
@@ -202,15 +204,30 @@ def _foreign_families(collectors: Iterable[Any]) -> list[tuple[Any, ...]]:
     return out
 
 
+def _exemplar_tuple(exemplar: Any) -> tuple[dict[str, str], float, float | None] | None:
+    if exemplar is None:
+        return None
+    timestamp = exemplar.timestamp
+    return (
+        {str(k): str(v) for k, v in exemplar.labels.items()},
+        float(exemplar.value),
+        None if timestamp is None else float(timestamp),
+    )
+
+
 def _to_prometheus(tuples: Iterable[tuple[Any, ...]]) -> list[Any]:
     """Turn the core's snapshot tuples into prometheus_client `Metric` objects."""
     from prometheus_client.metrics_core import Metric
+    from prometheus_client.samples import Exemplar
 
     out = []
     for name, typ, help_text, unit, samples in tuples:
         metric = Metric(name, help_text, typ, unit)
-        for sample_name, labels, value in samples:
-            metric.add_sample(sample_name, labels, value)
+        for sample_name, labels, value, exemplar in samples:
+            if exemplar is None:
+                metric.add_sample(sample_name, labels, value)
+            else:
+                metric.add_sample(sample_name, labels, value, exemplar=Exemplar(*exemplar))
         out.append(metric)
     return out
 
@@ -223,21 +240,95 @@ def _report_store_problems() -> None:
         _store_problems.inc(len(problems))
 
 
+_METRIC_CLASSES = (Counter, Gauge, Histogram, Summary, Info, Enum)
+# The owner key of the names `target_info` reserves (no family name can contain a NUL).
+_TARGET_INFO_OWNER = "\0target_info"
+
+
 class CollectorRegistry(_core.CollectorRegistry):
     """A set of metrics to expose, with prometheus_client's registry API.
 
     Our own metrics are collected and encoded in Rust; objects with a `collect()` method
     (prometheus_client custom collectors) can be registered too and appear in the same output.
+    As in prometheus_client: `auto_describe` takes a collector's names from `collect()` when it
+    has no `describe()`, `target_info` adds a `target_info` series, and with
+    `support_collectors_without_names` a restricted registry also asks collectors that declare no
+    names.
     """
+
+    def __init__(
+        self,
+        auto_describe: bool = False,
+        target_info: dict[str, str] | None = None,
+        support_collectors_without_names: bool = False,
+    ) -> None:
+        self._auto_describe = auto_describe
+        self._support_collectors_without_names = support_collectors_without_names
+        self._lock = threading.Lock()
+        # id(collector) -> (collector, the sample names it holds), for restricted registries.
+        self._collector_names: dict[int, tuple[Any, list[str]]] = {}
+        self._collectors_without_names: list[Any] = []
+        self._target_info: dict[str, str] | None = {}
+        self.set_target_info(target_info)
+
+    def register(self, collector: Any) -> None:
+        """Add a metric of ours or a collector; raise DuplicateTimeseries on a name clash."""
+        if isinstance(collector, _METRIC_CLASSES):
+            super().register(collector)
+            return
+        names = self._foreign_names(collector, self._auto_describe)
+        with self._lock:
+            self._register_foreign(collector, names)
+            self._collector_names[id(collector)] = (collector, names)
+            if self._support_collectors_without_names and not names:
+                self._collectors_without_names.append(collector)
+
+    def unregister(self, collector: Any) -> None:
+        """Remove a metric or collector; its names can be registered again."""
+        with self._lock:
+            super().unregister(collector)
+            self._collector_names.pop(id(collector), None)
+            if collector in self._collectors_without_names:
+                self._collectors_without_names.remove(collector)
+
+    def set_target_info(self, labels: dict[str, str] | None) -> None:
+        """Expose `target_info` with these labels (None or empty: not at all)."""
+        with self._lock:
+            if labels and not self._target_info:
+                try:
+                    self._reserve(_TARGET_INFO_OWNER, ["target_info"])
+                except ValueError:
+                    raise ValueError("CollectorRegistry already contains a target_info metric") from None
+            elif not labels and self._target_info:
+                self._release(_TARGET_INFO_OWNER)
+            self._target_info = labels
+
+    def get_target_info(self) -> dict[str, str] | None:
+        """Return the labels of `target_info`, if set."""
+        with self._lock:
+            return self._target_info
+
+    def _target_info_metric(self) -> Any:
+        from prometheus_client.metrics_core import Metric
+
+        metric = Metric("target", "Target metadata", "info")
+        metric.add_sample("target_info", self._target_info or {}, 1)
+        return metric
 
     def collect(self) -> list[Any]:
         """Return every metric as prometheus_client `Metric` objects (for prometheus_client tools)."""
         _run_collect_hooks()
-        metrics = _to_prometheus(self._snapshot(_created_enabled()))
+        with self._lock:
+            metrics = [self._target_info_metric()] if self._target_info else []
+        metrics.extend(_to_prometheus(self._snapshot(_created_enabled())))
         _report_store_problems()
         for collector in self._foreign_collectors():
             metrics.extend(collector.collect())
         return metrics
+
+    def restricted_registry(self, names: Iterable[str]) -> RestrictedRegistry:
+        """Return a view whose `collect()` yields only the samples named in `names`."""
+        return RestrictedRegistry(self, names)
 
     def get_sample_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         """Return the value of the sample `name` with exactly `labels`, or None."""
@@ -251,13 +342,76 @@ class CollectorRegistry(_core.CollectorRegistry):
     def encode(self, *, openmetrics: bool = False, gzip: bool = False, extra: Iterable[Any] = ()) -> bytes:
         """Return the exposition of this registry plus the collectors in `extra`."""
         _run_collect_hooks()
-        foreign = _foreign_families([*self._foreign_collectors(), *extra])
-        payload = self._encode(openmetrics, _created_enabled(), foreign, gzip)
+        foreign = [*self._foreign_collectors(), *extra]
+        with self._lock:
+            if self._target_info:
+                foreign.insert(0, _Fixed([self._target_info_metric()]))
+        payload = self._encode(openmetrics, _created_enabled(), _foreign_families(foreign), gzip)
         _report_store_problems()
         return payload
 
 
-REGISTRY = CollectorRegistry()
+class _Fixed:
+    """A collector of metrics already built."""
+
+    def __init__(self, metrics: list[Any]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> list[Any]:
+        return self.metrics
+
+
+def _restricted(metric: Any, names: set[str]) -> Any:
+    """Return `metric` with only the samples named in `names`, or None if none is left."""
+    samples = [s for s in metric.samples if s.name in names]
+    if not samples:
+        return None
+    from prometheus_client.metrics_core import Metric
+
+    out = Metric(metric.name, metric.documentation, metric.type, getattr(metric, "unit", ""))
+    out.samples = samples
+    return out
+
+
+class RestrictedRegistry:
+    """The samples of a registry named in a set (prometheus_client's `restricted_registry()`).
+
+    Only the collectors that hold one of the names are asked (and, with
+    `support_collectors_without_names`, those that declare none); metrics registered after
+    the view was made are seen too.
+    """
+
+    def __init__(self, registry: CollectorRegistry, names: Iterable[str]) -> None:
+        self._registry = registry
+        self._names = set(names)
+
+    def collect(self, *, run_hooks: bool = True) -> list[Any]:
+        """Return the matching metrics, each with only its matching samples."""
+        registry, names = self._registry, self._names
+        out: list[Any] = []
+        with registry._lock:
+            if "target_info" in names and registry._target_info:
+                out.append(registry._target_info_metric())
+            collectors = list(registry._collectors_without_names)
+            for collector, held in registry._collector_names.values():
+                if collector not in collectors and names.intersection(held):
+                    collectors.append(collector)
+        ours = {name for name, held in registry._family_sample_names() if names.intersection(held)}
+        if ours:
+            if run_hooks:
+                _run_collect_hooks()
+            for metric in _to_prometheus(registry._snapshot(_created_enabled())):
+                if metric.name in ours and (kept := _restricted(metric, names)) is not None:
+                    out.append(kept)
+        for collector in collectors:
+            for metric in collector.collect():
+                if (kept := _restricted(metric, names)) is not None:
+                    out.append(kept)
+        return out
+
+
+# prometheus_client's default registry takes names from collect() too (auto_describe).
+REGISTRY = CollectorRegistry(auto_describe=True)
 _core.set_default_registry(REGISTRY)
 
 # A forked child (gunicorn --preload, Celery prefork, multiprocessing) must not write into its

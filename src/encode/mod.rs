@@ -8,6 +8,7 @@ pub mod text;
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::exemplar::Exemplar;
 use crate::family::Desc;
 use crate::names::Kind;
 
@@ -22,6 +23,8 @@ pub struct SeriesSnapshot {
     pub created: f64,
     /// Key-value pairs of an info series.
     pub info: Vec<(String, String)>,
+    /// Exemplars by position: a counter's one, a histogram's per bucket (empty: none recorded).
+    pub exemplars: Vec<Option<Exemplar>>,
 }
 
 /// One family and the values of its series at collection time.
@@ -82,6 +85,8 @@ pub(crate) struct Sample<'a> {
     pub suffix: &'a str,
     pub extra: Option<&'a str>,
     pub value: f64,
+    /// Written by OpenMetrics only (text 0.0.4 has no exemplars).
+    pub exemplar: Option<&'a Exemplar>,
 }
 
 /// Per-family rendering state shared by the encoders.
@@ -147,8 +152,14 @@ impl<'a> FamilyRender<'a> {
         RenderedLabels { before, after }
     }
 
-    /// Append one sample line.
-    pub fn write_sample(&self, out: &mut String, labels: &RenderedLabels, sample: &Sample<'_>) {
+    /// Append one sample line, with its exemplar when `exemplars` (OpenMetrics).
+    pub fn write_sample(
+        &self,
+        out: &mut String,
+        labels: &RenderedLabels,
+        sample: &Sample<'_>,
+        exemplars: bool,
+    ) {
         out.push_str(&self.desc.name);
         out.push_str(sample.suffix);
         let has_extra = sample.extra.is_some();
@@ -174,6 +185,9 @@ impl<'a> FamilyRender<'a> {
         }
         out.push(' ');
         float::write_go_float(out, sample.value);
+        if let (true, Some(exemplar)) = (exemplars, sample.exemplar) {
+            exemplar.write(out);
+        }
         out.push('\n');
     }
 
@@ -181,14 +195,15 @@ impl<'a> FamilyRender<'a> {
     pub fn samples<'s>(&'s self, series: &'s SeriesSnapshot) -> Vec<Sample<'s>> {
         let v = &series.values;
         let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+        let exemplar = |i: usize| series.exemplars.get(i).and_then(Option::as_ref);
+        let plain = |suffix, value| Sample { suffix, extra: None, value, exemplar: None };
         match self.desc.kind {
-            Kind::Counter => vec![Sample { suffix: "_total", extra: None, value: at(0) }],
-            Kind::Gauge => vec![Sample { suffix: "", extra: None, value: at(0) }],
-            Kind::Summary => vec![
-                Sample { suffix: "_count", extra: None, value: at(0) },
-                Sample { suffix: "_sum", extra: None, value: at(1) },
-            ],
-            Kind::Info => vec![Sample { suffix: "_info", extra: None, value: 1.0 }],
+            Kind::Counter => {
+                vec![Sample { suffix: "_total", extra: None, value: at(0), exemplar: exemplar(0) }]
+            }
+            Kind::Gauge => vec![plain("", at(0))],
+            Kind::Summary => vec![plain("_count", at(0)), plain("_sum", at(1))],
+            Kind::Info => vec![plain("_info", 1.0)],
             Kind::Enum => {
                 let current = at(0);
                 self.desc
@@ -199,6 +214,7 @@ impl<'a> FamilyRender<'a> {
                         suffix: "",
                         extra: Some(s.as_str()),
                         value: if i as f64 == current { 1.0 } else { 0.0 },
+                        exemplar: None,
                     })
                     .collect()
             }
@@ -208,11 +224,16 @@ impl<'a> FamilyRender<'a> {
                 let mut acc = 0.0;
                 for (i, le) in self.le.iter().enumerate() {
                     acc += at(i);
-                    out.push(Sample { suffix: "_bucket", extra: Some(le.as_str()), value: acc });
+                    out.push(Sample {
+                        suffix: "_bucket",
+                        extra: Some(le.as_str()),
+                        value: acc,
+                        exemplar: exemplar(i),
+                    });
                 }
-                out.push(Sample { suffix: "_count", extra: None, value: acc });
+                out.push(plain("_count", acc));
                 if self.desc.buckets.first().is_some_and(|b| *b >= 0.0) {
-                    out.push(Sample { suffix: "_sum", extra: None, value: at(n) });
+                    out.push(plain("_sum", at(n)));
                 }
                 out
             }

@@ -30,11 +30,12 @@ pub fn encode(out: &mut String, families: &[FamilySnapshot], opts: Options) {
         for series in &fam.series {
             let labels = render.labels(series);
             for sample in render.samples(series) {
-                render.write_sample(out, &labels, &sample);
+                render.write_sample(out, &labels, &sample, true);
             }
             if want_created {
-                let created = Sample { suffix: "_created", extra: None, value: series.created };
-                render.write_sample(out, &labels, &created);
+                let created =
+                    Sample { suffix: "_created", extra: None, value: series.created, exemplar: None };
+                render.write_sample(out, &labels, &created, true);
             }
         }
     }

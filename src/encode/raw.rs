@@ -2,6 +2,7 @@
 //! registry), written with the same rules prometheus_client's own encoders apply to them.
 
 use super::{escape_help, escape_label_value, float::write_go_float};
+use crate::exemplar::Exemplar;
 
 /// One sample of a foreign family.
 #[derive(Clone, Debug)]
@@ -14,6 +15,8 @@ pub struct RawSample {
     pub value: f64,
     /// Timestamp in seconds, if the collector set one.
     pub timestamp: Option<f64>,
+    /// An exemplar (OpenMetrics only; a NaN timestamp is written as none).
+    pub exemplar: Option<Exemplar>,
 }
 
 /// A foreign family.
@@ -57,6 +60,9 @@ fn write_line(out: &mut String, s: &RawSample, openmetrics: bool) {
         } else {
             out.push_str(&format!("{}", (ts * 1000.0) as i64));
         }
+    }
+    if let (true, Some(exemplar)) = (openmetrics, &s.exemplar) {
+        exemplar.write(out);
     }
     out.push('\n');
 }
@@ -143,8 +149,15 @@ mod tests {
                     labels: vec![("b".into(), "1".into()), ("a".into(), "2".into())],
                     value: 1.0,
                     timestamp: None,
+                    exemplar: None,
                 },
-                RawSample { name: "c_created".into(), labels: vec![], value: 5.0, timestamp: Some(1.5) },
+                RawSample {
+                    name: "c_created".into(),
+                    labels: vec![],
+                    value: 5.0,
+                    timestamp: Some(1.5),
+                    exemplar: None,
+                },
             ],
         };
         let mut out = String::new();

@@ -22,11 +22,12 @@ pub fn encode(out: &mut String, families: &[FamilySnapshot], opts: Options) {
         for series in &fam.series {
             let labels = render.labels(series);
             for sample in render.samples(series) {
-                render.write_sample(out, &labels, &sample);
+                render.write_sample(out, &labels, &sample, false);
             }
             if want_created {
-                let created = Sample { suffix: "_created", extra: None, value: series.created };
-                render.write_sample(&mut created_lines, &labels, &created);
+                let created =
+                    Sample { suffix: "_created", extra: None, value: series.created, exemplar: None };
+                render.write_sample(&mut created_lines, &labels, &created, false);
             }
         }
         // prometheus_client moves OpenMetrics-only samples into a gauge family of their own.

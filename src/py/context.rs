@@ -3,8 +3,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyTuple, PyType};
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+use super::metric::target_of;
 
 use crate::family::{Family, Series};
 use crate::names::Kind;
@@ -33,39 +36,76 @@ fn decorate<'py>(ctx: &Bound<'py, PyAny>, func: &Bound<'py, PyAny>) -> PyResult<
 }
 
 /// Times a block or function; observes a histogram or summary, sets a gauge.
+///
+/// On a labelled metric, `labels()` inside the block picks the child to record on, as with
+/// prometheus_client: `with h.time() as t: t.labels("x")`.
 #[pyclass(name = "Timer", module = "metrics._core", frozen)]
 pub struct PyTimer {
-    target: Target,
-    start: Mutex<Option<Instant>>,
+    metric: Py<PyAny>,
+    state: Mutex<TimerState>,
+}
+
+struct TimerState {
+    target: Option<Target>,
+    start: Option<Instant>,
+    duration: Option<f64>,
 }
 
 impl PyTimer {
-    pub(crate) fn new(target: Target) -> PyTimer {
-        PyTimer { target, start: Mutex::new(None) }
+    /// A timer on `metric`, whose series is `target` (None: a labelled parent, until `labels()`).
+    pub(crate) fn new(metric: Py<PyAny>, target: Option<Target>) -> PyTimer {
+        PyTimer { metric, state: Mutex::new(TimerState { target, start: None, duration: None }) }
     }
 }
 
 #[pymethods]
 impl PyTimer {
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        if let Ok(mut s) = slf.get().start.lock() {
-            *s = Some(Instant::now());
+        if let Ok(mut s) = slf.get().state.lock() {
+            s.start = Some(Instant::now());
         }
         slf
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
-        let start = self.start.lock().ok().and_then(|mut s| s.take());
-        if let Some(start) = start {
-            self.target.record(start.elapsed().as_secs_f64());
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        let Ok(mut state) = self.state.lock() else { return Ok(false) };
+        let Some(start) = state.start.take() else { return Ok(false) };
+        let seconds = start.elapsed().as_secs_f64();
+        state.duration = Some(seconds);
+        match &state.target {
+            Some(target) => target.record(seconds),
+            None => return Err(PyValueError::new_err("metric is missing label values")),
         }
-        false
+        Ok(false)
+    }
+
+    /// Record on the child with these label values (for a timer on a labelled metric).
+    #[pyo3(signature = (*args, **kwargs))]
+    fn labels(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let child = self.metric.bind(py).call_method("labels", args, kwargs)?;
+        let target = target_of(&child)?;
+        if let Ok(mut state) = self.state.lock() {
+            state.target = Some(target);
+        }
+        Ok(())
+    }
+
+    /// Seconds the last timed block took (None before it ends).
+    #[getter]
+    fn duration(&self) -> Option<f64> {
+        self.state.lock().ok().and_then(|s| s.duration)
     }
 
     /// A fresh timer on the same metric (one per decorated call).
-    fn _fresh(&self) -> PyTimer {
-        PyTimer::new(self.target.clone())
+    fn _fresh(&self, py: Python<'_>) -> PyTimer {
+        let target = self.state.lock().ok().and_then(|s| s.target.clone());
+        PyTimer::new(self.metric.clone_ref(py), target)
     }
 
     fn __call__<'py>(slf: &Bound<'py, Self>, func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {

@@ -13,6 +13,7 @@ use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use super::context::{PyExceptionCounter, PyInProgress, PyTimer, Target};
 use super::registry::{snapshots_to_py, RegistryArg};
+use crate::exemplar::Exemplar;
 use crate::family::{now, Desc, Family, GaugeMode, Series};
 use crate::names::{self, Kind};
 use crate::store;
@@ -92,10 +93,10 @@ impl Metric {
     }
 
     fn create(py: Python<'_>, desc: Desc, registry: RegistryArg) -> PyResult<Metric> {
-        let family = Family::new(desc);
+        let family = Family::new_with(desc, || python_time(py));
         registry.register(py, &family)?;
         let labelled = !family.desc.labelnames.is_empty();
-        let series = if labelled { None } else { family.series(Vec::new()).ok() };
+        let series = if labelled { None } else { family.series_with(Vec::new(), || python_time(py)).ok() };
         let children = if labelled { Some(PyDict::new(py).unbind()) } else { None };
         Ok(Metric { family, series, children, labelvalues: Vec::new() })
     }
@@ -193,7 +194,8 @@ impl Metric {
         if let Some(child) = children.get_item(&canon)? {
             return Ok(Ok(child));
         }
-        let series = self.family.series(values.clone()).map_err(PyValueError::new_err)?;
+        let series =
+            self.family.series_with(values.clone(), || python_time(py)).map_err(PyValueError::new_err)?;
         let child = Metric {
             family: Arc::clone(&self.family),
             series: Some(series),
@@ -217,6 +219,42 @@ impl Metric {
         Ok(())
     }
 
+    fn remove_by_labels(&self, py: Python<'_>, labels: &Bound<'_, PyDict>) -> PyResult<()> {
+        let children = self.children(py)?;
+        let names = &self.family.desc.labelnames;
+        let mut matching = Vec::with_capacity(labels.len());
+        for (k, v) in labels.iter() {
+            let k: String = k.extract()?;
+            let Some(i) = names.iter().position(|n| *n == k) else {
+                return Err(PyValueError::new_err(format!("Unknown label name: {k}")));
+            };
+            matching.push((i, v.str()?.to_cow()?.into_owned()));
+        }
+        if matching.is_empty() {
+            return Ok(());
+        }
+        for values in self.family.remove_matching(&matching) {
+            let key = PyTuple::new(py, &values)?;
+            if children.contains(&key)? {
+                children.del_item(&key)?;
+            }
+        }
+        // Children cached under their original (non-str) keys: drop those matching too.
+        let stale: Vec<Bound<'_, PyAny>> = children
+            .iter()
+            .filter(|(_, child)| {
+                target_of(child)
+                    .map(|t| matching.iter().all(|(i, v)| t.series.labels.get(*i) == Some(v)))
+                    .unwrap_or(false)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in stale {
+            children.del_item(key)?;
+        }
+        Ok(())
+    }
+
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
         if let Some(c) = &self.children {
             c.bind(py).clear();
@@ -230,6 +268,46 @@ impl Metric {
         let tuples = snapshots_to_py(py, &snaps, true)?;
         py.import("metrics.core")?.getattr("_to_prometheus")?.call1((tuples,))
     }
+}
+
+/// Python's `time.time()`: creation times follow the interpreter's clock, so tests and tools
+/// that fake time (freezegun, a patched `time.time`) see it in `_created`, as with
+/// prometheus_client. Read once per new series, never per operation.
+fn python_time(py: Python<'_>) -> f64 {
+    py.import("time")
+        .and_then(|t| t.getattr("time"))
+        .and_then(|f| f.call0())
+        .and_then(|v| v.extract::<f64>())
+        .unwrap_or_else(|_| now())
+}
+
+/// Build an exemplar from a dict of labels, validated as prometheus_client does (its legacy
+/// label-name rule applies while `prometheus_client.validation` says so).
+fn exemplar_of(py: Python<'_>, labels: &Bound<'_, PyDict>, value: f64) -> PyResult<Exemplar> {
+    let mut pairs = Vec::with_capacity(labels.len());
+    for (k, v) in labels.iter() {
+        pairs.push((k.extract::<String>()?, v.extract::<String>()?));
+    }
+    let legacy = py
+        .import("prometheus_client.validation")
+        .and_then(|m| m.getattr("get_legacy_validation"))
+        .and_then(|f| f.call0())
+        .and_then(|v| v.extract::<bool>())
+        .unwrap_or(true);
+    Exemplar::new(pairs, value, python_time(py), legacy).map_err(PyValueError::new_err)
+}
+
+/// The series behind a child (or an unlabelled metric) of any of our metric classes.
+pub(crate) fn target_of(obj: &Bound<'_, PyAny>) -> PyResult<Target> {
+    macro_rules! try_class {
+        ($($ty:ty),*) => {
+            $(if let Ok(m) = obj.cast::<$ty>() {
+                return m.get().m.target();
+            })*
+        };
+    }
+    try_class!(PyCounter, PyGauge, PyHistogram, PySummary, PyInfo, PyEnum);
+    Err(PyTypeError::new_err("not a metric of this package"))
 }
 
 /// Find the family behind any of our metric objects.
@@ -283,6 +361,11 @@ macro_rules! metric_class {
             #[pyo3(signature = (*labelvalues))]
             fn remove(&self, py: Python<'_>, labelvalues: &Bound<'_, PyTuple>) -> PyResult<()> {
                 self.m.remove(py, labelvalues)
+            }
+
+            /// Forget every child whose labels include all of `labels` (a dict, by name).
+            fn remove_by_labels(&self, py: Python<'_>, labels: &Bound<'_, PyDict>) -> PyResult<()> {
+                self.m.remove_by_labels(py, labels)
             }
 
             /// Forget every child.
@@ -355,19 +438,23 @@ metric_class!(PyCounter, "Counter", {
         Ok(PyCounter { m: Metric::build(py, Kind::Counter, parts, registry, Ok)? })
     }
 
-    /// Increment by `amount` (non-negative).
-    #[pyo3(signature = (amount=1.0))]
-    fn inc(&self, amount: f64) -> PyResult<()> {
+    /// Increment by `amount` (non-negative), keeping `exemplar` (a dict of labels) if given.
+    #[pyo3(signature = (amount=1.0, exemplar=None))]
+    fn inc(&self, py: Python<'_>, amount: f64, exemplar: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
         if amount < 0.0 {
             return Err(PyValueError::new_err("Counters can only be incremented by non-negative amounts."));
         }
-        self.m.series()?.inc(amount);
+        let series = self.m.series()?;
+        if let Some(labels) = exemplar.filter(|e| !e.is_empty()) {
+            series.set_exemplar(0, 1, exemplar_of(py, labels, amount)?);
+        }
+        series.inc(amount);
         Ok(())
     }
 
     /// Reset to zero and restart the creation time.
-    fn reset(&self) -> PyResult<()> {
-        self.m.series()?.reset();
+    fn reset(&self, py: Python<'_>) -> PyResult<()> {
+        self.m.series()?.reset(python_time(py));
         Ok(())
     }
 
@@ -449,8 +536,8 @@ metric_class!(PyGauge, "Gauge", {
     }
 
     /// Time a block or function, setting the gauge to its duration in seconds.
-    fn time(&self) -> PyResult<PyTimer> {
-        Ok(PyTimer::new(self.m.target()?))
+    fn time(slf: &Bound<'_, Self>) -> PyTimer {
+        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target().ok())
     }
 
     /// Take the value from `f()` at every collection.
@@ -500,14 +587,23 @@ metric_class!(PyHistogram, "Histogram", {
     }
 
     /// Record one observation.
-    fn observe(&self, amount: f64) -> PyResult<()> {
-        self.m.series()?.observe_histogram(&self.m.family.desc.buckets, amount);
+    #[pyo3(signature = (amount, exemplar=None))]
+    fn observe(&self, py: Python<'_>, amount: f64, exemplar: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let series = self.m.series()?;
+        let buckets = &self.m.family.desc.buckets;
+        if let Some(labels) = exemplar.filter(|e| !e.is_empty()) {
+            let bucket = Series::bucket_of(buckets, amount);
+            if bucket < buckets.len() {
+                series.set_exemplar(bucket, buckets.len(), exemplar_of(py, labels, amount)?);
+            }
+        }
+        series.observe_histogram(buckets, amount);
         Ok(())
     }
 
     /// Time a block or function, observing its duration in seconds.
-    fn time(&self) -> PyResult<PyTimer> {
-        Ok(PyTimer::new(self.m.target()?))
+    fn time(slf: &Bound<'_, Self>) -> PyTimer {
+        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target().ok())
     }
 
     /// The bucket upper bounds.
@@ -543,8 +639,8 @@ metric_class!(PySummary, "Summary", {
     }
 
     /// Time a block or function, observing its duration in seconds.
-    fn time(&self) -> PyResult<PyTimer> {
-        Ok(PyTimer::new(self.m.target()?))
+    fn time(slf: &Bound<'_, Self>) -> PyTimer {
+        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target().ok())
     }
 });
 

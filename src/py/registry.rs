@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use super::metric::family_of;
 use crate::encode::raw::{RawFamily, RawSample};
 use crate::encode::{self, FamilyRender, FamilySnapshot, Options};
+use crate::exemplar::Exemplar;
 use crate::registry::Registry;
 
 static DEFAULT: PyOnceLock<Py<PyRegistry>> = PyOnceLock::new();
@@ -60,8 +61,23 @@ impl RegistryArg {
                 )
             })?,
         };
-        registry.get().inner.register(Arc::clone(family)).map_err(PyValueError::new_err)
+        registry.get().inner.register(Arc::clone(family)).map_err(|e| registration_error(py, e))
     }
+}
+
+/// A clash is prometheus_client's `DuplicateTimeseries` (a ValueError), so code catching it
+/// works unchanged; anything else a ValueError.
+fn registration_error(py: Python<'_>, message: String) -> PyErr {
+    if message.starts_with("Duplicated timeseries") {
+        if let Ok(class) =
+            py.import("prometheus_client.registry").and_then(|m| m.getattr("DuplicateTimeseries"))
+        {
+            if let Ok(err) = class.call1((message.clone(),)) {
+                return PyErr::from_value(err);
+            }
+        }
+    }
+    PyValueError::new_err(message)
 }
 
 /// The set of metrics one exposition shows.
@@ -83,15 +99,22 @@ impl PyRegistry {
     }
 }
 
-type PySample = (String, HashMap<String, String>, f64, Option<f64>);
+type PyExemplar = (HashMap<String, String>, f64, Option<f64>);
+type PySample = (String, HashMap<String, String>, f64, Option<f64>, Option<PyExemplar>);
 type PyFamily = (String, String, String, String, Vec<PySample>);
 
 fn owner_key(obj: &Bound<'_, PyAny>) -> String {
     format!("collector@{:x}", obj.as_ptr() as usize)
 }
 
-fn foreign_names(collector: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-    let Ok(describe) = collector.getattr("describe") else { return Ok(Vec::new()) };
+/// The sample names a foreign collector produces, from its `describe()`, or with
+/// `auto_describe` from its `collect()` when it has no `describe()` (prometheus_client's rule).
+fn foreign_names(collector: &Bound<'_, PyAny>, auto_describe: bool) -> PyResult<Vec<String>> {
+    let describe = match collector.getattr("describe") {
+        Ok(d) => d,
+        Err(_) if auto_describe => collector.getattr("collect")?,
+        Err(_) => return Ok(Vec::new()),
+    };
     let mut names = Vec::new();
     for metric in describe.call0()?.try_iter()? {
         let metric = metric?;
@@ -121,11 +144,16 @@ fn raw_families(foreign: Vec<PyFamily>) -> Vec<RawFamily> {
             unit,
             samples: samples
                 .into_iter()
-                .map(|(name, labels, value, timestamp)| RawSample {
+                .map(|(name, labels, value, timestamp, exemplar)| RawSample {
                     name,
                     labels: labels.into_iter().collect(),
                     value,
                     timestamp,
+                    exemplar: exemplar.map(|(labels, value, timestamp)| {
+                        let mut labels: Vec<(String, String)> = labels.into_iter().collect();
+                        labels.sort();
+                        Exemplar { labels, value, timestamp: timestamp.unwrap_or(f64::NAN) }
+                    }),
                 })
                 .collect(),
         })
@@ -156,10 +184,20 @@ pub(crate) fn snapshots_to_py<'py>(
                 if let (Some(k), Some(v)) = (render.extra_name(), s.extra) {
                     labels.set_item(k, v)?;
                 }
-                samples.append((format!("{}{}", desc.name, s.suffix), labels, s.value))?;
+                let exemplar = match s.exemplar {
+                    Some(e) => {
+                        let ex_labels = PyDict::new(py);
+                        for (k, v) in &e.labels {
+                            ex_labels.set_item(k, v)?;
+                        }
+                        Some((ex_labels, e.value, e.timestamp))
+                    }
+                    None => None,
+                };
+                samples.append((format!("{}{}", desc.name, s.suffix), labels, s.value, exemplar))?;
             }
             if created && render.has_created() {
-                samples.append((format!("{}_created", desc.name), base, series.created))?;
+                samples.append((format!("{}_created", desc.name), base, series.created, py.None()))?;
             }
         }
         let kind = desc.kind.openmetrics_name();
@@ -177,19 +215,50 @@ impl PyRegistry {
     }
 
     /// Add a metric of ours, or any object with `collect()` (and optionally `describe()`).
-    fn register(&self, collector: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn register(&self, py: Python<'_>, collector: &Bound<'_, PyAny>) -> PyResult<()> {
         if let Some(family) = family_of(collector)? {
-            return self.inner.register(family).map_err(PyValueError::new_err);
+            return self.inner.register(family).map_err(|e| registration_error(py, e));
         }
+        let names = foreign_names(collector, false)?;
+        self._register_foreign(py, collector, names)
+    }
+
+    /// The sample names `collector` produces and clashes with (see `foreign_names`).
+    #[pyo3(signature = (collector, auto_describe=false))]
+    fn _foreign_names(&self, collector: &Bound<'_, PyAny>, auto_describe: bool) -> PyResult<Vec<String>> {
+        foreign_names(collector, auto_describe)
+    }
+
+    /// Add a foreign collector that produces (and clashes with) the sample names `names`.
+    fn _register_foreign(
+        &self,
+        py: Python<'_>,
+        collector: &Bound<'_, PyAny>,
+        names: Vec<String>,
+    ) -> PyResult<()> {
         if !collector.hasattr("collect")? {
             return Err(PyTypeError::new_err("a collector needs a collect() method"));
         }
-        let names = foreign_names(collector)?;
-        self.inner.reserve(&owner_key(collector), &names).map_err(PyValueError::new_err)?;
+        self.inner.reserve(&owner_key(collector), &names).map_err(|e| registration_error(py, e))?;
         if let Ok(mut list) = self.foreign.lock() {
             list.push(collector.clone().unbind());
         }
         Ok(())
+    }
+
+    /// Claim sample names for `owner` (a key of the caller's), as a collector would.
+    fn _reserve(&self, py: Python<'_>, owner: &str, names: Vec<String>) -> PyResult<()> {
+        self.inner.reserve(owner, &names).map_err(|e| registration_error(py, e))
+    }
+
+    /// Release the names `_reserve` claimed for `owner`.
+    fn _release(&self, owner: &str) {
+        self.inner.release(owner);
+    }
+
+    /// Each family of ours with the sample names it produces.
+    fn _family_sample_names(&self) -> Vec<(String, Vec<String>)> {
+        self.inner.families().iter().map(|f| (f.desc.name.clone(), f.desc.sample_names())).collect()
     }
 
     /// Remove a metric or collector.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::format::{self, Header, Record};
 use crate::encode::{FamilySnapshot, SeriesSnapshot};
+use crate::exemplar::Exemplar;
 use crate::family::{Desc, Family, GaugeMode};
 use crate::names::Kind;
 
@@ -70,6 +71,7 @@ fn compatible(a: &Desc, b: &Desc) -> bool {
 struct Acc {
     values: Vec<f64>,
     created: f64,
+    exemplars: Vec<Option<Exemplar>>,
 }
 
 #[derive(Clone)]
@@ -127,11 +129,27 @@ impl Merge {
         match fam.series.get_mut(&key) {
             None => {
                 fam.order.push(key.clone());
-                fam.series.insert(key, Acc { values: values.to_vec(), created });
+                fam.series.insert(key, Acc { values: values.to_vec(), created, exemplars: Vec::new() });
             }
             Some(acc) => {
                 acc.created = acc.created.min(created);
                 combine(op, &mut acc.values, values);
+            }
+        }
+    }
+
+    /// Offer the exemplars of one series (by position); each position keeps the newest.
+    pub fn add_exemplars(&mut self, name: &str, labels: &[String], exemplars: &[Option<Exemplar>]) {
+        let Some(fam) = self.index.get(name).and_then(|i| self.fams.get_mut(*i)) else { return };
+        let Some(acc) = fam.series.get_mut(labels) else { return };
+        if acc.exemplars.len() < exemplars.len() {
+            acc.exemplars.resize(exemplars.len(), None);
+        }
+        for (slot, offered) in acc.exemplars.iter_mut().zip(exemplars) {
+            if let Some(new) = offered {
+                if slot.as_ref().map_or(true, |old| old.timestamp <= new.timestamp) {
+                    *slot = Some(new.clone());
+                }
             }
         }
     }
@@ -207,6 +225,7 @@ impl MergedFamily {
                     values: acc.values.clone(),
                     created: acc.created,
                     info: Vec::new(),
+                    exemplars: acc.exemplars.clone(),
                 })
             })
             .collect();

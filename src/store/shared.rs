@@ -708,8 +708,17 @@ impl Store for SharedStore {
             Ok(_) => self.compact_locked(),
             Err(e) => self.warn(format!("{e}; merged without compacting")),
         }
-        let merge = self.merged();
+        let mut merge = self.merged();
         drop(lock);
+        // Exemplars live in each process's memory: this process's own are offered here.
+        for fam in families.iter().filter(|f| matches!(f.desc.kind, Kind::Counter | Kind::Histogram)) {
+            for series in fam.all_series() {
+                let exemplars = series.exemplars();
+                if !exemplars.is_empty() {
+                    merge.add_exemplars(&fam.desc.name, &series.labels, &exemplars);
+                }
+            }
+        }
         for w in &merge.warnings {
             self.warn(w.clone());
         }
