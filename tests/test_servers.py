@@ -272,8 +272,9 @@ def test_probes_over_http(server: Server) -> None:
     checks = server.get("/metrics/health/").json()["checks"]
     for name in ("database:default", "cache:default", "migrations"):
         assert checks[name]["status"] == "ok", checks
-    # The kubelet calls the pod IP; a probe sending an allowed Host header passes ALLOWED_HOSTS.
-    assert server.get("/metrics/liveness/", headers={"Host": "10.1.2.3:8000"}).status_code == 400
+    # The kubelet calls the pod IP: the probes answer it, every other path keeps ALLOWED_HOSTS.
+    assert server.get("/metrics/liveness/", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+    assert server.get("/metrics/", headers={"Host": "10.1.2.3:8000"}).status_code == 400
     assert server.get("/metrics/liveness/", headers={"Host": "localhost"}).status_code == 200
 
 
