@@ -5,6 +5,7 @@ a view answering 2 bytes):
 
 - bare Django (no metrics),
 - this package's `metrics.middleware.MetricsMiddleware`,
+- the same with `METRICS_COMPAT_DJANGO_PROMETHEUS` on (django-prometheus's families too),
 - django-prometheus (`PrometheusBeforeMiddleware` ... `PrometheusAfterMiddleware`),
 - a minimal hand-written prometheus_client middleware recording the spec's five metrics.
 
@@ -47,10 +48,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-STACKS = ["bare", "metrics", "django-prometheus", "prometheus_client"]
+STACKS = ["bare", "metrics", "metrics-compat", "django-prometheus", "prometheus_client"]
 LABELS = {
     "bare": "bare Django",
     "metrics": "metrics (this package)",
+    "metrics-compat": "metrics, compat on",
     "django-prometheus": "django-prometheus",
     "prometheus_client": "minimal prometheus_client",
 }
@@ -81,6 +83,8 @@ SITE = textwrap.dedent(
     STACKS = {
         "bare": BASE,
         "metrics": ["metrics.middleware.MetricsMiddleware", *BASE],
+        # The same middleware; BENCH_STACK turns METRICS_COMPAT_DJANGO_PROMETHEUS on below.
+        "metrics-compat": ["metrics.middleware.MetricsMiddleware", *BASE],
         "django-prometheus": [
             "django_prometheus.middleware.PrometheusBeforeMiddleware",
             *BASE,
@@ -112,6 +116,7 @@ SITE = textwrap.dedent(
                 "django_prometheus",
             ],
             MIDDLEWARE=STACKS[os.environ.get("BENCH_STACK", "bare")],
+            METRICS_COMPAT_DJANGO_PROMETHEUS=os.environ.get("BENCH_STACK") == "metrics-compat",
             DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
             LOGGING_CONFIG=None,
         )
@@ -184,11 +189,18 @@ def build_handlers() -> dict[str, Callable[[dict], object]]:
     from django.conf import settings
     from django.core.handlers.wsgi import WSGIHandler
 
+    from metrics.conf import app_settings
+
     handlers = {}
     for stack in STACKS:
-        # load_middleware() reads settings.MIDDLEWARE once, in WSGIHandler's constructor.
+        # load_middleware() reads settings.MIDDLEWARE once, in WSGIHandler's constructor; the
+        # middleware reads METRICS_COMPAT_DJANGO_PROMETHEUS once, in its own.
         settings.MIDDLEWARE = bench_site.STACKS[stack]
+        settings.METRICS_COMPAT_DJANGO_PROMETHEUS = stack == "metrics-compat"
+        app_settings.clear_cache()
         handlers[stack] = WSGIHandler()
+    settings.METRICS_COMPAT_DJANGO_PROMETHEUS = False
+    app_settings.clear_cache()
     return handlers
 
 
@@ -266,9 +278,19 @@ def middleware_alone(rounds: int, requests: int) -> dict[str, list[float]]:
     def view(request: object) -> HttpResponse:
         return response
 
+    from django.conf import settings
+
+    from metrics.conf import app_settings
+
+    settings.METRICS_COMPAT_DJANGO_PROMETHEUS = True
+    app_settings.clear_cache()
+    compat_chain = MetricsMiddleware(view)
+    settings.METRICS_COMPAT_DJANGO_PROMETHEUS = False
+    app_settings.clear_cache()
     chains: dict[str, Callable[[object], object]] = {
         "bare": view,
         "metrics": MetricsMiddleware(view),
+        "metrics-compat": compat_chain,
         "django-prometheus": PrometheusBeforeMiddleware(PrometheusAfterMiddleware(view)),
         "prometheus_client": MinimalPrometheusMiddleware(view),
     }
