@@ -156,3 +156,22 @@ def test_probes_answer_a_pod_ip_host_under_asgi() -> None:
 
     assert asyncio.run(get("/metrics/liveness/")) == 200
     assert asyncio.run(get("/metrics/")) == 400
+
+
+@override_settings(METRICS_ALLOWED_IPS="127.0.0.1")
+def test_name_parameter_scrapes_a_subset(env) -> None:
+    """`?name[]=...` (prometheus_client's parameter) serves only those samples, ours and foreign."""
+    theirs = prometheus_client.Counter("subset_foreign", "F.")
+    theirs.inc()
+    try:
+        client = Client()
+        assert client.get("/ok/").status_code == 200
+        response = client.get("/metrics/?name[]=django_http_requests_total&name[]=subset_foreign_total")
+        assert response.status_code == 200
+        names = {
+            s.name for fam in text_string_to_metric_families(response.content.decode()) for s in fam.samples
+        }
+        assert names == {"django_http_requests_total", "subset_foreign_total"}, names
+        assert client.get("/metrics/?name[]=no_such_metric").content == b""
+    finally:
+        prometheus_client.REGISTRY.unregister(theirs)

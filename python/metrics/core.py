@@ -412,6 +412,8 @@ class RestrictedRegistry:
 
 # prometheus_client's default registry takes names from collect() too (auto_describe).
 REGISTRY = CollectorRegistry(auto_describe=True)
+# Encodes restricted views (`exposition(names=...)`) through the foreign path.
+_EMPTY = CollectorRegistry()
 _core.set_default_registry(REGISTRY)
 
 # A forked child (gunicorn --preload, Celery prefork, multiprocessing) must not write into its
@@ -454,9 +456,16 @@ def generate_latest_openmetrics(registry: CollectorRegistry = REGISTRY) -> bytes
     return registry.encode(openmetrics=True)
 
 
-def exposition(*, openmetrics: bool = False, gzip: bool = False, include_foreign: bool = True) -> bytes:
+def exposition(
+    *,
+    openmetrics: bool = False,
+    gzip: bool = False,
+    include_foreign: bool = True,
+    names: Iterable[str] | None = None,
+) -> bytes:
     """Return what `/metrics/` serves: the default registry plus prometheus_client's.
 
+    With `names` (prometheus_client's `name[]` query parameter), only the samples of those names.
     prometheus_client's part is left out, logged and counted when it cannot be read (its
     multiprocess files gone with the directory): our own metrics are still served.
     """
@@ -467,7 +476,15 @@ def exposition(*, openmetrics: bool = False, gzip: bool = False, include_foreign
         except Exception:
             logger.exception("prometheus_client's metrics are left out of this scrape")
             _count_store_problem()
-    return REGISTRY.encode(openmetrics=openmetrics, gzip=gzip, extra=extra)
+    if names is None:
+        return REGISTRY.encode(openmetrics=openmetrics, gzip=gzip, extra=extra)
+    wanted = set(names)
+    restricted: list[Any] = [REGISTRY.restricted_registry(wanted)]
+    for registry in extra:
+        restrict = getattr(registry, "restricted_registry", None)
+        if restrict is not None:
+            restricted.append(restrict(wanted))
+    return _EMPTY.encode(openmetrics=openmetrics, gzip=gzip, extra=restricted)
 
 
 def _foreign_registry() -> Any:

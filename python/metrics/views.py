@@ -43,7 +43,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         return response
     openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
     gzip = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    body = core.exposition(openmetrics=openmetrics, gzip=gzip)
+    # `?name[]=a&name[]=b`: only those samples, as prometheus_client's handlers allow.
+    names = request.GET.getlist("name[]") or None
+    body = core.exposition(openmetrics=openmetrics, gzip=gzip, names=names)
     response = HttpResponse(
         body, content_type=core.OPENMETRICS_CONTENT_TYPE if openmetrics else core.CONTENT_TYPE_LATEST
     )

@@ -25,7 +25,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from metrics import core
 from metrics.access import WWW_AUTHENTICATE, is_allowed
@@ -87,7 +87,8 @@ class MetricsHandler(BaseHTTPRequestHandler):
         openmetrics = wants_openmetrics(self.headers.get("Accept", ""))
         gzip = accepts_gzip(self.headers.get("Accept-Encoding", ""))
         try:
-            body = core.exposition(openmetrics=openmetrics, gzip=gzip)
+            names = parse_qs(urlsplit(self.path).query).get("name[]")
+            body = core.exposition(openmetrics=openmetrics, gzip=gzip, names=names)
         except Exception:
             logger.exception("metrics server: exposition failed")
             self._send(500, b"Exposition failed.\n", "text/plain; charset=utf-8", send_body)
