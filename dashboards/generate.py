@@ -239,6 +239,13 @@ ts(
     "reqps",
 )
 ts(
+    "Exceptions / s by view and type",
+    [(f"sum by (view, type) (rate(django_http_exceptions_total{{{SEL}}}{R}))", "{{view}} {{type}}")],
+    "ops",
+    "Exceptions raised by views (they also count as status 500), by exception class.",
+    minv=0,
+)
+ts(
     "Latency quantiles",
     [
         (q("django_http_request_duration_seconds", 0.5), "p50"),
@@ -474,6 +481,17 @@ flush()
 # ---------- Users and business ----------
 row("Users and business")
 ts(
+    "Model operations / s",
+    [
+        (f"sum by (model) (rate(django_model_inserts_total{{{SEL}}}{R}))", "insert {{model}}"),
+        (f"sum by (model) (rate(django_model_updates_total{{{SEL}}}{R}))", "update {{model}}"),
+        (f"sum by (model) (rate(django_model_deletes_total{{{SEL}}}{R}))", "delete {{model}}"),
+    ],
+    "ops",
+    "Models listed in METRICS_MODELS, from Django's signals (bulk operations are not seen).",
+    minv=0,
+)
+ts(
     "Logins and registrations / s",
     [
         (f"sum by (method) (rate(django_user_logins_total{{{SEL}}}{R}))", "login {{method}}"),
@@ -616,6 +634,12 @@ ts(
     [(f"max by (database) (django_migrations_unapplied{{{SEL}}})", "{{database}}")],
     "short",
     "Alert DjangoUnappliedMigrations.",
+)
+ts(
+    "Applied migrations",
+    [(f"max by (database) (django_migrations_applied{{{SEL}}})", "{{database}}")],
+    "short",
+    "Per database alias; a step up is a deploy's migrations.",
 )
 ts(
     "Scrape duration",
