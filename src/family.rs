@@ -176,9 +176,18 @@ pub struct Series {
     info: Mutex<Vec<(String, String)>>,
     // A gauge merged as `mostrecent`: every write also records its time, whoever writes.
     stamped: bool,
-    // This process's exemplars by position (a counter's one, a histogram's per bucket); empty
-    // until the first one. Written and read under the lock, never on a plain inc or observe.
-    exemplars: Mutex<Vec<Option<Exemplar>>>,
+    // Exemplars by position (a counter's one, a histogram's per bucket); empty until the
+    // first one. Written and read under the lock, never on a plain inc or observe.
+    exemplars: Mutex<ExemplarState>,
+}
+
+/// A series' exemplars: this process's copy, and where other processes can read them.
+#[derive(Default)]
+struct ExemplarState {
+    local: Vec<Option<Exemplar>>,
+    // Shared entries (multiprocess mode), asked of the store once per series and store.
+    shared: Option<store::ExemplarSlots>,
+    asked: bool,
 }
 
 impl Series {
@@ -235,21 +244,20 @@ impl Series {
         cell::add(&cells[1], value);
     }
 
-    /// Keep `exemplar` at `position` of `len` (a counter: 0 of 1; a histogram: its bucket).
-    pub fn set_exemplar(&self, position: usize, len: usize, exemplar: Exemplar) {
-        if let Ok(mut slots) = self.exemplars.lock() {
-            if slots.len() < len {
-                slots.resize(len, None);
-            }
-            if let Some(slot) = slots.get_mut(position) {
-                *slot = Some(exemplar);
-            }
-        }
-    }
-
     /// This process's exemplars by position (empty when none was recorded).
     pub fn exemplars(&self) -> Vec<Option<Exemplar>> {
-        self.exemplars.lock().map(|e| e.clone()).unwrap_or_default()
+        self.exemplars.lock().map(|e| e.local.clone()).unwrap_or_default()
+    }
+
+    /// Let go of shared exemplar entries (after a fork or a store switch: they belong to the
+    /// parent's, or the old, store); the next exemplar asks the current store again.
+    pub fn forget_shared_exemplars(&self) {
+        let mut state = match self.exemplars.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        state.shared = None;
+        state.asked = false;
     }
 
     /// The bucket an observation of `value` falls in (`buckets.len()` for NaN: none).
@@ -375,10 +383,29 @@ impl Family {
             seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
             info: Mutex::new(Vec::new()),
             stamped: self.desc.tracks_time(),
-            exemplars: Mutex::new(Vec::new()),
+            exemplars: Mutex::new(ExemplarState::default()),
         });
         map.insert(labels, Arc::clone(&series));
         Ok(series)
+    }
+
+    /// Keep `exemplar` for `series` at `position` of `len` (a counter: 0 of 1; a histogram: its
+    /// bucket), in this process and, in multiprocess mode, where other processes can read it.
+    pub fn set_exemplar(&self, series: &Series, position: usize, len: usize, exemplar: Exemplar) {
+        let Ok(mut state) = series.exemplars.lock() else { return };
+        if state.local.len() < len {
+            state.local.resize(len, None);
+        }
+        if !state.asked {
+            state.asked = true;
+            state.shared = store::current().exemplar_slots(&self.desc, &series.labels, len);
+        }
+        if let Some(shared) = &state.shared {
+            shared.write(position, &exemplar);
+        }
+        if let Some(slot) = state.local.get_mut(position) {
+            *slot = Some(exemplar);
+        }
     }
 
     /// Forget the series for `labels`; return whether it existed.

@@ -446,7 +446,7 @@ metric_class!(PyCounter, "Counter", {
         }
         let series = self.m.series()?;
         if let Some(labels) = exemplar.filter(|e| !e.is_empty()) {
-            series.set_exemplar(0, 1, exemplar_of(py, labels, amount)?);
+            self.m.family.set_exemplar(series, 0, 1, exemplar_of(py, labels, amount)?);
         }
         series.inc(amount);
         Ok(())
@@ -594,7 +594,7 @@ metric_class!(PyHistogram, "Histogram", {
         if let Some(labels) = exemplar.filter(|e| !e.is_empty()) {
             let bucket = Series::bucket_of(buckets, amount);
             if bucket < buckets.len() {
-                series.set_exemplar(bucket, buckets.len(), exemplar_of(py, labels, amount)?);
+                self.m.family.set_exemplar(series, bucket, buckets.len(), exemplar_of(py, labels, amount)?);
             }
         }
         series.observe_histogram(buckets, amount);

@@ -32,6 +32,15 @@ pub const TAG_FAMILY: u32 = 1;
 pub const TAG_SERIES: u32 = 2;
 /// Record tag of the list of slot lives already folded into an archive.
 pub const TAG_FOLDED: u32 = 3;
+/// Record tag of a series' exemplar entries (slot files only; archives keep none).
+pub const TAG_EXEMPLARS: u32 = 4;
+/// Bytes an exemplar's serialized labels may take: 128 characters of at most 4 bytes, plus a
+/// 2-byte length per name and value (at most 128 pairs, each name at least one character).
+pub const EXEMPLAR_DATA: usize = 1024;
+/// Bytes of one exemplar entry: seq u64 | value f64 | timestamp f64 | data length u32 | pad u32
+/// | labels. A writer makes `seq` odd while it writes and even when done (a seqlock): a reader
+/// keeps an entry only if it read the same even, non-zero `seq` before and after.
+pub const EXEMPLAR_ENTRY: usize = 32 + EXEMPLAR_DATA;
 
 /// Fixed header fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -215,6 +224,57 @@ pub fn folded_record(uids: &[u64]) -> Vec<u8> {
     finish_record(r)
 }
 
+/// Encode an exemplar record for `count` entries of a series, all empty; return it and the
+/// offset of the first entry within it.
+pub fn exemplars_record(family: u32, labels: &[String], count: usize) -> (Vec<u8>, usize) {
+    let mut r = Vec::with_capacity(64 + count * EXEMPLAR_ENTRY);
+    r.extend_from_slice(&0u32.to_le_bytes());
+    r.extend_from_slice(&TAG_EXEMPLARS.to_le_bytes());
+    r.extend_from_slice(&family.to_le_bytes());
+    r.extend_from_slice(&(count as u32).to_le_bytes());
+    put_strs(&mut r, labels);
+    pad8(&mut r);
+    let entries_at = r.len();
+    r.resize(entries_at + count * EXEMPLAR_ENTRY, 0);
+    (finish_record(r), entries_at)
+}
+
+/// Serialize exemplar labels (u16 length + UTF-8 per name and value), padded to 8 bytes; None
+/// if they do not fit an entry.
+pub fn exemplar_labels(labels: &[(String, String)]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(64);
+    for (name, value) in labels {
+        for part in [name, value] {
+            out.extend_from_slice(&u16::try_from(part.len()).ok()?.to_le_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    pad8(&mut out);
+    (out.len() <= EXEMPLAR_DATA).then_some(out)
+}
+
+/// Parse what `exemplar_labels` wrote (`len` bytes of it); None if malformed.
+pub fn parse_exemplar_labels(b: &[u8], len: usize) -> Option<Vec<(String, String)>> {
+    let b = b.get(..len)?;
+    let mut at = 0;
+    let mut out = Vec::new();
+    // What follows the last pair is zero padding.
+    while b[at..].iter().any(|byte| *byte != 0) {
+        let mut pair = [String::new(), String::new()];
+        for part in &mut pair {
+            let n = u16::from_le_bytes([*b.get(at)?, *b.get(at + 1)?]) as usize;
+            *part = std::str::from_utf8(b.get(at + 2..at + 2 + n)?).ok()?.to_owned();
+            at += 2 + n;
+        }
+        let [name, value] = pair;
+        if name.is_empty() {
+            return None;
+        }
+        out.push((name, value));
+    }
+    Some(out)
+}
+
 /// A bounds-checked reader over a record payload.
 struct Cursor<'a> {
     b: &'a [u8],
@@ -259,6 +319,9 @@ pub enum Record {
     Series { family: u32, labels: Vec<String>, created: f64, cells_at: usize, cells: usize },
     /// Slot lives already folded into this archive.
     Folded(Vec<u64>),
+    /// A series' exemplar entries: family index, label values, where the first entry starts
+    /// (absolute offset in the file) and how many there are.
+    Exemplars { family: u32, labels: Vec<String>, entries_at: usize, count: usize },
 }
 
 /// Decode the records in `b[HEADER..used]`; stop at the first malformed one, returning what
@@ -278,6 +341,7 @@ pub fn read_records(b: &[u8], used: usize) -> (Vec<Record>, Option<String>) {
             TAG_FAMILY => read_family(&mut c),
             TAG_SERIES => read_series(&mut c, at),
             TAG_FOLDED => read_folded(&mut c),
+            TAG_EXEMPLARS => read_exemplars(&mut c, at),
             other => Err(format!("unknown record tag {other}")),
         };
         match rec {
@@ -316,6 +380,16 @@ fn read_folded(c: &mut Cursor<'_>) -> Result<Record, String> {
     (0..n).map(|_| c.u64()).collect::<Result<Vec<_>, _>>().map(Record::Folded)
 }
 
+fn read_exemplars(c: &mut Cursor<'_>, record_at: usize) -> Result<Record, String> {
+    let family = c.u32()?;
+    let count = c.u32()? as usize;
+    let labels = c.strings()?;
+    c.align8();
+    let entries_at = c.at;
+    c.take(count.checked_mul(EXEMPLAR_ENTRY).ok_or("exemplar count overflow")?)?;
+    Ok(Record::Exemplars { family, labels, entries_at: record_at + entries_at, count })
+}
+
 fn read_series(c: &mut Cursor<'_>, record_at: usize) -> Result<Record, String> {
     let family = c.u32()?;
     let cells = c.u32()? as usize;
@@ -330,6 +404,24 @@ fn read_series(c: &mut Cursor<'_>, record_at: usize) -> Result<Record, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exemplar_labels_round_trip_and_limits() {
+        let labels = vec![("trace_id".to_string(), "abc".to_string()), ("平".to_string(), String::new())];
+        let bytes = exemplar_labels(&labels).unwrap();
+        assert_eq!(bytes.len() % 8, 0);
+        assert_eq!(parse_exemplar_labels(&bytes, bytes.len()).unwrap(), labels);
+        // 128 four-byte characters with their lengths still fit an entry.
+        let widest = vec![("a".to_string(), "😀".repeat(127))];
+        assert!(exemplar_labels(&widest).unwrap().len() <= EXEMPLAR_DATA);
+        assert!(exemplar_labels(&[("a".into(), "x".repeat(2000))]).is_none());
+        // Garbage never panics.
+        assert!(parse_exemplar_labels(&[5, 0, 0xff, 0xfe, 0, 0, 0, 0], 8).is_none());
+        let (rec, at) = exemplars_record(3, &["v".to_string()], 2);
+        assert_eq!(rec.len() % 8, 0);
+        assert_eq!(at % 8, 0);
+        assert_eq!(rec.len() - at, 2 * EXEMPLAR_ENTRY);
+    }
 
     #[test]
     fn records_round_trip_and_garbage_is_refused() {

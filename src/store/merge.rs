@@ -154,11 +154,19 @@ impl Merge {
         }
     }
 
-    /// Add every series of a decoded file.
+    /// Add every series of a decoded file, and a live file's exemplars.
     pub fn add_file(&mut self, file: &FileData, source: Source) {
         for s in &file.series {
             if let Some(desc) = file.families.get(&s.family) {
                 self.add(desc, &s.labels, s.created, &s.values, source);
+            }
+        }
+        // Exemplars point at recent traces: a dead process's are let go with it.
+        if matches!(source, Source::Live(..)) {
+            for (family, labels, exemplars) in &file.exemplars {
+                if let Some(desc) = file.families.get(family) {
+                    self.add_exemplars(&desc.name, labels, exemplars);
+                }
             }
         }
     }
@@ -292,6 +300,8 @@ pub struct FileData {
     pub header: Header,
     families: HashMap<u32, Desc>,
     series: Vec<SeriesData>,
+    // Exemplars by series: family index, label values, entries (slot files only).
+    exemplars: Vec<(u32, Vec<String>, Vec<Option<Exemplar>>)>,
     /// Folded slot lives (archives only).
     pub folded: Vec<u64>,
 }
@@ -305,7 +315,13 @@ pub fn decode(
 ) -> Result<(FileData, Option<String>), String> {
     let header = format::read_header(b)?;
     let (records, err) = format::read_records(b, used);
-    let mut data = FileData { header, families: HashMap::new(), series: Vec::new(), folded: Vec::new() };
+    let mut data = FileData {
+        header,
+        families: HashMap::new(),
+        series: Vec::new(),
+        exemplars: Vec::new(),
+        folded: Vec::new(),
+    };
     for r in records {
         match r {
             Record::Family(i, d) => {
@@ -320,9 +336,42 @@ pub fn decode(
                 data.series.push(SeriesData { family, labels, created, values });
             }
             Record::Folded(uids) => data.folded.extend(uids),
+            Record::Exemplars { family, labels, entries_at, count } => {
+                let entries = (0..count)
+                    .map(|i| read_exemplar(b, entries_at + i * format::EXEMPLAR_ENTRY, &read_cell))
+                    .collect();
+                data.exemplars.push((family, labels, entries));
+            }
         }
     }
     Ok((data, err))
+}
+
+/// Read one exemplar entry written under its seqlock (see `format::EXEMPLAR_ENTRY`): None when
+/// empty, being written, or changed while read.
+fn read_exemplar(b: &[u8], at: usize, read_cell: &impl Fn(usize) -> f64) -> Option<Exemplar> {
+    let word = |offset: usize| read_cell(at + offset).to_bits();
+    let seq = word(0);
+    if seq == 0 || seq % 2 == 1 {
+        return None;
+    }
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+    let value = f64::from_bits(word(8));
+    let timestamp = f64::from_bits(word(16));
+    let len = (word(24) & 0xffff_ffff) as usize;
+    if len > format::EXEMPLAR_DATA {
+        return None;
+    }
+    let mut data = Vec::with_capacity(len.div_ceil(8) * 8);
+    for i in 0..len.div_ceil(8) {
+        data.extend_from_slice(&word(32 + i * 8).to_le_bytes());
+    }
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+    if word(0) != seq || b.len() < at + format::EXEMPLAR_ENTRY {
+        return None;
+    }
+    let labels = format::parse_exemplar_labels(&data, len)?;
+    Some(Exemplar { labels, value, timestamp })
 }
 
 #[cfg(test)]

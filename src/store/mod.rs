@@ -30,6 +30,61 @@ pub trait Store: Send + Sync {
     fn take_warnings(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Room for `count` exemplars of a series that other processes can read, or None where
+    /// exemplars stay in process memory (the local store, or no room).
+    fn exemplar_slots(&self, _desc: &Desc, _labels: &[String], _count: usize) -> Option<ExemplarSlots> {
+        None
+    }
+}
+
+/// Exemplar entries of one series in shared memory (layout: `format::EXEMPLAR_ENTRY`).
+pub struct ExemplarSlots {
+    base: *mut u8,
+    count: usize,
+    // Keeps the mapping behind `base` alive.
+    _owner: Arc<dyn Send + Sync>,
+}
+
+// SAFETY: `base` points into memory kept alive by `_owner` (itself Send + Sync); every write
+// goes through `write`, which the owning series serialises with its own lock.
+unsafe impl Send for ExemplarSlots {}
+// SAFETY: see above; shared references only read `count`.
+unsafe impl Sync for ExemplarSlots {}
+
+impl ExemplarSlots {
+    /// Wrap `count` entries at `base`, kept alive by `owner`.
+    ///
+    /// # Safety
+    /// `base` must be 8-aligned and point to `count * format::EXEMPLAR_ENTRY` writable bytes
+    /// that stay valid while `owner` lives, written by no one else in this process.
+    pub unsafe fn from_raw(base: *mut u8, count: usize, owner: Arc<dyn Send + Sync>) -> ExemplarSlots {
+        ExemplarSlots { base, count, _owner: owner }
+    }
+
+    /// Write `exemplar` at `position` under the entry's seqlock (the caller holds the series'
+    /// exemplar lock, so there is one writer per process, and only this process writes here).
+    pub fn write(&self, position: usize, exemplar: &crate::exemplar::Exemplar) {
+        let Some(labels) = format::exemplar_labels(&exemplar.labels) else { return };
+        if position >= self.count {
+            return;
+        }
+        // SAFETY: the entry lies within the `count` entries `from_raw` was given.
+        let entry = unsafe { self.base.add(position * format::EXEMPLAR_ENTRY) };
+        // SAFETY: `entry` is 8-aligned (entries are multiples of 8 from an 8-aligned base).
+        let seq = unsafe { &*(entry as *const AtomicU64) };
+        let start = seq.load(Ordering::Relaxed);
+        seq.store(start | 1, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        // SAFETY: fields and labels lie within the entry (labels.len() <= EXEMPLAR_DATA); readers
+        // in other processes discard what they read while `seq` is odd or has moved.
+        unsafe {
+            std::ptr::write_volatile(entry.add(8) as *mut u64, exemplar.value.to_bits());
+            std::ptr::write_volatile(entry.add(16) as *mut u64, exemplar.timestamp.to_bits());
+            std::ptr::write_volatile(entry.add(24) as *mut u64, labels.len() as u64);
+            std::ptr::copy_nonoverlapping(labels.as_ptr(), entry.add(32), labels.len());
+        }
+        seq.store((start | 1) + 1, Ordering::Release);
+    }
 }
 
 /// Old cell memory that a rebind replaced: never freed, as a racing writer may still touch it.
@@ -142,6 +197,7 @@ fn rebind_all(store: &dyn Store, copy: bool) {
             // Per-process kinds stay on the heap in every store; a fork keeps their state.
             let keep = copy || matches!(fam.desc.kind, crate::names::Kind::Info | crate::names::Kind::Enum);
             series.cells.replace_with(cells, keep);
+            series.forget_shared_exemplars();
         }
     }
 }

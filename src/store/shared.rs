@@ -36,7 +36,7 @@ use memmap2::{Mmap, MmapRaw};
 
 use super::format::{self, Header};
 use super::merge::{self, Merge, Source};
-use super::{Cells, Store};
+use super::{Cells, ExemplarSlots, Store};
 use crate::encode::FamilySnapshot;
 use crate::family::{Desc, Family};
 use crate::names::Kind;
@@ -743,5 +743,25 @@ impl Store for SharedStore {
 
     fn take_warnings(&self) -> Vec<String> {
         self.warnings.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
+    }
+
+    fn exemplar_slots(&self, desc: &Desc, labels: &[String], count: usize) -> Option<ExemplarSlots> {
+        let mut guard = self.slot.lock().ok()?;
+        let slot = guard.as_mut().filter(|s| s.pid == std::process::id())?;
+        // The series' family is in this slot when its cells are (else they fell back to memory).
+        let family = *slot.families.get(&desc.name)?;
+        let (rec, entries_at) = format::exemplars_record(family, labels, count);
+        let at = match Self::append(slot, &rec) {
+            Ok(at) => at,
+            Err(e) => {
+                drop(guard);
+                self.warn(format!("metric {}: {e}; its exemplars stay in process memory", desc.name));
+                return None;
+            }
+        };
+        let map = Arc::clone(&slot.map);
+        // SAFETY: the entries lie inside the mapping, 8-aligned (records are), were appended by
+        // this process alone, and `map` keeps the mapping alive as long as the slots.
+        Some(unsafe { ExemplarSlots::from_raw(map.as_mut_ptr().add(at + entries_at), count, map) })
     }
 }

@@ -74,3 +74,44 @@ def test_exemplar_over_128_characters_is_refused(labels: dict[str, str]) -> None
     with pytest.raises(ValueError, match="exceeding the limit of 128"):
         c.inc(exemplar=labels)
     assert c._get() == 0
+
+
+def test_multiprocess_shows_the_newest_exemplar_of_every_process(tmp_path) -> None:
+    """In multiprocess mode each bucket shows the newest exemplar, whichever process recorded it."""
+    from tests.core.test_multiprocess import run
+
+    out = run(
+        tmp_path,
+        """
+        from metrics import generate_latest_openmetrics
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse
+        c = Counter("mp_ex", "C.")
+        h = Histogram("mp_ex_seconds", "H.", buckets=(0.1, 1.0))
+        r, w = os.pipe()
+        r2, w2 = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            c.inc(exemplar={"trace_id": "child"})
+            h.observe(0.5, exemplar={"trace_id": "child-slow"})
+            os.write(w, b"x")
+            os.read(r2, 1)
+            os._exit(0)
+        os.read(r, 1)
+        time.sleep(0.01)
+        h.observe(0.05, exemplar={"trace_id": "parent-fast"})
+        text = generate_latest_openmetrics().decode()
+        os.write(w2, b"x")
+        os.waitpid(pid, 0)
+        found = {}
+        for fam in parse(text):
+            for s in fam.samples:
+                if s.exemplar is not None and s.name.startswith("mp_ex"):
+                    found[s.name + s.labels.get("le", "")] = s.exemplar.labels["trace_id"]
+        emit(found)
+        """,
+    )
+    assert out == {
+        "mp_ex_total": "child",
+        "mp_ex_seconds_bucket0.1": "parent-fast",
+        "mp_ex_seconds_bucket1.0": "child-slow",
+    }
