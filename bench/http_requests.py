@@ -48,11 +48,13 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-STACKS = ["bare", "metrics", "metrics-compat", "django-prometheus", "prometheus_client"]
+STACKS = ["bare", "metrics", "metrics-compat", "metrics-exemplars", "django-prometheus", "prometheus_client"]
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 LABELS = {
     "bare": "bare Django",
     "metrics": "metrics (this package)",
     "metrics-compat": "metrics, compat on",
+    "metrics-exemplars": "metrics, exemplars on",
     "django-prometheus": "django-prometheus",
     "prometheus_client": "minimal prometheus_client",
 }
@@ -85,6 +87,8 @@ SITE = textwrap.dedent(
         "metrics": ["metrics.middleware.MetricsMiddleware", *BASE],
         # The same middleware; BENCH_STACK turns METRICS_COMPAT_DJANGO_PROMETHEUS on below.
         "metrics-compat": ["metrics.middleware.MetricsMiddleware", *BASE],
+        # And METRICS_EXEMPLARS on: every request carries a traceparent header (see environ()).
+        "metrics-exemplars": ["metrics.middleware.MetricsMiddleware", *BASE],
         "django-prometheus": [
             "django_prometheus.middleware.PrometheusBeforeMiddleware",
             *BASE,
@@ -117,6 +121,7 @@ SITE = textwrap.dedent(
             ],
             MIDDLEWARE=STACKS[os.environ.get("BENCH_STACK", "bare")],
             METRICS_COMPAT_DJANGO_PROMETHEUS=os.environ.get("BENCH_STACK") == "metrics-compat",
+            METRICS_EXEMPLARS=os.environ.get("BENCH_STACK") == "metrics-exemplars",
             DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
             LOGGING_CONFIG=None,
         )
@@ -197,9 +202,11 @@ def build_handlers() -> dict[str, Callable[[dict], object]]:
         # middleware reads METRICS_COMPAT_DJANGO_PROMETHEUS once, in its own.
         settings.MIDDLEWARE = bench_site.STACKS[stack]
         settings.METRICS_COMPAT_DJANGO_PROMETHEUS = stack == "metrics-compat"
+        settings.METRICS_EXEMPLARS = stack == "metrics-exemplars"
         app_settings.clear_cache()
         handlers[stack] = WSGIHandler()
     settings.METRICS_COMPAT_DJANGO_PROMETHEUS = False
+    settings.METRICS_EXEMPLARS = False
     app_settings.clear_cache()
     return handlers
 
@@ -213,6 +220,8 @@ def environ() -> dict:
         "QUERY_STRING": "",
         "SERVER_NAME": "127.0.0.1",
         "SERVER_PORT": "8000",
+        # A sampled trace, as a tracing proxy or client sends it (used by the exemplars stack).
+        "HTTP_TRACEPARENT": TRACEPARENT,
         "SERVER_PROTOCOL": "HTTP/1.1",
         "REMOTE_ADDR": "127.0.0.1",
         "HTTP_HOST": "127.0.0.1:8000",
@@ -272,7 +281,7 @@ def middleware_alone(rounds: int, requests: int) -> dict[str, list[float]]:
     from metrics.middleware import MetricsMiddleware
 
     response = HttpResponse(b"ok")
-    request = RequestFactory().get("/hello/")
+    request = RequestFactory().get("/hello/", HTTP_TRACEPARENT=TRACEPARENT)
     request.resolver_match = resolve("/hello/")
 
     def view(request: object) -> HttpResponse:
@@ -286,11 +295,16 @@ def middleware_alone(rounds: int, requests: int) -> dict[str, list[float]]:
     app_settings.clear_cache()
     compat_chain = MetricsMiddleware(view)
     settings.METRICS_COMPAT_DJANGO_PROMETHEUS = False
+    settings.METRICS_EXEMPLARS = True
+    app_settings.clear_cache()
+    exemplars_chain = MetricsMiddleware(view)
+    settings.METRICS_EXEMPLARS = False
     app_settings.clear_cache()
     chains: dict[str, Callable[[object], object]] = {
         "bare": view,
         "metrics": MetricsMiddleware(view),
         "metrics-compat": compat_chain,
+        "metrics-exemplars": exemplars_chain,
         "django-prometheus": PrometheusBeforeMiddleware(PrometheusAfterMiddleware(view)),
         "prometheus_client": MinimalPrometheusMiddleware(view),
     }
@@ -366,7 +380,7 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 30) -> Non
 
 def _wrk(url: str, seconds: int, connections: int) -> float:
     output = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url],
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-H", f"traceparent: {TRACEPARENT}", url],
         capture_output=True,
         text=True,
         check=True,

@@ -157,7 +157,9 @@ def start_pushgateway(workdir: Path) -> Server:
     return server
 
 
-def start_prometheus(config: str, workdir: Path, rule_files: dict[str, str] | None = None) -> Server:
+def start_prometheus(
+    config: str, workdir: Path, rule_files: dict[str, str] | None = None, flags: tuple[str, ...] = ()
+) -> Server:
     """Write `config` (and rule files beside it) to `workdir` and start Prometheus on a free port."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "prometheus.yml").write_text(config)
@@ -172,6 +174,7 @@ def start_prometheus(config: str, workdir: Path, rule_files: dict[str, str] | No
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
+            *flags,
         ],
         workdir,
         port,

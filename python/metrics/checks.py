@@ -37,6 +37,7 @@ SETTING_ERROR_IDS = {
     "METRICS_LATENCY_BUCKETS": "metrics.E017",
     "METRICS_STORE_FILE_MODE": "metrics.E018",
     "METRICS_EXPORT_PORT": "metrics.E019",
+    "METRICS_EXEMPLARS": "metrics.E024",
     "METRICS_CELERY_QUEUES": "metrics.E020",
     "METRICS_CELERY_QUEUE_TIMEOUT": "metrics.E021",
     "METRICS_COMPAT_DJANGO_PROMETHEUS": "metrics.E022",
@@ -66,6 +67,7 @@ _HINTS = {
     "METRICS_COMPAT_DJANGO_PROMETHEUS": "Use True or False.",
     "METRICS_MODELS": "Use '*' for every model, or app_label.ModelName labels, e.g. 'shop.Item,auth.User'.",
     "METRICS_LATENCY_BUCKETS": "Use increasing numbers of seconds, e.g. '0.01,0.05,0.1,0.5,1,5'.",
+    "METRICS_EXEMPLARS": "Use True or False.",
     "METRICS_EXPORT_PORT": "Use a port (9100) or host:port (127.0.0.1:9100, [::1]:9100); 0 or unset: off.",
     "METRICS_STORE_FILE_MODE": "Use '0600' (the default), or '0640'/'0660' when a second user in the "
     "directory's group must read or write the store.",

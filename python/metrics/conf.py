@@ -365,6 +365,9 @@ SETTINGS: dict[str, Setting[Any]] = {
         Setting("METRICS_ALLOWED_IPS", parse_networks, _NO_NETWORKS, lenient=_parse_networks_leniently),
         Setting("METRICS_AUTH_TOKEN", parse_token, ""),
         Setting("PROMETHEUS_MULTIPROC_DIR", parse_optional_path, None),
+        # Trace ids as exemplars on the request counter and latency histogram (metrics.tracing);
+        # read when the middleware starts.
+        Setting("METRICS_EXEMPLARS", parse_bool, False),
         # gunicorn's master serves /metrics/ there (deploy/gunicorn.conf.py); off by default.
         Setting("METRICS_EXPORT_PORT", parse_export_address, None),
         # Read at import from the environment (core.py) and at start-up (apps.py).
@@ -438,6 +441,11 @@ class AppSettings:
     def MULTIPROC_DIR(self) -> str | None:
         """Directory shared by worker processes (`PROMETHEUS_MULTIPROC_DIR`, default unset)."""
         return self._get("PROMETHEUS_MULTIPROC_DIR")  # type: ignore[no-any-return]
+
+    @property
+    def EXEMPLARS(self) -> bool:
+        """Attach trace ids to the request metrics as exemplars (`METRICS_EXEMPLARS`, default False)."""
+        return self._get("METRICS_EXEMPLARS")  # type: ignore[no-any-return]
 
     @property
     def EXPORT_PORT(self) -> tuple[str, int] | None:

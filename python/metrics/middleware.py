@@ -41,6 +41,7 @@ from metrics.collectors import (
 )
 from metrics.conf import app_settings
 from metrics.core import tick
+from metrics.tracing import request_exemplar
 
 logger = logging.getLogger("metrics")
 
@@ -77,6 +78,8 @@ class MetricsMiddleware:
             markcoroutinefunction(self)
         self._in_progress: dict[str, Any] = {}
         self._children: dict[tuple[str, str, int], _Children] = {}
+        # Read once: trace ids as exemplars (metrics.tracing) cost a header read per request.
+        self._exemplars = app_settings.EXEMPLARS
         self._compat: compat.RequestRecorder | None = None
         if app_settings.ENABLED and compat.enabled():
             self._compat = compat.RequestRecorder()
@@ -217,8 +220,12 @@ class MetricsMiddleware:
                     http_response_size_bytes.labels(method, view),
                 )
             total, latency, request_size, response_size = children
-            total.inc()
-            latency.observe(duration)
+            if self._exemplars and (exemplar := request_exemplar(request)) is not None:
+                total.inc(1.0, exemplar)
+                latency.observe(duration, exemplar)
+            else:
+                total.inc()
+                latency.observe(duration)
             length = request.META.get("CONTENT_LENGTH")
             try:
                 request_size.observe(int(length) if length else 0)
