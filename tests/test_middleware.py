@@ -183,16 +183,36 @@ def test_metrics_failure_never_breaks_the_request(monkeypatch, caplog) -> None:
     """A broken metric is logged, and the response goes out as if nothing happened."""
 
     class Broken:
-        def labels(self, *args: object) -> None:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def begin(self, method: str) -> None:
             raise RuntimeError("metric store on fire")
 
-    monkeypatch.setattr(middleware, "http_requests_total", Broken())
-    monkeypatch.setattr(middleware, "http_requests_in_progress", Broken())
+        def finish(self, *args: object) -> None:
+            raise RuntimeError("metric store on fire, again")
+
+    monkeypatch.setattr(middleware, "RequestMetrics", Broken)
     with caplog.at_level(logging.ERROR, logger="metrics"):
         response = Client().get("/ok/")
     assert response.status_code == 200
     assert response.content == b"hello"
     assert "metric store on fire" in caplog.text
+    assert "metric store on fire, again" in caplog.text
+
+
+def test_metrics_that_cannot_be_set_up_never_break_the_site(monkeypatch, caplog) -> None:
+    """A recorder that cannot be built is logged once; requests are served, unrecorded."""
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("no metrics today")
+
+    monkeypatch.setattr(middleware, "RequestMetrics", broken)
+    with caplog.at_level(logging.ERROR, logger="metrics"):
+        client = Client()
+        assert client.get("/ok/").status_code == 200
+        assert client.get("/ok/").status_code == 200
+    assert caplog.text.count("the HTTP metrics cannot be recorded") == 1
 
 
 # --- async ---

@@ -25,6 +25,7 @@ __all__ = [
     "Histogram",
     "InProgressTracker",
     "Info",
+    "RequestMetrics",
     "Summary",
     "Timer",
     "after_fork",
@@ -234,6 +235,33 @@ class Enum(_Metric):
         states: Sequence[str] | None = None,
     ) -> Self: ...
     def state(self, state: str) -> None: ...
+
+@final
+class RequestMetrics:
+    """The five HTTP metrics of a request, recorded in one call into the core at its end."""
+
+    def __new__(
+        cls,
+        total: Counter,
+        duration: Histogram,
+        in_progress: Gauge,
+        request_size: Histogram,
+        response_size: Histogram,
+    ) -> Self: ...
+    def begin(self, method: str) -> None:
+        """A request with this method has started (in-progress gauge up)."""
+    def finish(
+        self,
+        method: str,
+        view: str,
+        status: int,
+        duration: float,
+        request_size: float,
+        response_size: float | None,
+        begun: bool = True,
+        exemplar: dict[str, str] | None = None,
+    ) -> None:
+        """A request has ended: count, observe duration and sizes, in-progress gauge down when `begun`."""
 
 @disjoint_base
 class CollectorRegistry:

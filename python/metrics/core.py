@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from metrics import _core
-from metrics._core import Counter, Enum, Gauge, Histogram, Info, Summary
+from metrics._core import Counter, Enum, Gauge, Histogram, Info, RequestMetrics, Summary
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -26,6 +26,7 @@ __all__ = [
     "Histogram",
     "Info",
     "PrometheusCollector",
+    "RequestMetrics",
     "Summary",
     "add_collect_hook",
     "add_process_hook",

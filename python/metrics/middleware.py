@@ -40,7 +40,7 @@ from metrics.collectors import (
     http_response_size_bytes,
 )
 from metrics.conf import app_settings
-from metrics.core import tick
+from metrics.core import RequestMetrics, tick
 from metrics.tracing import request_exemplar
 
 logger = logging.getLogger("metrics")
@@ -49,9 +49,6 @@ UNRESOLVED = "<unresolved>"
 OTHER_METHOD = "other"
 CLIENT_CLOSED = 499
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
-
-# (method, view, status) -> (requests_total, duration, request size, response size) children.
-_Children = tuple[Any, Any, Any, Any]
 
 
 def view_label(request: HttpRequest) -> str:
@@ -76,8 +73,19 @@ class MetricsMiddleware:
         if self.async_mode:
             # Lets Django call this instance without wrapping it in a thread.
             markcoroutinefunction(self)
-        self._in_progress: dict[str, Any] = {}
-        self._children: dict[tuple[str, str, int], _Children] = {}
+        # The five HTTP metrics, recorded in one call into the core at each request's end.
+        try:
+            self._recorder: Any = RequestMetrics(
+                http_requests_total,
+                http_request_duration_seconds,
+                http_requests_in_progress,
+                http_request_size_bytes,
+                http_response_size_bytes,
+            )
+        except Exception:
+            # Never a failing site because of its metrics: requests are served, not recorded.
+            logger.exception("metrics: the HTTP metrics cannot be recorded")
+            self._recorder = _NotRecorded()
         # Read once: trace ids as exemplars (metrics.tracing) cost a header read per request.
         self._exemplars = app_settings.EXEMPLARS
         self._compat: compat.RequestRecorder | None = None
@@ -95,15 +103,15 @@ class MetricsMiddleware:
             return _probe_view(request)(request)
         if not enabled or request.path_info.startswith(excluded):
             return self.get_response(request)
-        method, gauge = self._begin(request)
+        method, begun = self._begin(request)
         start = perf_counter()
         try:
             response = self.get_response(request)
         except BaseException as exc:
-            self._finish(request, method, gauge, start, None)
+            self._finish(request, method, begun, start, None)
             self._count_escaped(request, exc)
             raise
-        self._finish(request, method, gauge, start, response)
+        self._finish(request, method, begun, start, response)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -113,19 +121,19 @@ class MetricsMiddleware:
             return await sync_to_async(_probe_view(request))(request)  # type: ignore[no-any-return]
         if not enabled or request.path_info.startswith(excluded):
             return await get_response(request)
-        method, gauge = self._begin(request)
+        method, begun = self._begin(request)
         start = perf_counter()
         try:
             response = await get_response(request)
         except asyncio.CancelledError:
             # The client went away (Django cancels the view): nginx's 499, not a server error.
-            self._finish(request, method, gauge, start, None, CLIENT_CLOSED)
+            self._finish(request, method, begun, start, None, CLIENT_CLOSED)
             raise
         except BaseException as exc:
-            self._finish(request, method, gauge, start, None)
+            self._finish(request, method, begun, start, None)
             self._count_escaped(request, exc)
             raise
-        self._finish(request, method, gauge, start, response)
+        self._finish(request, method, begun, start, response)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
@@ -154,7 +162,7 @@ class MetricsMiddleware:
         self,
         request: HttpRequest,
         method: str,
-        gauge: Any,
+        begun: bool,
         start: float,
         response: HttpResponseBase | None,
         status_without_response: int = 500,
@@ -162,7 +170,7 @@ class MetricsMiddleware:
         """Record the request as `_finish` does, then in django-prometheus's families."""
         duration = perf_counter() - start
         # The class's method: the instance attribute `_finish` is this method.
-        MetricsMiddleware._finish(self, request, method, gauge, start, response, status_without_response)
+        MetricsMiddleware._finish(self, request, method, begun, start, response, status_without_response)
         assert self._compat is not None
         try:
             status = status_without_response if response is None else response.status_code
@@ -170,36 +178,31 @@ class MetricsMiddleware:
         except Exception:
             logger.exception("metrics: could not record the request (django-prometheus names)")
 
-    def _begin(self, request: HttpRequest) -> tuple[str, Any]:
+    def _begin(self, request: HttpRequest) -> tuple[str, bool]:
+        """Count the request in progress; return its method label and whether that worked."""
         method: str = request.method or OTHER_METHOD
         if method not in METHODS:
             method = OTHER_METHOD
-        gauge: Any = None
         try:
             # Multiprocess mode: refresh this worker's own process metrics when due.
             tick()
-            gauge = self._in_progress.get(method)
-            if gauge is None:
-                gauge = self._in_progress[method] = http_requests_in_progress.labels(method)
-            gauge.inc()
+            self._recorder.begin(method)
         except Exception:
             logger.exception("metrics: could not count the request in progress")
-            gauge = None
-        return method, gauge
+            return method, False
+        return method, True
 
     def _finish(
         self,
         request: HttpRequest,
         method: str,
-        gauge: Any,
+        begun: bool,
         start: float,
         response: HttpResponseBase | None,
         status_without_response: int = 500,
     ) -> None:
         duration = perf_counter() - start
         try:
-            if gauge is not None:
-                gauge.dec()
             # Inlined view_label(): this runs on every request.
             match = request.resolver_match
             if match is None:
@@ -210,35 +213,35 @@ class MetricsMiddleware:
                 view = match.route or UNRESOLVED
             # No response: the exception escapes every handler above, the client sees a 500.
             status = status_without_response if response is None else response.status_code
-            key = (method, view, status)
-            children = self._children.get(key)
-            if children is None:
-                children = self._children[key] = (
-                    http_requests_total.labels(method, view, str(status)),
-                    http_request_duration_seconds.labels(method, view),
-                    http_request_size_bytes.labels(method, view),
-                    http_response_size_bytes.labels(method, view),
-                )
-            total, latency, request_size, response_size = children
-            if self._exemplars and (exemplar := request_exemplar(request)) is not None:
-                total.inc(1.0, exemplar)
-                latency.observe(duration, exemplar)
-            else:
-                total.inc()
-                latency.observe(duration)
             length = request.META.get("CONTENT_LENGTH")
             try:
-                request_size.observe(int(length) if length else 0)
+                request_size = int(length) if length else 0
             except ValueError:
-                request_size.observe(0)
+                request_size = 0
             if response is None:
-                response_size.observe(0)
+                response_size: int | None = 0
             elif response.streaming:
-                _count_streamed(response, response_size)
+                response_size = None
             else:
-                response_size.observe(len(response.content))  # type: ignore[attr-defined]
+                response_size = len(response.content)  # type: ignore[attr-defined]
+            exemplar = request_exemplar(request) if self._exemplars else None
+            self._recorder.finish(
+                method, view, status, duration, request_size, response_size, begun, exemplar
+            )
+            if response_size is None:
+                _count_streamed(response, http_response_size_bytes.labels(method, view))
         except Exception:
             logger.exception("metrics: could not record the request")
+
+
+class _NotRecorded:
+    """Stands in for RequestMetrics when the HTTP metrics could not be set up."""
+
+    def begin(self, method: str) -> None:
+        pass
+
+    def finish(self, *args: object) -> None:
+        pass
 
 
 def _host_allowed(request: HttpRequest) -> bool:

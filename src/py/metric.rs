@@ -273,7 +273,7 @@ impl Metric {
 /// Python's `time.time()`: creation times follow the interpreter's clock, so tests and tools
 /// that fake time (freezegun, a patched `time.time`) see it in `_created`, as with
 /// prometheus_client. Read once per new series, never per operation.
-fn python_time(py: Python<'_>) -> f64 {
+pub(crate) fn python_time(py: Python<'_>) -> f64 {
     py.import("time")
         .and_then(|t| t.getattr("time"))
         .and_then(|f| f.call0())
@@ -283,7 +283,7 @@ fn python_time(py: Python<'_>) -> f64 {
 
 /// Build an exemplar from a dict of labels, validated as prometheus_client does (its legacy
 /// label-name rule applies while `prometheus_client.validation` says so).
-fn exemplar_of(py: Python<'_>, labels: &Bound<'_, PyDict>, value: f64) -> PyResult<Exemplar> {
+pub(crate) fn exemplar_of(py: Python<'_>, labels: &Bound<'_, PyDict>, value: f64) -> PyResult<Exemplar> {
     let mut pairs = Vec::with_capacity(labels.len());
     for (k, v) in labels.iter() {
         pairs.push((k.extract::<String>()?, v.extract::<String>()?));

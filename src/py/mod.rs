@@ -3,6 +3,7 @@
 mod context;
 mod metric;
 mod registry;
+mod request;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -82,6 +83,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<context::PyTimer>()?;
     m.add_class::<context::PyInProgress>()?;
     m.add_class::<context::PyExceptionCounter>()?;
+    m.add_class::<request::PyRequestMetrics>()?;
     m.add_function(wrap_pyfunction!(gzip, m)?)?;
     m.add_function(wrap_pyfunction!(enable_multiprocess, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork, m)?)?;
