@@ -76,7 +76,9 @@ impl PyRequestMetrics {
 
     fn gauge(&self, py: Python<'_>, method: &str) -> PyResult<Arc<Series>> {
         cached(&self.gauges, method.to_owned(), || {
-            self.in_progress.series_with(vec![method.to_owned()], || python_time(py)).map_err(PyValueError::new_err)
+            self.in_progress
+                .series_with(vec![method.to_owned()], || python_time(py))
+                .map_err(PyValueError::new_err)
         })
     }
 }
