@@ -15,6 +15,8 @@ from metrics.core import (
     Histogram,
     Info,
     Summary,
+    disable_created_metrics,
+    enable_created_metrics,
     generate_latest,
     generate_latest_openmetrics,
 )
@@ -30,6 +32,8 @@ __all__ = [
     "Histogram",
     "Info",
     "Summary",
+    "disable_created_metrics",
+    "enable_created_metrics",
     "generate_latest",
     "generate_latest_openmetrics",
 ]

@@ -30,6 +30,8 @@ __all__ = [
     "Summary",
     "add_collect_hook",
     "add_process_hook",
+    "disable_created_metrics",
+    "enable_created_metrics",
     "enable_multiprocess",
     "exposition",
     "generate_latest",
@@ -115,10 +117,28 @@ def _count_store_problem() -> None:
         pass
 
 
+# Set by disable_created_metrics() / enable_created_metrics(); None: the environment decides.
+_use_created: bool | None = None
+
+
 def _created_enabled() -> bool:
+    if _use_created is not None:
+        return _use_created
     # Same switch, same spelling as prometheus_client, so one setting governs both.
     value = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False")
     return value.lower() not in ("true", "1", "t")
+
+
+def disable_created_metrics() -> None:
+    """Leave the `_created` samples out of every exposition (prometheus_client's function)."""
+    global _use_created
+    _use_created = False
+
+
+def enable_created_metrics() -> None:
+    """Show the `_created` samples again."""
+    global _use_created
+    _use_created = True
 
 
 def add_collect_hook(hook: Callable[[], None]) -> None:

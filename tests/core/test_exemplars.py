@@ -115,3 +115,18 @@ def test_multiprocess_shows_the_newest_exemplar_of_every_process(tmp_path) -> No
         "mp_ex_seconds_bucket0.1": "parent-fast",
         "mp_ex_seconds_bucket1.0": "child-slow",
     }
+
+
+def test_created_samples_can_be_switched_off_and_on() -> None:
+    """disable_created_metrics() / enable_created_metrics(), as in prometheus_client."""
+    import metrics
+
+    registry = CollectorRegistry()
+    Counter("switch", "S.", registry=registry).inc()
+    try:
+        metrics.disable_created_metrics()
+        assert b"switch_created" not in generate_latest(registry)
+        metrics.enable_created_metrics()
+        assert b"switch_created" in generate_latest(registry)
+    finally:
+        metrics.core._use_created = None
