@@ -17,6 +17,7 @@ _M = TypeVar("_M")
 __all__ = [
     "OPENMETRICS_CONTENT_TYPE",
     "TEXT_CONTENT_TYPE",
+    "Bundle",
     "CollectorRegistry",
     "Counter",
     "Enum",
@@ -235,6 +236,29 @@ class Enum(_Metric):
         states: Sequence[str] | None = None,
     ) -> Self: ...
     def state(self, state: str) -> None: ...
+
+@final
+class Bundle:
+    """Children of our counters and histograms that one event updates, in one call."""
+
+    def __new__(
+        cls,
+        counts: list[Any] | None = None,
+        durations: list[Any] | None = None,
+        request_sizes: list[Any] | None = None,
+        response_sizes: list[Any] | None = None,
+        streamed: list[Any] | None = None,
+        ajax: list[Any] | None = None,
+    ) -> Self: ...
+    def record(
+        self,
+        duration: float,
+        request_size: float,
+        response_size: float | None = None,
+        is_streamed: bool = False,
+        is_ajax: bool = False,
+    ) -> None:
+        """Counts +1; histograms observe the duration and sizes; streamed/ajax counters when true."""
 
 @final
 class RequestMetrics:

@@ -23,7 +23,7 @@ import logging
 import threading
 from typing import Any
 
-from metrics.core import Counter, Gauge, Histogram
+from metrics.core import Bundle, Counter, Gauge, Histogram
 
 __all__ = ["ExportModelOperationsMixin", "enabled", "families"]
 
@@ -209,30 +209,49 @@ class RequestRecorder:
         self._response_body = f.response_body
         self._streaming = f.streaming
         self._ajax = f.ajax
-        # (method, view, status, secure, resolved) -> children.
-        self._children: dict[tuple[str, str, int, bool, bool], tuple[Any, ...]] = {}
+        # (method, view, status, secure, resolved) -> the series a request of that kind updates.
+        self._bundles: dict[tuple[str, str, int, bool, bool], Bundle] = {}
         self._charsets: dict[str, Any] = {}
         self._templates: dict[str, Any] = {}
+        # Content-Type -> charset: `response.charset` reads settings on every call (microseconds).
+        self._charset_of_type: dict[str | None, str] = {}
+        # Without a proxy header to trust, the scheme is the server's (`request.is_secure()`
+        # reads settings on every call); with one, Django's own answer.
+        from django.conf import settings
 
-    def _children_for(
-        self, method: str, view: str, status: int, secure: bool, resolved: bool
-    ) -> tuple[Any, ...]:
+        self._proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+
+    def _bundle_for(self, method: str, view: str, status: int, secure: bool, resolved: bool) -> Bundle:
         f = self.families
         transport = "https" if secure else "http"
         status_text = str(status)
-        children = (
+        counts = [
+            self._requests_before,
             f.by_method.labels(method),
             f.by_transport.labels(transport),
-            f.by_view_transport_method.labels(view, transport, method) if resolved else None,
             f.by_status.labels(status_text),
             f.by_status_view_method.labels(status_text, view, method),
-            f.latency_by_view_method.labels(view, method),
+            self._responses_before,
+        ]
+        if resolved:
+            counts.append(f.by_view_transport_method.labels(view, transport, method))
+        bundle = Bundle(
+            counts=counts,
+            durations=[f.latency_by_view_method.labels(view, method), self._latency_including],
+            request_sizes=[self._request_body],
+            response_sizes=[self._response_body],
+            streamed=[self._streaming],
+            ajax=[self._ajax],
         )
-        self._children[(method, view, status, secure, resolved)] = children
-        return children
+        self._bundles[(method, view, status, secure, resolved)] = bundle
+        return bundle
 
     def record(self, request: Any, response: Any, status: int, duration: float) -> None:
-        """Record a request that took `duration` seconds and ended with `status` (`response` may be None)."""
+        """Record a request that took `duration` seconds and ended with `status` (`response` may be None).
+
+        Every family but the charset and template counters is updated by one call into the core
+        (a `Bundle` per label combination).
+        """
         method = request.method
         if method not in METHODS:
             method = INVALID_METHOD
@@ -245,42 +264,34 @@ class RequestRecorder:
             view = match.view_name or UNNAMED_VIEW
             resolved = True
         meta = request.META
-        secure = request.is_secure()
+        secure = request.is_secure() if self._proxy_header else request._get_scheme() == "https"
         key = (method, view, status, secure, resolved)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children_for(method, view, status, secure, resolved)
-        by_method, by_transport, by_view, by_status, by_status_view, latency = children
-        self._requests_before.inc()
-        by_method.inc()
-        by_transport.inc()
-        if meta.get("HTTP_X_REQUESTED_WITH") == "XMLHttpRequest":
-            self._ajax.inc()
+        bundle = self._bundles.get(key)
+        if bundle is None:
+            bundle = self._bundle_for(method, view, status, secure, resolved)
         length = meta.get("CONTENT_LENGTH")
         try:
-            self._request_body.observe(int(length) if length else 0)
+            request_size = int(length) if length else 0
         except ValueError:
-            self._request_body.observe(0)
-        if by_view is not None:
-            by_view.inc()
-        by_status.inc()
-        by_status_view.inc()
-        latency.observe(duration)
-        self._latency_including.observe(duration)
-        self._responses_before.inc()
+            request_size = 0
+        ajax = meta.get("HTTP_X_REQUESTED_WITH") == "XMLHttpRequest"
         if response is None:
+            bundle.record(duration, request_size, None, False, ajax)
             return
+        streaming = response.streaming
+        bundle.record(duration, request_size, None if streaming else len(response.content), streaming, ajax)
         charset = response._charset
         if charset is None:
-            charset = response.charset
+            content_type = response.headers.get("Content-Type")
+            charset = self._charset_of_type.get(content_type)
+            if charset is None:
+                charset = response.charset
+                if len(self._charset_of_type) < 64:
+                    self._charset_of_type[content_type] = charset
         counter = self._charsets.get(charset)
         if counter is None:
             counter = self._charsets[charset] = self.families.by_charset.labels(str(charset))
         counter.inc()
-        if response.streaming:
-            self._streaming.inc()
-        else:
-            self._response_body.observe(len(response.content))
         template = getattr(response, "template_name", None)
         if template is not None:
             name = str(template)

@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from metrics import _core
-from metrics._core import Counter, Enum, Gauge, Histogram, Info, RequestMetrics, Summary
+from metrics._core import Bundle, Counter, Enum, Gauge, Histogram, Info, RequestMetrics, Summary
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "OPENMETRICS_CONTENT_TYPE",
     "REGISTRY",
+    "Bundle",
     "CollectorRegistry",
     "Counter",
     "Enum",

@@ -1,5 +1,6 @@
 //! PyO3 bindings: `metrics._core`. Converts Python objects at the edge, then calls the engine.
 
+mod bundle;
 mod context;
 mod metric;
 mod registry;
@@ -84,6 +85,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<context::PyInProgress>()?;
     m.add_class::<context::PyExceptionCounter>()?;
     m.add_class::<request::PyRequestMetrics>()?;
+    m.add_class::<bundle::PyBundle>()?;
     m.add_function(wrap_pyfunction!(gzip, m)?)?;
     m.add_function(wrap_pyfunction!(enable_multiprocess, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork, m)?)?;
