@@ -19,6 +19,9 @@ struct Children {
     response_size: Arc<Series>,
 }
 
+/// Series by method, then view, then status.
+type ByMethod = HashMap<String, HashMap<String, HashMap<u16, Arc<Children>>>>;
+
 /// The middleware's metrics: `begin(method)` when a request enters, `finish(...)` when it ends.
 #[pyclass(name = "RequestMetrics", module = "metrics._core", frozen)]
 pub struct PyRequestMetrics {
@@ -27,7 +30,8 @@ pub struct PyRequestMetrics {
     in_progress: Arc<Family>,
     request_size: Arc<Family>,
     response_size: Arc<Family>,
-    children: RwLock<HashMap<(String, String, u16), Arc<Children>>>,
+    // method -> view -> status -> series: looked up by borrowed strings, no allocation per request.
+    children: RwLock<ByMethod>,
     gauges: RwLock<HashMap<String, Arc<Series>>>,
 }
 
@@ -60,21 +64,40 @@ fn cached<K: std::hash::Hash + Eq, V: Clone>(
 
 impl PyRequestMetrics {
     fn children(&self, py: Python<'_>, method: &str, view: &str, status: u16) -> PyResult<Arc<Children>> {
-        cached(&self.children, (method.to_owned(), view.to_owned(), status), || {
-            let series = |fam: &Family, labels: Vec<String>| {
-                fam.series_with(labels, || python_time(py)).map_err(PyValueError::new_err)
-            };
-            let pair = || vec![method.to_owned(), view.to_owned()];
-            Ok(Arc::new(Children {
-                total: series(&self.total, vec![method.to_owned(), view.to_owned(), status.to_string()])?,
-                duration: series(&self.duration, pair())?,
-                request_size: series(&self.request_size, pair())?,
-                response_size: series(&self.response_size, pair())?,
-            }))
-        })
+        let found = self.children.read().ok().and_then(|m| {
+            m.get(method)
+                .and_then(|views| views.get(view))
+                .and_then(|statuses| statuses.get(&status))
+                .cloned()
+        });
+        if let Some(children) = found {
+            return Ok(children);
+        }
+        let series = |fam: &Family, labels: Vec<String>| {
+            fam.series_with(labels, || python_time(py)).map_err(PyValueError::new_err)
+        };
+        let pair = || vec![method.to_owned(), view.to_owned()];
+        let children = Arc::new(Children {
+            total: series(&self.total, vec![method.to_owned(), view.to_owned(), status.to_string()])?,
+            duration: series(&self.duration, pair())?,
+            request_size: series(&self.request_size, pair())?,
+            response_size: series(&self.response_size, pair())?,
+        });
+        if let Ok(mut m) = self.children.write() {
+            m.entry(method.to_owned())
+                .or_default()
+                .entry(view.to_owned())
+                .or_default()
+                .entry(status)
+                .or_insert_with(|| Arc::clone(&children));
+        }
+        Ok(children)
     }
 
     fn gauge(&self, py: Python<'_>, method: &str) -> PyResult<Arc<Series>> {
+        if let Some(gauge) = self.gauges.read().ok().and_then(|m| m.get(method).cloned()) {
+            return Ok(gauge);
+        }
         cached(&self.gauges, method.to_owned(), || {
             self.in_progress
                 .series_with(vec![method.to_owned()], || python_time(py))
