@@ -314,14 +314,32 @@ impl<'a> Cursor<'a> {
 pub enum Record {
     /// A family description and its index within the file.
     Family(u32, Desc),
-    /// A series: family index, label values, creation time, and where its cells start (absolute
-    /// offset in the file) and how many there are.
-    Series { family: u32, labels: Vec<String>, created: f64, cells_at: usize, cells: usize },
+    /// A series.
+    Series {
+        /// Index of its family record.
+        family: u32,
+        /// Label values.
+        labels: Vec<String>,
+        /// Creation time (Unix seconds).
+        created: f64,
+        /// Absolute offset of its first cell in the file.
+        cells_at: usize,
+        /// Number of cells.
+        cells: usize,
+    },
     /// Slot lives already folded into this archive.
     Folded(Vec<u64>),
-    /// A series' exemplar entries: family index, label values, where the first entry starts
-    /// (absolute offset in the file) and how many there are.
-    Exemplars { family: u32, labels: Vec<String>, entries_at: usize, count: usize },
+    /// A series' exemplar entries.
+    Exemplars {
+        /// Index of its family record.
+        family: u32,
+        /// The series' label values.
+        labels: Vec<String>,
+        /// Absolute offset of the first entry in the file.
+        entries_at: usize,
+        /// Number of entries.
+        count: usize,
+    },
 }
 
 /// Decode the records in `b[HEADER..used]`; stop at the first malformed one, returning what
