@@ -50,8 +50,6 @@ OPENMETRICS_CONTENT_TYPE: str = _core.OPENMETRICS_CONTENT_TYPE
 
 _collect_hooks: list[Callable[[], None]] = []
 _multiprocess_dir: str | None = None
-# Why multiprocess mode could not start, for the system check to report.
-multiprocess_problem: str | None = None
 
 
 def enable_multiprocess(path: str | os.PathLike[str]) -> None:
@@ -60,19 +58,14 @@ def enable_multiprocess(path: str | os.PathLike[str]) -> None:
     Values written so far move into the store. Raise ValueError if `path` is not a writable
     directory. Calling it again with the same path does nothing.
     """
-    global _multiprocess_dir, multiprocess_problem
+    global _multiprocess_dir
     path = os.fspath(path)
     if _multiprocess_dir == path:
         return
     if _multiprocess_dir is not None:
         raise ValueError(f"multiprocess mode already uses {_multiprocess_dir!r}, not {path!r}")
-    try:
-        _core.enable_multiprocess(path)
-    except ValueError as exc:
-        multiprocess_problem = str(exc)
-        raise
+    _core.enable_multiprocess(path)
     _multiprocess_dir = path
-    multiprocess_problem = None
 
 
 def multiprocess_dir() -> str | None:

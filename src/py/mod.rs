@@ -7,16 +7,8 @@ mod registry;
 mod request;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
 use crate::encode;
-
-/// Gzip `data` (used by the exposition view).
-#[pyfunction]
-fn gzip<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    let out = py.detach(|| encode::gzip(data))?;
-    Ok(PyBytes::new(py, &out))
-}
 
 /// Format `value` as prometheus_client's `floatToGoString` does.
 #[pyfunction]
@@ -86,7 +78,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<context::PyExceptionCounter>()?;
     m.add_class::<request::PyRequestMetrics>()?;
     m.add_class::<bundle::PyBundle>()?;
-    m.add_function(wrap_pyfunction!(gzip, m)?)?;
     m.add_function(wrap_pyfunction!(enable_multiprocess, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(set_store_file_mode, m)?)?;

@@ -281,11 +281,6 @@ impl PyRegistry {
         PyList::new(py, items)
     }
 
-    /// Names of our families, in registration order.
-    fn _family_names(&self) -> Vec<String> {
-        self.inner.families().iter().map(|f| f.desc.name.clone()).collect()
-    }
-
     /// Our families as plain tuples (see `metrics.core` for the prometheus_client adapter).
     #[pyo3(signature = (created=true))]
     fn _snapshot<'py>(&self, py: Python<'py>, created: bool) -> PyResult<Bound<'py, PyList>> {

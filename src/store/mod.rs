@@ -145,16 +145,6 @@ impl Cells {
         // rebinding replaces pointer and owner together (see `rebind`'s contract).
         unsafe { std::slice::from_raw_parts(self.ptr.load(Ordering::Acquire), self.len) }
     }
-
-    /// Number of cells.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether there are no cells.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
 
 static CURRENT: OnceLock<RwLock<Arc<dyn Store>>> = OnceLock::new();
