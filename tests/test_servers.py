@@ -183,7 +183,8 @@ def _samples(text: str) -> dict[tuple[str, frozenset], float]:
 
 
 def test_five_http_metrics_after_real_requests(server: Server) -> None:
-    """After real requests, /metrics/ shows the five HTTP metrics with bounded labels."""
+    """After real requests, /metrics/ shows the five HTTP metrics with bounded labels, exactly."""
+    before = _samples(server.get("/metrics/").text)
     _traffic(server)
     response = server.get("/metrics/")
     assert response.status_code == 200
@@ -191,19 +192,22 @@ def test_five_http_metrics_after_real_requests(server: Server) -> None:
     samples = _samples(response.text)
 
     def value(name: str, **labels: str) -> float:
-        return samples.get((name, frozenset(labels.items())), 0.0)
+        key = (name, frozenset(labels.items()))
+        return samples.get(key, 0.0) - before.get(key, 0.0)
 
-    assert value("django_http_requests_total", method="GET", view="shop:home", status="200") >= 1
-    assert value("django_http_requests_total", method="GET", view="shop:item-detail", status="200") >= 1
-    assert value("django_http_requests_total", method="GET", view="shop:item-detail", status="404") >= 1
-    assert value("django_http_requests_total", method="GET", view="shop:async", status="200") >= 1
-    assert value("django_http_requests_total", method="GET", view="shop:boom", status="500") >= 1
-    assert value("django_http_requests_total", method="GET", view="about/", status="200") >= 1
-    assert value("django_http_requests_total", method="GET", view="<unresolved>", status="404") >= 1
-    assert value("django_http_request_duration_seconds_count", method="GET", view="shop:home") >= 1
-    assert value("django_http_request_size_bytes_count", method="GET", view="shop:home") >= 1
-    # The stream is 10 lines of 7 bytes, counted as it went out.
-    assert value("django_http_response_size_bytes_sum", method="GET", view="shop:stream") >= 140
+    # _traffic() asks for each path once, and the stream once more.
+    assert value("django_http_requests_total", method="GET", view="shop:home", status="200") == 1
+    assert value("django_http_requests_total", method="GET", view="shop:item-detail", status="200") == 1
+    assert value("django_http_requests_total", method="GET", view="shop:item-detail", status="404") == 1
+    assert value("django_http_requests_total", method="GET", view="shop:async", status="200") == 1
+    assert value("django_http_requests_total", method="GET", view="shop:boom", status="500") == 1
+    assert value("django_http_requests_total", method="GET", view="shop:stream", status="200") == 2
+    assert value("django_http_requests_total", method="GET", view="about/", status="200") == 1
+    assert value("django_http_requests_total", method="GET", view="<unresolved>", status="404") == 1
+    assert value("django_http_request_duration_seconds_count", method="GET", view="shop:home") == 1
+    assert value("django_http_request_size_bytes_count", method="GET", view="shop:home") == 1
+    # The stream is 10 lines of 7 bytes, counted as it went out (twice).
+    assert value("django_http_response_size_bytes_sum", method="GET", view="shop:stream") == 140
     assert ("django_http_requests_in_progress", frozenset({("method", "GET")})) in samples
     assert not any("no/such" in dict(labels).get("view", "") for _, labels in samples)
 

@@ -26,15 +26,23 @@ def client() -> Client:
         yield Client(REMOTE_ADDR="127.0.0.1")
 
 
-def test_default_is_prometheus_text(client) -> None:
-    """Without an Accept header: text 0.0.4, parseable, with the HTTP metrics."""
+def test_default_is_prometheus_text(client, sample) -> None:
+    """Without an Accept header: text 0.0.4, parseable, with the request just served counted."""
+    labels = {"method": "GET", "view": "ok", "status": "200"}
+    before = sample("django_http_requests_total", **labels)
     client.get("/ok/")
     response = client.get("/metrics/")
     assert response.status_code == 200
     assert response["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
-    names = {family.name for family in text_string_to_metric_families(response.content.decode())}
-    assert "django_http_requests" in names
-    assert "django_http_request_duration_seconds" in names
+    served = {
+        s.name: s.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for s in family.samples
+        if s.labels == labels
+        or (s.name.startswith("django_http_request_duration") and s.labels.get("view") == "ok")
+    }
+    assert served["django_http_requests_total"] == before + 1
+    assert served["django_http_request_duration_seconds_count"] >= 1
     assert "Content-Encoding" not in response
     assert "Accept" in response["Vary"] and "Accept-Encoding" in response["Vary"]
     assert "no-cache" in response["Cache-Control"]

@@ -135,8 +135,14 @@ def test_unregistered_metric_can_be_registered_again(reg: CollectorRegistry) -> 
 
 def test_registry_none_registers_nowhere() -> None:
     """`registry=None` creates a free-standing metric, as in prometheus_client."""
-    Counter("free_standing", "F.", registry=None)
-    Counter("free_standing", "F.", registry=None)
+    from metrics.core import REGISTRY
+
+    first = Counter("free_standing", "F.", registry=None)
+    second = Counter("free_standing", "F.", registry=None)  # no clash: registered nowhere
+    first.inc(2)
+    second.inc(3)
+    assert (first._get(), second._get()) == (2.0, 3.0)
+    assert REGISTRY.get_sample_value("free_standing_total") is None
 
 
 def test_gauge_operations(reg: CollectorRegistry) -> None:
