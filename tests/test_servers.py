@@ -318,7 +318,9 @@ def test_anonymous_health_calls_do_not_leak_descriptors(database: Path, tmp_path
         def call() -> None:
             # From an address METRICS_ALLOWED_IPS does not list, without a token: anonymous.
             status, _headers, raw = site.get_from(OUTSIDER, "/metrics/health/")
-            assert status == 200, raw
+            # 503 when a loaded machine lets the database or cache check miss the 0.1 s timeout:
+            # what is measured here is descriptors, not health.
+            assert status in (200, 503), raw
             body = json.loads(raw)
             assert "error" not in body["checks"]["celery"]  # anonymous: no details
             assert body["checks"]["celery"]["status"] in {"error", "timeout"}

@@ -11,7 +11,6 @@ for values every process computes the same way (active users, custom gauges).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 
@@ -38,21 +37,9 @@ def _latency_buckets() -> tuple[float, ...]:
     Without configured Django settings (a script importing the catalogue) only the environment
     counts. A bad value falls back to the default; `manage.py check` reports it (metrics.E017).
     """
-    from django.conf import settings
+    from metrics.conf import SETTINGS
 
-    from metrics.conf import DEFAULT_LATENCY_BUCKETS, SETTINGS, SettingError
-
-    setting = SETTINGS["METRICS_LATENCY_BUCKETS"]
-    if settings.configured:
-        return setting.read()  # type: ignore[no-any-return]
-    raw = os.environ.get(setting.name, "")
-    if not raw.strip():
-        return DEFAULT_LATENCY_BUCKETS
-    try:
-        return setting.parse(raw)  # type: ignore[no-any-return]
-    except SettingError as exc:
-        logger.warning("Ignoring bad %s from environment: %s", setting.name, exc)
-        return DEFAULT_LATENCY_BUCKETS
+    return SETTINGS["METRICS_LATENCY_BUCKETS"].read()  # type: ignore[no-any-return]
 
 
 LATENCY_BUCKETS = _latency_buckets()
@@ -267,22 +254,10 @@ _seen_lock = threading.Lock()
 
 def max_label_values() -> int:
     """Return how many distinct values one label may take (`METRICS_MAX_LABEL_VALUES`, default 100)."""
-    try:
-        from django.conf import settings
+    from metrics.conf import SETTINGS
 
-        configured = settings.configured
-    except ImportError:  # Django absent: plain Python use of the catalogue.
-        configured = False
-    if configured:
-        from metrics.conf import SETTINGS
-
-        # Parsed as the system check metrics.E012 parses it; a bad value reads as the default.
-        return int(SETTINGS["METRICS_MAX_LABEL_VALUES"].read())
-    try:
-        limit = int(os.environ.get("METRICS_MAX_LABEL_VALUES") or DEFAULT_MAX_LABEL_VALUES)
-    except ValueError:
-        return DEFAULT_MAX_LABEL_VALUES
-    return limit if limit > 0 else DEFAULT_MAX_LABEL_VALUES
+    # Parsed as the system check metrics.E012 parses it; a bad value reads as the default.
+    return int(SETTINGS["METRICS_MAX_LABEL_VALUES"].read())
 
 
 def _fold(metric: str, label: str, why: str, value: object) -> str:

@@ -34,6 +34,11 @@ _TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
 _FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
 
 
+def _settings_available() -> bool:
+    """Return whether Django settings can be read (configured, or configurable from the environment)."""
+    return settings.configured or bool(os.environ.get("DJANGO_SETTINGS_MODULE"))
+
+
 class SettingError(ValueError):
     """A setting holds a value that cannot be used."""
 
@@ -322,8 +327,12 @@ class Setting(Generic[T]):
     lenient: Callable[[object], T] | None = None
 
     def raw(self) -> tuple[object, str]:
-        """Return the raw value and where it came from: `settings`, `environment` or `default`."""
-        value = getattr(settings, self.name, _MISSING)
+        """Return the raw value and where it came from: `settings`, `environment` or `default`.
+
+        Without Django settings (a script or a Celery process importing the catalogue, with no
+        DJANGO_SETTINGS_MODULE), only the environment and the default count.
+        """
+        value = getattr(settings, self.name, _MISSING) if _settings_available() else _MISSING
         # None in settings.py means "not set here": the environment and the default still apply.
         if value is not _MISSING and value is not None:
             return value, "settings"

@@ -46,7 +46,6 @@ from __future__ import annotations
 import atexit
 import inspect
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -65,7 +64,7 @@ from metrics.collectors import (
     celery_tasks_published_total,
     celery_tasks_total,
 )
-from metrics.conf import SETTINGS, Setting, SettingError
+from metrics.conf import SETTINGS, Setting
 from metrics.core import Gauge, Histogram
 
 __all__ = ["install"]
@@ -145,19 +144,7 @@ def read_setting(name: str) -> Any:
 
     Works in a Celery process without Django settings too: then only the environment counts.
     """
-    setting = CELERY_SETTINGS.get(name) or SETTINGS[name]
-    from django.conf import settings
-
-    if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
-        return setting.read()
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return setting.default
-    try:
-        return setting.parse(raw)
-    except SettingError as exc:
-        logger.warning("Ignoring bad %s from environment: %s", name, exc)
-        return setting.default
+    return (CELERY_SETTINGS.get(name) or SETTINGS[name]).read()
 
 
 _active: bool | None = None
