@@ -95,6 +95,20 @@ def delete_queues(app: Celery, *queues: str) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _without_the_installed_collector() -> Iterator[None]:
+    """Take the process's own queue collector (installed by other tests' Celery app) off the
+    default registry while these tests count errors and reads of collectors of their own."""
+    from metrics.instrument import celery_queues
+
+    installed = celery_queues._collector
+    if installed is not None:
+        REGISTRY.unregister(installed)
+    yield
+    if installed is not None:
+        REGISTRY.register(installed)
+
+
+@pytest.fixture(autouse=True)
 def _clean() -> Iterator[None]:
     """Start with an empty Redis database; close every connection the test opened."""
     flush_redis(REDIS_DB)
