@@ -126,39 +126,30 @@ def test_reference_families_are_exposed_with_their_types_and_labels(compat_on, s
 def test_requests_feed_the_http_families(compat_on, sample) -> None:
     """One request through the one middleware counts in every HTTP family, with their label values."""
     view = {"view": "ok", "method": "GET"}
-    before = {
-        "by_view": sample(
-            "django_http_requests_total_by_view_transport_method_total", transport="http", **view
-        ),
-        "by_status": sample("django_http_responses_total_by_status_view_method_total", status="200", **view),
-        "latency": sample("django_http_requests_latency_seconds_by_view_method_count", **view),
-        "method": sample("django_http_requests_total_by_method_total", method="GET"),
-        "transport": sample("django_http_requests_total_by_transport_total", transport="http"),
-        "status": sample("django_http_responses_total_by_status_total", status="200"),
-        "charset": sample("django_http_responses_total_by_charset_total", charset="utf-8"),
-        "before": sample("django_http_requests_before_middlewares_total"),
-        "after": sample("django_http_responses_before_middlewares_total"),
-        "including": sample("django_http_requests_latency_including_middlewares_seconds_count"),
-        "body": sample("django_http_responses_body_total_bytes_sum"),
-        "request_body": sample("django_http_requests_body_total_bytes_count"),
-    }
+
+    def read() -> dict[str, float]:
+        return {
+            "by_view": sample(
+                "django_http_requests_total_by_view_transport_method_total", transport="http", **view
+            ),
+            "by_status": sample(
+                "django_http_responses_total_by_status_view_method_total", status="200", **view
+            ),
+            "latency": sample("django_http_requests_latency_seconds_by_view_method_count", **view),
+            "method": sample("django_http_requests_total_by_method_total", method="GET"),
+            "transport": sample("django_http_requests_total_by_transport_total", transport="http"),
+            "status": sample("django_http_responses_total_by_status_total", status="200"),
+            "charset": sample("django_http_responses_total_by_charset_total", charset="utf-8"),
+            "before": sample("django_http_requests_before_middlewares_total"),
+            "after": sample("django_http_responses_before_middlewares_total"),
+            "including": sample("django_http_requests_latency_including_middlewares_seconds_count"),
+            "body": sample("django_http_responses_body_total_bytes_sum"),
+            "request_body": sample("django_http_requests_body_total_bytes_count"),
+        }
+
+    before = read()
     assert Client().get("/ok/").status_code == 200
-    after = {
-        "by_view": sample(
-            "django_http_requests_total_by_view_transport_method_total", transport="http", **view
-        ),
-        "by_status": sample("django_http_responses_total_by_status_view_method_total", status="200", **view),
-        "latency": sample("django_http_requests_latency_seconds_by_view_method_count", **view),
-        "method": sample("django_http_requests_total_by_method_total", method="GET"),
-        "transport": sample("django_http_requests_total_by_transport_total", transport="http"),
-        "status": sample("django_http_responses_total_by_status_total", status="200"),
-        "charset": sample("django_http_responses_total_by_charset_total", charset="utf-8"),
-        "before": sample("django_http_requests_before_middlewares_total"),
-        "after": sample("django_http_responses_before_middlewares_total"),
-        "including": sample("django_http_requests_latency_including_middlewares_seconds_count"),
-        "body": sample("django_http_responses_body_total_bytes_sum"),
-        "request_body": sample("django_http_requests_body_total_bytes_count"),
-    }
+    after = read()
     increments = {key: after[key] - before[key] for key in before}
     assert increments == {**dict.fromkeys(before, 1), "body": 5}
 

@@ -246,8 +246,16 @@ class RequestRecorder:
         self._bundles[(method, view, status, secure, resolved)] = bundle
         return bundle
 
-    def record(self, request: Any, response: Any, status: int, duration: float) -> None:
-        """Record a request that took `duration` seconds and ended with `status` (`response` may be None).
+    def record(
+        self,
+        request: Any,
+        response: Any,
+        status: int,
+        duration: float,
+        request_size: int,
+        response_size: int | None,
+    ) -> None:
+        """Record a request the middleware measured (`response` may be None; a None size: streamed).
 
         Every family but the charset and template counters is updated by one call into the core
         (a `Bundle` per label combination).
@@ -269,17 +277,11 @@ class RequestRecorder:
         bundle = self._bundles.get(key)
         if bundle is None:
             bundle = self._bundle_for(method, view, status, secure, resolved)
-        length = meta.get("CONTENT_LENGTH")
-        try:
-            request_size = int(length) if length else 0
-        except ValueError:
-            request_size = 0
         ajax = meta.get("HTTP_X_REQUESTED_WITH") == "XMLHttpRequest"
         if response is None:
             bundle.record(duration, request_size, None, False, ajax)
             return
-        streaming = response.streaming
-        bundle.record(duration, request_size, None if streaming else len(response.content), streaming, ajax)
+        bundle.record(duration, request_size, response_size, response_size is None, ajax)
         charset = response._charset
         if charset is None:
             content_type = response.headers.get("Content-Type")
