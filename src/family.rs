@@ -34,7 +34,7 @@ pub enum GaugeMode {
     LiveMin,
     /// The most recently written value of a live process.
     LiveMostRecent,
-    /// One series per live process, labelled `worker` with its slot number: bounded by the
+    /// One series per live process, labelled `slot` with its slot number: bounded by the
     /// most processes alive at once, whatever the churn.
     LiveWorker,
 }

@@ -147,7 +147,7 @@ def test_counts_are_exact_under_worker_churn_and_sigkill(tmp_path: Path) -> None
         assert (mp_dir / "archive.mrs").exists()
         # Each live worker reports its own process metrics, labelled by its slot, never a pid.
         series = memory_series(base)
-        assert series and all(set(labels) == {"worker"} for labels in series), series
+        assert series and all(set(labels) == {"slot"} for labels in series), series
         assert len(series) <= live + 1
     finally:
         stop(proc)

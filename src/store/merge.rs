@@ -39,7 +39,7 @@ fn rule(desc: &Desc, source: Source) -> Option<(Op, Option<&'static str>)> {
         Kind::Gauge => {
             let (op, live_only, per_process) = match desc.gauge_mode {
                 GaugeMode::All | GaugeMode::LiveAll => (Op::Replace, true, Some("pid")),
-                GaugeMode::LiveWorker => (Op::Replace, true, Some("worker")),
+                GaugeMode::LiveWorker => (Op::Replace, true, Some("slot")),
                 GaugeMode::LiveSum => (Op::Sum, true, None),
                 GaugeMode::LiveMax => (Op::Max, true, None),
                 GaugeMode::LiveMin => (Op::Min, true, None),
@@ -421,7 +421,7 @@ mod tests {
         m.add(&gauge(GaugeMode::LiveWorker), &[], 0.0, &[1.0], Source::Live(700, 0));
         m.add(&gauge(GaugeMode::LiveWorker), &[], 0.0, &[2.0], Source::Live(800, 3));
         let s = &m.snapshots(&[], true)[0];
-        assert_eq!(s.desc.labelnames, vec!["worker".to_string()]);
+        assert_eq!(s.desc.labelnames, vec!["slot".to_string()]);
         assert_eq!(s.series[1].labels, vec!["3".to_string()]);
     }
 
