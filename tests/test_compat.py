@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -357,5 +356,5 @@ def test_every_database_but_dummy_ones_has_migration_gauges(monkeypatch) -> None
         "replica": {"ENGINE": "django.db.backends.postgresql", "NAME": "x"},
         "nothing": {"ENGINE": "django.db.backends.dummy"},
     }
-    monkeypatch.setattr(health, "settings", SimpleNamespace(DATABASES=databases))
+    monkeypatch.setattr(health, "django_setting", {"DATABASES": databases}.get)
     assert health.migration_aliases() == ["default", "replica"]

@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
-from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from metrics.conf import SETTINGS
+from metrics.conf import SETTINGS, django_setting
 
 # One id per setting, stable across releases (documented in docs/configuration.md).
 SETTING_ERROR_IDS = {
@@ -172,7 +171,8 @@ def _check_multiproc_dir_owner(path: str, described: str, value: object) -> list
 @register(Tags.compatibility)
 def check_middleware(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """Warn when the middleware is missing, or placed where it misses other middleware's time."""
-    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    configured = django_setting("MIDDLEWARE")
+    middleware = list(configured) if isinstance(configured, (list, tuple)) else []
     if MIDDLEWARE_PATH not in middleware:
         return [
             Warning(

@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 
+from metrics.conf import app_settings
 from metrics.core import Counter, Gauge, Histogram, Summary
 
 # Re-exported so the spec's "Extending the Module" example (`Histogram(...)` in collectors.py)
@@ -31,18 +32,10 @@ __all__ = [
 logger = logging.getLogger("metrics")
 
 
-def _latency_buckets() -> tuple[float, ...]:
-    """Return `METRICS_LATENCY_BUCKETS` (settings, environment or default), read once at import.
-
-    Without configured Django settings (a script importing the catalogue) only the environment
-    counts. A bad value falls back to the default; `manage.py check` reports it (metrics.E017).
-    """
-    from metrics.conf import SETTINGS
-
-    return SETTINGS["METRICS_LATENCY_BUCKETS"].read()  # type: ignore[no-any-return]
-
-
-LATENCY_BUCKETS = _latency_buckets()
+# `METRICS_LATENCY_BUCKETS`, read once at import. Without configured Django settings (a script
+# importing the catalogue) only the environment counts. A bad value falls back to the default;
+# `manage.py check` reports it (metrics.E017).
+LATENCY_BUCKETS = app_settings.LATENCY_BUCKETS
 # Body sizes in bytes: 100 B to 10 MB by decades, with midpoints.
 SIZE_BUCKETS = (100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000, 10_000_000)
 # Query latency in seconds: most queries take well under a millisecond.
@@ -254,10 +247,8 @@ _seen_lock = threading.Lock()
 
 def max_label_values() -> int:
     """Return how many distinct values one label may take (`METRICS_MAX_LABEL_VALUES`, default 100)."""
-    from metrics.conf import SETTINGS
-
     # Parsed as the system check metrics.E012 parses it; a bad value reads as the default.
-    return int(SETTINGS["METRICS_MAX_LABEL_VALUES"].read())
+    return app_settings.MAX_LABEL_VALUES
 
 
 def _fold(metric: str, label: str, why: str, value: object) -> str:

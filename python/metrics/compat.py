@@ -217,9 +217,9 @@ class RequestRecorder:
         self._charset_of_type: dict[str | None, str] = {}
         # Without a proxy header to trust, the scheme is the server's (`request.is_secure()`
         # reads settings on every call); with one, Django's own answer.
-        from django.conf import settings
+        from metrics.conf import django_setting
 
-        self._proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+        self._proxy_header = django_setting("SECURE_PROXY_SSL_HEADER")
 
     def _bundle_for(self, method: str, view: str, status: int, secure: bool, resolved: bool) -> Bundle:
         f = self.families

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -37,6 +37,14 @@ _FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
 def _settings_available() -> bool:
     """Return whether Django settings can be read (configured, or configurable from the environment)."""
     return settings.configured or bool(os.environ.get("DJANGO_SETTINGS_MODULE"))
+
+
+def django_setting(name: str) -> object:
+    """Return Django's own setting `name` (`DATABASES`, `MIDDLEWARE`...), None when unset.
+
+    The one place the package reads a setting that is not its own; callers check the type.
+    """
+    return getattr(settings, name, None) if _settings_available() else None
 
 
 class SettingError(ValueError):
@@ -367,132 +375,237 @@ class Setting(Generic[T]):
             return self.default
 
 
+# One constant per setting, typed by its parser: `AppSettings` reads these, `metrics.checks`
+# validates them (through `SETTINGS`), and nothing else in the package reads a setting.
+METRICS_ENABLED = Setting("METRICS_ENABLED", parse_bool, True)
+METRICS_ALLOWED_IPS = Setting(
+    "METRICS_ALLOWED_IPS", parse_networks, _NO_NETWORKS, lenient=_parse_networks_leniently
+)
+METRICS_AUTH_TOKEN = Setting("METRICS_AUTH_TOKEN", parse_token, "")
+PROMETHEUS_MULTIPROC_DIR = Setting("PROMETHEUS_MULTIPROC_DIR", parse_optional_path, None)
+# Trace ids as exemplars on the request counter and latency histogram (metrics.tracing); read when
+# the middleware starts.
+METRICS_EXEMPLARS = Setting("METRICS_EXEMPLARS", parse_bool, False)
+# gunicorn's master serves /metrics/ there (deploy/gunicorn.conf.py); off by default.
+METRICS_EXPORT_PORT = Setting("METRICS_EXPORT_PORT", parse_export_address, None)
+# Read at import from the environment (core.py) and at start-up (apps.py).
+METRICS_STORE_FILE_MODE = Setting("METRICS_STORE_FILE_MODE", parse_file_mode, 0o600)
+METRICS_STORE_IN_DB = Setting("METRICS_STORE_IN_DB", parse_bool, False)
+METRICS_RETENTION_DAYS = Setting("METRICS_RETENTION_DAYS", parse_non_negative_int, 7)
+METRICS_TRUSTED_PROXIES = Setting(
+    "METRICS_TRUSTED_PROXIES", parse_networks, _NO_NETWORKS, lenient=_parse_networks_leniently
+)
+# None: the paths of this app's own endpoints (see `AppSettings.excluded_paths()`).
+METRICS_EXCLUDE_PATHS = Setting[tuple[str, ...] | None]("METRICS_EXCLUDE_PATHS", parse_paths, None)
+METRICS_HEALTH_TIMEOUT = Setting("METRICS_HEALTH_TIMEOUT", parse_timeout, 0.8)
+METRICS_HEALTH_MIN_FREE_MB = Setting("METRICS_HEALTH_MIN_FREE_MB", parse_non_negative_number, 32.0)
+# Read once, when metrics.collectors creates the latency histogram (at import).
+METRICS_LATENCY_BUCKETS = Setting("METRICS_LATENCY_BUCKETS", parse_buckets, DEFAULT_LATENCY_BUCKETS)
+METRICS_ACTIVE_USER_WINDOW = Setting("METRICS_ACTIVE_USER_WINDOW", parse_non_negative_int, 300)
+METRICS_MAX_LABEL_VALUES = Setting("METRICS_MAX_LABEL_VALUES", parse_positive_int, 100)
+# The Celery settings are read in workers without Django settings too (only the environment then).
+METRICS_CELERY_ENABLED = Setting("METRICS_CELERY_ENABLED", parse_bool, True)
+# The worker's own metrics port; 0: off. `--metrics-port` overrides it.
+METRICS_CELERY_WORKER_PORT = Setting("METRICS_CELERY_WORKER_PORT", parse_port, 0)
+# Where that port listens. `--metrics-address` overrides it.
+METRICS_CELERY_WORKER_ADDRESS = Setting("METRICS_CELERY_WORKER_ADDRESS", parse_bind_address, "0.0.0.0")
+# A `celery` check on /metrics/health/: broker reachable and a worker answering a ping.
+METRICS_CELERY_HEALTH_CHECK = Setting("METRICS_CELERY_HEALTH_CHECK", parse_bool, True)
+# Queues whose length is read from the broker at scrape time. None: the Celery app's configured
+# queues; an empty list: none (no broker read).
+METRICS_CELERY_QUEUES = Setting[tuple[str, ...] | None]("METRICS_CELERY_QUEUES", parse_queue_names, None)
+# Longest a scrape waits for that read before leaving the queue series out.
+METRICS_CELERY_QUEUE_TIMEOUT = Setting("METRICS_CELERY_QUEUE_TIMEOUT", parse_timeout, 0.5)
+# Also expose django-prometheus 2.5's families (metrics.compat); read at start-up.
+METRICS_COMPAT_DJANGO_PROMETHEUS = Setting("METRICS_COMPAT_DJANGO_PROMETHEUS", parse_bool, False)
+# Models whose saves and deletes are counted (metrics.instrument.models); read at start-up.
+METRICS_MODELS = Setting[str | tuple[str, ...]]("METRICS_MODELS", parse_models, ())
+
 SETTINGS: dict[str, Setting[Any]] = {
     s.name: s
     for s in (
-        Setting("METRICS_ENABLED", parse_bool, True),
-        Setting("METRICS_ALLOWED_IPS", parse_networks, _NO_NETWORKS, lenient=_parse_networks_leniently),
-        Setting("METRICS_AUTH_TOKEN", parse_token, ""),
-        Setting("PROMETHEUS_MULTIPROC_DIR", parse_optional_path, None),
-        # Trace ids as exemplars on the request counter and latency histogram (metrics.tracing);
-        # read when the middleware starts.
-        Setting("METRICS_EXEMPLARS", parse_bool, False),
-        # gunicorn's master serves /metrics/ there (deploy/gunicorn.conf.py); off by default.
-        Setting("METRICS_EXPORT_PORT", parse_export_address, None),
-        # Read at import from the environment (core.py) and at start-up (apps.py).
-        Setting("METRICS_STORE_FILE_MODE", parse_file_mode, 0o600),
-        Setting("METRICS_STORE_IN_DB", parse_bool, False),
-        Setting("METRICS_RETENTION_DAYS", parse_non_negative_int, 7),
-        Setting("METRICS_TRUSTED_PROXIES", parse_networks, _NO_NETWORKS, lenient=_parse_networks_leniently),
-        # None: the paths of this app's own endpoints (see `exclude_paths()` in the middleware).
-        Setting("METRICS_EXCLUDE_PATHS", parse_paths, None),
-        Setting("METRICS_HEALTH_TIMEOUT", parse_timeout, 0.8),
-        Setting("METRICS_HEALTH_MIN_FREE_MB", parse_non_negative_number, 32.0),
-        # Read once, when metrics.collectors creates the latency histogram (at start-up).
-        Setting("METRICS_LATENCY_BUCKETS", parse_buckets, DEFAULT_LATENCY_BUCKETS),
-        # Read by metrics.instrument.users and metrics.collectors; validated here.
-        Setting("METRICS_ACTIVE_USER_WINDOW", parse_non_negative_int, 300),
-        Setting("METRICS_MAX_LABEL_VALUES", parse_positive_int, 100),
-        # Read by metrics.instrument.celery (also in a worker without Django settings).
-        Setting("METRICS_CELERY_ENABLED", parse_bool, True),
-        # The worker's own metrics port; 0: off. `--metrics-port` overrides it.
-        Setting("METRICS_CELERY_WORKER_PORT", parse_port, 0),
-        # Where that port listens. `--metrics-address` overrides it.
-        Setting("METRICS_CELERY_WORKER_ADDRESS", parse_bind_address, "0.0.0.0"),
-        # A `celery` check on /metrics/health/: broker reachable and a worker answering a ping.
-        Setting("METRICS_CELERY_HEALTH_CHECK", parse_bool, True),
-        # Queues whose length is read from the broker at scrape time. None: the Celery app's
-        # configured queues; an empty list: none (no broker read).
-        Setting("METRICS_CELERY_QUEUES", parse_queue_names, None),
-        # Longest a scrape waits for that read before leaving the queue series out.
-        Setting("METRICS_CELERY_QUEUE_TIMEOUT", parse_timeout, 0.5),
-        # Also expose django-prometheus 2.5's families (metrics.compat); read at start-up.
-        Setting("METRICS_COMPAT_DJANGO_PROMETHEUS", parse_bool, False),
-        # Models whose saves and deletes are counted (metrics.instrument.models); read at start-up.
-        Setting[str | tuple[str, ...]]("METRICS_MODELS", parse_models, ()),
+        METRICS_ENABLED,
+        METRICS_ALLOWED_IPS,
+        METRICS_AUTH_TOKEN,
+        PROMETHEUS_MULTIPROC_DIR,
+        METRICS_EXEMPLARS,
+        METRICS_EXPORT_PORT,
+        METRICS_STORE_FILE_MODE,
+        METRICS_STORE_IN_DB,
+        METRICS_RETENTION_DAYS,
+        METRICS_TRUSTED_PROXIES,
+        METRICS_EXCLUDE_PATHS,
+        METRICS_HEALTH_TIMEOUT,
+        METRICS_HEALTH_MIN_FREE_MB,
+        METRICS_LATENCY_BUCKETS,
+        METRICS_ACTIVE_USER_WINDOW,
+        METRICS_MAX_LABEL_VALUES,
+        METRICS_CELERY_ENABLED,
+        METRICS_CELERY_WORKER_PORT,
+        METRICS_CELERY_WORKER_ADDRESS,
+        METRICS_CELERY_HEALTH_CHECK,
+        METRICS_CELERY_QUEUES,
+        METRICS_CELERY_QUEUE_TIMEOUT,
+        METRICS_COMPAT_DJANGO_PROMETHEUS,
+        METRICS_MODELS,
     )
 }
 
 
 class AppSettings:
-    """Typed, lazily parsed view of the settings (`app_settings.ENABLED`...)."""
+    """Typed, lazily parsed view of the settings (`app_settings.ENABLED`...).
+
+    Values read while Django settings cannot be read yet (a script or a Celery process that
+    configures them later) are not kept: the next read looks again.
+    """
 
     def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[str, object] = {}
+        self._excluded: tuple[str, ...] | None = None
+        self._middleware: tuple[bool, tuple[str, ...], frozenset[str]] | None = None
 
-    def _get(self, name: str) -> Any:
+    def _get(self, setting: Setting[T]) -> T:
         try:
-            return self._cache[name]
+            # The cache holds, under a setting's name, what that setting's parser returned.
+            return cast(T, self._cache[setting.name])
         except KeyError:
-            value = self._cache[name] = SETTINGS[name].read()
+            value = setting.read()
+            if _settings_available():
+                self._cache[setting.name] = value
             return value
 
     def clear_cache(self) -> None:
         """Forget parsed values, so the next read sees current settings and environment."""
         self._cache.clear()
+        self._excluded = None
+        self._middleware = None
 
     @property
     def ENABLED(self) -> bool:
         """Collect metrics and serve `/metrics/` (`METRICS_ENABLED`, default True)."""
-        return self._get("METRICS_ENABLED")  # type: ignore[no-any-return]
+        return self._get(METRICS_ENABLED)
 
     @property
     def ALLOWED_IPS(self) -> tuple[Network, ...]:
         """Client networks allowed to read `/metrics/` (`METRICS_ALLOWED_IPS`, default none)."""
-        return self._get("METRICS_ALLOWED_IPS")  # type: ignore[no-any-return]
+        return self._get(METRICS_ALLOWED_IPS)
 
     @property
     def AUTH_TOKEN(self) -> str:
         """Token accepted in `X-Metrics-Token` or `Authorization: Bearer` (default: none)."""
-        return self._get("METRICS_AUTH_TOKEN")  # type: ignore[no-any-return]
+        return self._get(METRICS_AUTH_TOKEN)
 
     @property
     def MULTIPROC_DIR(self) -> str | None:
         """Directory shared by worker processes (`PROMETHEUS_MULTIPROC_DIR`, default unset)."""
-        return self._get("PROMETHEUS_MULTIPROC_DIR")  # type: ignore[no-any-return]
+        return self._get(PROMETHEUS_MULTIPROC_DIR)
 
     @property
     def EXEMPLARS(self) -> bool:
         """Attach trace ids to the request metrics as exemplars (`METRICS_EXEMPLARS`, default False)."""
-        return self._get("METRICS_EXEMPLARS")  # type: ignore[no-any-return]
+        return self._get(METRICS_EXEMPLARS)
 
     @property
     def EXPORT_PORT(self) -> tuple[str, int] | None:
         """Where gunicorn's master serves `/metrics/` (`METRICS_EXPORT_PORT`, default off)."""
-        return self._get("METRICS_EXPORT_PORT")  # type: ignore[no-any-return]
+        return self._get(METRICS_EXPORT_PORT)
 
     @property
     def STORE_FILE_MODE(self) -> int:
         """Permission bits of the store's files (`METRICS_STORE_FILE_MODE`, default 0600)."""
-        return self._get("METRICS_STORE_FILE_MODE")  # type: ignore[no-any-return]
+        return self._get(METRICS_STORE_FILE_MODE)
 
     @property
     def STORE_IN_DB(self) -> bool:
         """Keep metric snapshots in the database (`METRICS_STORE_IN_DB`, default False)."""
-        return self._get("METRICS_STORE_IN_DB")  # type: ignore[no-any-return]
+        return self._get(METRICS_STORE_IN_DB)
 
     @property
     def RETENTION_DAYS(self) -> int:
         """Days of snapshots `cleanup_metrics` keeps (`METRICS_RETENTION_DAYS`, default 7)."""
-        return self._get("METRICS_RETENTION_DAYS")  # type: ignore[no-any-return]
+        return self._get(METRICS_RETENTION_DAYS)
 
     @property
     def TRUSTED_PROXIES(self) -> tuple[Network, ...]:
         """Peers whose `X-Forwarded-For` is believed (`METRICS_TRUSTED_PROXIES`, default none)."""
-        return self._get("METRICS_TRUSTED_PROXIES")  # type: ignore[no-any-return]
+        return self._get(METRICS_TRUSTED_PROXIES)
 
     @property
     def EXCLUDE_PATHS(self) -> tuple[str, ...] | None:
         """Path prefixes the middleware ignores; None means this app's endpoints."""
-        return self._get("METRICS_EXCLUDE_PATHS")  # type: ignore[no-any-return]
+        return self._get(METRICS_EXCLUDE_PATHS)
+
+    @property
+    def HEALTH_TIMEOUT(self) -> float:
+        """Seconds each health check may take (`METRICS_HEALTH_TIMEOUT`, default 0.8)."""
+        return self._get(METRICS_HEALTH_TIMEOUT)
+
+    @property
+    def HEALTH_MIN_FREE_MB(self) -> float:
+        """Free space the multiprocess directory needs to pass `/metrics/health/` (default 32 MB)."""
+        return self._get(METRICS_HEALTH_MIN_FREE_MB)
+
+    @property
+    def LATENCY_BUCKETS(self) -> tuple[float, ...]:
+        """Upper bounds of the request latency histogram (`METRICS_LATENCY_BUCKETS`)."""
+        return self._get(METRICS_LATENCY_BUCKETS)
+
+    @property
+    def ACTIVE_USER_WINDOW(self) -> int:
+        """Seconds since login that make a user active (`METRICS_ACTIVE_USER_WINDOW`, default 300)."""
+        return self._get(METRICS_ACTIVE_USER_WINDOW)
+
+    @property
+    def MAX_LABEL_VALUES(self) -> int:
+        """Distinct values one user-fed label may take (`METRICS_MAX_LABEL_VALUES`, default 100)."""
+        return self._get(METRICS_MAX_LABEL_VALUES)
+
+    @property
+    def CELERY_ENABLED(self) -> bool:
+        """Record Celery task metrics (`METRICS_CELERY_ENABLED`, default True)."""
+        return self._get(METRICS_CELERY_ENABLED)
+
+    @property
+    def CELERY_WORKER_PORT(self) -> int:
+        """The Celery worker's metrics port, 0 for none (`METRICS_CELERY_WORKER_PORT`, default 0)."""
+        return self._get(METRICS_CELERY_WORKER_PORT)
+
+    @property
+    def CELERY_WORKER_ADDRESS(self) -> str:
+        """Where the worker's metrics port listens (`METRICS_CELERY_WORKER_ADDRESS`, default 0.0.0.0)."""
+        return self._get(METRICS_CELERY_WORKER_ADDRESS)
+
+    @property
+    def CELERY_HEALTH_CHECK(self) -> bool:
+        """Add the `celery` check to `/metrics/health/` (`METRICS_CELERY_HEALTH_CHECK`, default True)."""
+        return self._get(METRICS_CELERY_HEALTH_CHECK)
+
+    @property
+    def CELERY_QUEUES(self) -> tuple[str, ...] | None:
+        """Broker queues read at scrape time; None: the app's configured queues (`METRICS_CELERY_QUEUES`)."""
+        return self._get(METRICS_CELERY_QUEUES)
+
+    @property
+    def CELERY_QUEUE_TIMEOUT(self) -> float:
+        """Longest a scrape waits for the broker (`METRICS_CELERY_QUEUE_TIMEOUT`, default 0.5)."""
+        return self._get(METRICS_CELERY_QUEUE_TIMEOUT)
+
+    @property
+    def COMPAT_DJANGO_PROMETHEUS(self) -> bool:
+        """Also expose django-prometheus's metric families (`METRICS_COMPAT_DJANGO_PROMETHEUS`)."""
+        return self._get(METRICS_COMPAT_DJANGO_PROMETHEUS)
+
+    @property
+    def MODELS(self) -> str | tuple[str, ...]:
+        """`"*"` or the `app_label.ModelName` labels whose saves and deletes count (`METRICS_MODELS`)."""
+        return self._get(METRICS_MODELS)
 
     def middleware_settings(self) -> tuple[bool, tuple[str, ...], frozenset[str]]:
         """Return (ENABLED, excluded_paths(), probe_paths()) in one cached lookup, per request."""
-        try:
-            return self._cache["_middleware"]  # type: ignore[no-any-return]
-        except KeyError:
-            value = self._cache["_middleware"] = (self.ENABLED, self.excluded_paths(), self.probe_paths())
-            return value
+        found = self._middleware
+        if found is None:
+            found = self._middleware = (self.ENABLED, self.excluded_paths(), self.probe_paths())
+        return found
 
     def probe_paths(self) -> frozenset[str]:
         """Return the paths (as `request.path_info`) of `/metrics/liveness/` and `/metrics/readiness/`.
@@ -521,10 +634,8 @@ class AppSettings:
         `/metrics/` and the probes live): scrapes and probes would otherwise drown the site's
         own traffic. Paths are compared with `request.path_info` (without the script prefix).
         """
-        try:
-            return self._cache["_excluded_paths"]  # type: ignore[no-any-return]
-        except KeyError:
-            pass
+        if self._excluded is not None:
+            return self._excluded
         paths = self.EXCLUDE_PATHS
         if paths is None:
             from django.urls import NoReverseMatch, get_script_prefix, reverse
@@ -543,28 +654,8 @@ class AppSettings:
                 if path.startswith(prefix):
                     path = "/" + path[len(prefix) :]
                 paths = (path,)
-        self._cache["_excluded_paths"] = paths
+        self._excluded = paths
         return paths
-
-    @property
-    def COMPAT_DJANGO_PROMETHEUS(self) -> bool:
-        """Also expose django-prometheus's metric families (`METRICS_COMPAT_DJANGO_PROMETHEUS`)."""
-        return self._get("METRICS_COMPAT_DJANGO_PROMETHEUS")  # type: ignore[no-any-return]
-
-    @property
-    def MODELS(self) -> str | tuple[str, ...]:
-        """`"*"` or the `app_label.ModelName` labels whose saves and deletes count (`METRICS_MODELS`)."""
-        return self._get("METRICS_MODELS")  # type: ignore[no-any-return]
-
-    @property
-    def HEALTH_TIMEOUT(self) -> float:
-        """Seconds each health check may take (`METRICS_HEALTH_TIMEOUT`, default 0.8)."""
-        return self._get("METRICS_HEALTH_TIMEOUT")  # type: ignore[no-any-return]
-
-    @property
-    def HEALTH_MIN_FREE_MB(self) -> float:
-        """Free space the multiprocess directory needs to pass `/metrics/health/` (default 32 MB)."""
-        return self._get("METRICS_HEALTH_MIN_FREE_MB")  # type: ignore[no-any-return]
 
 
 app_settings = AppSettings()

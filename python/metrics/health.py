@@ -41,10 +41,8 @@ from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any
 
-from django.conf import settings
-
 from metrics.collectors import health_check_status, migrations_applied, migrations_unapplied
-from metrics.conf import app_settings
+from metrics.conf import app_settings, django_setting
 
 logger = logging.getLogger("metrics")
 
@@ -231,9 +229,15 @@ MIGRATIONS_RETRY_SECONDS = 60.0
 _scrape_failed_at: dict[str, float] = {}
 
 
+def _aliases(name: str) -> dict[str, Any]:
+    """Return Django's `DATABASES` or `CACHES` setting: configuration by alias, empty when unset."""
+    value = django_setting(name)
+    return value if isinstance(value, dict) else {}
+
+
 def migration_aliases() -> list[str]:
     """Return the database aliases whose migrations are counted: all but dummy backends."""
-    databases = getattr(settings, "DATABASES", {}) or {}
+    databases = _aliases("DATABASES")
     return [
         alias
         for alias, config in databases.items()
@@ -293,8 +297,8 @@ def check_disk(path: str, min_free_mb: float) -> None:
 
 def builtin_checks(*, readiness: bool) -> list[Check]:
     """Return the checks derived from the settings: databases, caches, migrations, disk."""
-    databases = list(getattr(settings, "DATABASES", {}) or {})
-    caches = list(getattr(settings, "CACHES", {}) or {})
+    databases = list(_aliases("DATABASES"))
+    caches = list(_aliases("CACHES"))
     if readiness:
         databases = [a for a in databases if a == "default"]
         caches = [a for a in caches if a == "default"]
@@ -345,10 +349,10 @@ _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 
 def _secrets() -> list[str]:
-    secrets = [getattr(settings, "SECRET_KEY", ""), app_settings.AUTH_TOKEN]
-    for db in (getattr(settings, "DATABASES", {}) or {}).values():
+    secrets: list[object] = [django_setting("SECRET_KEY"), app_settings.AUTH_TOKEN]
+    for db in _aliases("DATABASES").values():
         secrets.append(str(db.get("PASSWORD") or ""))
-    for cache in (getattr(settings, "CACHES", {}) or {}).values():
+    for cache in _aliases("CACHES").values():
         options = cache.get("OPTIONS") or {}
         secrets.append(str(options.get("password") or options.get("PASSWORD") or ""))
     return [s for s in secrets if isinstance(s, str) and len(s) >= 4]

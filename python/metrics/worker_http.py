@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from metrics import core
 from metrics.access import WWW_AUTHENTICATE, is_allowed
-from metrics.conf import SETTINGS
+from metrics.conf import app_settings
 from metrics.negotiation import accepts_gzip, wants_openmetrics
 
 logger = logging.getLogger("metrics")
@@ -38,8 +38,8 @@ PATHS = frozenset({"/metrics", "/metrics/", "/"})
 
 
 def _metrics_enabled() -> bool:
-    # Read afresh: METRICS_ENABLED=False closes the endpoint as it does `/metrics/`.
-    return bool(SETTINGS["METRICS_ENABLED"].read())
+    # METRICS_ENABLED=False closes the endpoint as it does `/metrics/`.
+    return app_settings.ENABLED
 
 
 class MetricsHandler(BaseHTTPRequestHandler):
@@ -438,7 +438,7 @@ def start_export_server() -> MetricsServer | None:
     if _export_server is not None:
         return _export_server
     try:
-        where = SETTINGS["METRICS_EXPORT_PORT"].read()
+        where = app_settings.EXPORT_PORT
         if where is None:
             return None
         address, port = where

@@ -44,6 +44,7 @@ from typing import Any
 
 from metrics import core
 from metrics.collectors import celery_queue_length_errors_total
+from metrics.conf import app_settings
 
 __all__ = ["QueueCollector", "QueueReading", "install", "read_queues", "watched_queues"]
 
@@ -70,11 +71,9 @@ def watched_queues(app: Any) -> tuple[str, ...]:
     `task_routes`. Not `app.amqp.queues`: Celery adds to it every queue a process publishes to,
     so what is watched would depend on what this process happened to send.
     """
-    from metrics.instrument.celery import read_setting
-
-    configured = read_setting("METRICS_CELERY_QUEUES")
+    configured = app_settings.CELERY_QUEUES
     if configured is not None:
-        return tuple(configured)
+        return configured
     conf = app.conf
     names: dict[str, None] = {}
     queues = conf.task_queues or ()
@@ -238,7 +237,7 @@ class QueueCollector:
 
     def collect(self) -> list[Any]:
         """Return the families read from the broker now; none when it did not answer in time."""
-        from metrics.instrument.celery import active, read_setting
+        from metrics.instrument.celery import active
 
         app = self._app()
         if app is None or self._reader is None or not active():
@@ -246,7 +245,7 @@ class QueueCollector:
         queues = watched_queues(app)
         if not queues:
             return []
-        timeout = float(read_setting("METRICS_CELERY_QUEUE_TIMEOUT"))
+        timeout = app_settings.CELERY_QUEUE_TIMEOUT
         started = time.monotonic()
         try:
             readings = self._read(queues, timeout)

@@ -37,7 +37,7 @@ from metrics.collectors import (
     user_logins_total,
     user_registrations_total,
 )
-from metrics.conf import SETTINGS
+from metrics.conf import app_settings
 
 logger = logging.getLogger("metrics")
 
@@ -49,7 +49,7 @@ _next_query_at = 0.0
 def active_user_window() -> int:
     """Return `METRICS_ACTIVE_USER_WINDOW` in seconds (default 300; a bad value reads as 300)."""
     # Parsed as the system check metrics.E011 parses it.
-    return int(SETTINGS["METRICS_ACTIVE_USER_WINDOW"].read())
+    return app_settings.ACTIVE_USER_WINDOW
 
 
 def login_method(backend_path: str | None) -> str:
