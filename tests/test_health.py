@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 
 import pytest
+from celery import Celery
 from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 from django.test import Client, override_settings
 
 from metrics import health
 from metrics.health import HealthCheckError, register_check, unregister_check
+from tests.celerystack import REDIS, REDIS_BROKER_DB
+from tests.promstack import free_port
 
 TOKEN = {"HTTP_X_METRICS_TOKEN": "test-token"}
 
@@ -382,3 +386,29 @@ def test_a_forked_child_gets_a_pool_of_its_own(registered) -> None:
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# --- the Celery check (registered by metrics.instrument.celery.install) ---
+
+
+def test_health_check_fails_fast_on_an_unreachable_broker() -> None:
+    """An unreachable broker fails the check within its timeout."""
+    port = free_port()
+    app = Celery("unreachable", broker=f"redis://127.0.0.1:{port}/0", set_as_current=False)
+    started = time.monotonic()
+    report = health.run_checks(
+        [health.Check("celery", lambda: health.check_celery(app, 0.8), critical=False)],
+        default_timeout=0.8,
+    )
+    assert time.monotonic() - started < 1.5
+    assert report.results[0].status in (health.ERROR, health.TIMEOUT)
+    assert report.status == health.DEGRADED and report.http_status == 200
+
+
+def test_health_check_fails_when_no_worker_answers() -> None:
+    """A reachable broker with no worker listening fails with a message saying so."""
+    app = Celery("lonely", broker=f"{REDIS}/{REDIS_BROKER_DB}", set_as_current=False)
+    # A broadcast channel of its own: no worker of any test listens there.
+    app.conf.broker_transport_options = {"fanout_prefix": f"/lonely-{uuid.uuid4().hex}."}
+    with pytest.raises(health.HealthCheckError, match="no worker answered"):
+        health.check_celery(app, 0.5)

@@ -1,19 +1,23 @@
-"""The worker's metrics port under hostile clients: idle and slow sockets, floods, bad requests."""
+"""The metrics server of non-site processes: the access rules of `/metrics/`, and hostile clients."""
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import os
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 
 import pytest
+from django.test import override_settings
 
 from metrics import worker_http
 from metrics.worker_http import BoundedHTTPServer, MetricsServer, serve
+from tests.promstack import http_get
 
 TOKEN = {"X-Metrics-Token": "test-token"}
 
@@ -263,3 +267,40 @@ def test_stop_closes_the_port() -> None:
     assert all(_closed_by_peer(sock, 2.0) for sock in idle)
     for sock in idle:
         sock.close()
+
+
+def test_worker_server_applies_the_access_rules() -> None:
+    """No credentials: 401; a wrong token: 403; the token or an allowed IP: the exposition."""
+    server = serve("127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        status, body = http_get(url)
+        assert status == 401, body
+        status, _ = http_get(url, {"X-Metrics-Token": "wrong"})
+        assert status == 403
+        status, body = http_get(url, {"X-Metrics-Token": "test-token"})
+        assert status == 200 and b"# TYPE celery_tasks_total counter" in body
+        status, body = http_get(url + "/", {"Authorization": "Bearer test-token"})
+        assert status == 200 and b"celery_tasks_in_progress" in body
+        status, _ = http_get(f"http://127.0.0.1:{server.port}/other", {"X-Metrics-Token": "test-token"})
+        assert status == 404
+        with override_settings(METRICS_ALLOWED_IPS="127.0.0.0/8"):
+            status, _ = http_get(url)
+            assert status == 200
+        with override_settings(METRICS_ENABLED=False):
+            status, _ = http_get(url, {"X-Metrics-Token": "test-token"})
+            assert status == 404
+        request = urllib.request.Request(
+            url,
+            headers={
+                "X-Metrics-Token": "test-token",
+                "Accept": "application/openmetrics-text; version=1.0.0",
+                "Accept-Encoding": "gzip",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert gzip.decompress(response.read()).endswith(b"# EOF\n")
+    finally:
+        server.stop()

@@ -42,6 +42,8 @@ SIZE_BUCKETS = (100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 
 QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Task run time in seconds.
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+# Celery queue waits: from a few milliseconds on an idle worker to an hour of backlog.
+QUEUE_WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 # --- HTTP ---
 http_requests_total = Counter(
@@ -225,6 +227,43 @@ celery_tasks_published_total = Counter(
 celery_queue_length_errors_total = Counter(
     "celery_queue_length_errors_total",
     "Scrapes that found no Celery queue length: the broker failed or did not answer in time.",
+)
+# Recorded by metrics.instrument.celery (see docs/celery.md).
+celery_tasks_in_progress = Gauge(
+    "celery_tasks_in_progress",
+    "Celery task bodies running now, by task.",
+    ["task"],
+    multiprocess_mode="livesum",
+)
+celery_task_queue_wait_seconds = Histogram(
+    "celery_task_queue_wait_seconds",
+    "Seconds from publish (or the ETA, when later) to the start of the run, by task.",
+    ["task"],
+    buckets=QUEUE_WAIT_BUCKETS,
+)
+celery_worker_up = Gauge(
+    "celery_worker_up",
+    "1 while the Celery worker's main process is consuming, by worker node name.",
+    ["worker"],
+    multiprocess_mode="livesum",
+)
+celery_worker_last_heartbeat_timestamp_seconds = Gauge(
+    "celery_worker_last_heartbeat_timestamp_seconds",
+    "When the Celery worker last sent its heartbeat (seconds since the epoch), by worker.",
+    ["worker"],
+    multiprocess_mode="max",
+)
+celery_worker_pool_processes = Gauge(
+    "celery_worker_pool_processes",
+    "Pool processes of the Celery worker alive now, by worker.",
+    ["worker"],
+    multiprocess_mode="livesum",
+)
+celery_worker_consuming = Gauge(
+    "celery_worker_consuming",
+    "1 for each queue the Celery worker's main process consumes from, by worker and queue.",
+    ["worker", "queue"],
+    multiprocess_mode="livesum",
 )
 
 # --- The metrics module's own health ---

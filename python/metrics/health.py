@@ -295,6 +295,24 @@ def check_disk(path: str, min_free_mb: float) -> None:
         raise HealthCheckError(f"{free_mb:.1f} MB free, less than the {min_free_mb:g} MB required")
 
 
+def check_celery(app: Any, timeout: float | None = None) -> None:
+    """Fail unless `app`'s broker accepts a connection and a worker answers a ping, within `timeout`.
+
+    Registered as `celery` (not critical) by `metrics.instrument.celery.install()`.
+    """
+    if timeout is None:
+        timeout = app_settings.HEALTH_TIMEOUT
+    started = time.monotonic()
+    # Leave a margin so the check answers before run_checks gives up on it.
+    budget = timeout * 0.9
+    with app.connection_for_write(connect_timeout=budget / 2) as connection:
+        connection.ensure_connection(max_retries=0, timeout=budget / 2)
+        remaining = max(0.05, budget - (time.monotonic() - started))
+        replies = app.control.ping(timeout=remaining, limit=1, connection=connection)
+    if not replies:
+        raise HealthCheckError(f"the broker answered, but no worker answered a ping within {remaining:.2g} s")
+
+
 def builtin_checks(*, readiness: bool) -> list[Check]:
     """Return the checks derived from the settings: databases, caches, migrations, disk."""
     databases = list(_aliases("DATABASES"))

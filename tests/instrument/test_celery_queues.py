@@ -1,8 +1,8 @@
 """Celery broker backlog read at scrape time, publish counts and queue consumers, on real brokers.
 
 In-process tests read Redis (127.0.0.1:6379, database 10) and RabbitMQ (guest/guest on 5672)
-through `QueueCollector`; the slow tests run the example site under gunicorn and a prefork worker,
-as tests/test_celery.py does, and read the site's `/metrics/`.
+through `QueueCollector`; tests/e2e/test_celery_queues.py reads them on the example site's
+`/metrics/`, with a prefork worker.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,23 +25,14 @@ from metrics.core import REGISTRY, CollectorRegistry
 from metrics.instrument import celery as instrument
 from metrics.instrument import celery_queues
 from metrics.instrument.celery_queues import BrokerReader, QueueCollector, QueueReading, watched_queues
-from tests.promstack import ROOT, Server, free_port, http_get, start_gunicorn, wait_for
-from tests.test_celery import (
-    EXAMPLE,
+from tests.celerystack import (
     RABBITMQ,
     REDIS,
-    REDIS_RESULTS_DB,
-    TOKEN,
-    base_env,
-    client_app,
     flush_redis,
-    logs_on_failure,
-    migrate,
-    scrape,
-    start_worker,
 )
+from tests.promstack import ROOT, free_port, wait_for
 
-# Database of this module alone (tests/test_celery.py uses 11 and 12).
+# Database of this module alone (tests/celerystack.py names the others).
 REDIS_DB = 10
 BROKERS = {"redis": f"{REDIS}/{REDIS_DB}", "rabbitmq": RABBITMQ}
 
@@ -405,134 +395,3 @@ def test_published_queue_names_the_target() -> None:
     assert instrument.published_queue("tasks", "a.b", [Queue("emails", Exchange("tasks"), "a.#")]) == "emails"
     assert instrument.published_queue("", "direct-q", None) == "direct-q"
     assert instrument.published_queue("tasks", "a.b", None) == "other"
-
-
-# --- the site and the worker, for real ---
-
-
-def start_site(workdir: Path, env: dict[str, str]) -> Server:
-    """Start the example site under gunicorn (2 workers) and wait until it answers."""
-    site = start_gunicorn("server.wsgi:application", workdir, env, chdir=EXAMPLE, workers=2)
-    with logs_on_failure(site):
-        site.wait_ready("/metrics/liveness/")
-    return site
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
-def test_backlog_on_the_site_reads_exactly_then_drains(broker: str, tmp_path: Path) -> None:
-    """N tasks in a queue no worker consumes read N on /metrics/; once a worker drained it, 0.
-
-    On RabbitMQ the consumers go from 0 to 1 with the worker; on Redis (no consumer count) the
-    worker's own `celery_worker_consuming{queue}` shows on the site through the shared store.
-    """
-    queue, n = new_queue(), 7
-    url = BROKERS[broker]
-    backend = f"{REDIS}/{REDIS_RESULTS_DB}"
-    multiproc = tmp_path / "multiproc"
-    multiproc.mkdir()
-    env = base_env(tmp_path, url, backend, multiproc)
-    env["METRICS_CELERY_QUEUES"] = queue
-    migrate(env)
-    app = client_app(url, backend)
-    site = start_site(tmp_path / "site", env)
-    metrics = site.url + "/metrics/"
-    worker = None
-    try:
-        with logs_on_failure(site):
-            s = scrape(metrics)
-            assert (
-                s.has("celery_queue_length", queue=queue) and s.get("celery_queue_length", queue=queue) == 0
-            )
-            published = REGISTRY.get_sample_value(
-                "celery_tasks_published_total", {"task": "other", "queue": queue}
-            )
-            results = [app.send_task("shop.tasks.add", args=(i, 1), queue=queue) for i in range(n)]
-            assert (
-                REGISTRY.get_sample_value("celery_tasks_published_total", {"task": "other", "queue": queue})
-                == (published or 0) + n
-            )
-            # RabbitMQ publishes without confirms: the broker may count them a moment later.
-            wait_for(lambda: scrape(metrics).get("celery_queue_length", queue=queue) == n, 10, f"{n} waiting")
-            # Exactly N on every scrape, whichever gunicorn worker answers.
-            for _ in range(6):
-                s = scrape(metrics)
-                assert s.get("celery_queue_length", queue=queue) == n
-                if broker == "rabbitmq":
-                    assert s.samples[("celery_queue_consumers", frozenset({("queue", queue)}))] == 0
-                else:
-                    assert not s.has("celery_queue_consumers", queue=queue)
-
-            worker = start_worker(tmp_path / "worker", env, queue=queue)
-        with logs_on_failure(site, worker.server):
-            assert [r.get(timeout=30) for r in results] == [i + 1 for i in range(n)]
-            wait_for(lambda: scrape(metrics).get("celery_queue_length", queue=queue) == 0, 10, "drained")
-            s = scrape(metrics)
-            assert s.has("celery_queue_length", queue=queue)
-            assert s.get("celery_worker_consuming", worker=worker.node, queue=queue) == 1
-            if broker == "rabbitmq":
-                assert s.get("celery_queue_consumers", queue=queue) == 1
-            # The worker's own port reads the broker too.
-            assert scrape(worker.metrics_url).get("celery_queue_length", queue=queue) == 0
-            worker.server.stop()
-            s = scrape(metrics)
-            assert not s.has("celery_worker_consuming", worker=worker.node, queue=queue)
-            if broker == "rabbitmq":
-                wait_for(
-                    lambda: scrape(metrics).get("celery_queue_consumers", queue=queue) == 0, 10, "no consumer"
-                )
-            assert s.get("celery_queue_length_errors_total") == 0
-    finally:
-        if worker is not None:
-            worker.server.stop()
-        site.stop()
-        if broker == "rabbitmq":
-            delete_queues(app, queue)
-        flush_redis(REDIS_RESULTS_DB)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("scheme", ["redis", "amqp", "silent"])
-def test_site_answers_within_the_timeout_with_the_broker_unreachable(scheme: str, tmp_path: Path) -> None:
-    """Broker on a closed port, or one that never answers: /metrics/ is 200 within the timeout.
-
-    The queue series are left out and `celery_queue_length_errors_total` rises by one per scrape.
-    """
-    timeout = 0.3
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(16)
-        if scheme == "silent":
-            url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
-        else:
-            url = f"{scheme}://guest:guest@127.0.0.1:{free_port()}/0"
-        multiproc = tmp_path / "multiproc"
-        multiproc.mkdir()
-        env = base_env(tmp_path, url, "cache+memory://", multiproc)
-        env.update(METRICS_CELERY_QUEUES="celery", METRICS_CELERY_QUEUE_TIMEOUT=str(timeout))
-        migrate(env)
-        site = start_site(tmp_path / "site", env)
-        try:
-            with logs_on_failure(site):
-                # Warm up both gunicorn workers (Django's first request imports views).
-                for _ in range(4):
-                    http_get(site.url + "/metrics/liveness/")
-                seen = []
-                for _ in range(6):
-                    started = time.monotonic()
-                    status, body = http_get(site.url + "/metrics/", {"Authorization": f"Bearer {TOKEN}"})
-                    elapsed = time.monotonic() - started
-                    assert status == 200, body[:300]
-                    assert elapsed < timeout + 0.5, elapsed
-                    text = body.decode()
-                    assert "celery_queue_length{" not in text
-                    line = next(
-                        line
-                        for line in text.splitlines()
-                        if line.startswith("celery_queue_length_errors_total ")
-                    )
-                    seen.append(float(line.split()[1]))
-                # One failure per scrape, summed over both gunicorn workers by the shared store.
-                assert seen == [1, 2, 3, 4, 5, 6]
-        finally:
-            site.stop()

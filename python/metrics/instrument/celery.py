@@ -43,11 +43,8 @@ once per task; a task that records through a helper function it calls is not det
 
 from __future__ import annotations
 
-import atexit
 import inspect
 import logging
-import shutil
-import tempfile
 import threading
 import time
 import weakref
@@ -56,16 +53,21 @@ from datetime import datetime
 from types import CodeType
 from typing import Any
 
-from metrics import core
+from metrics import celery_worker
 from metrics.collectors import (
     OTHER,
     bounded_label,
     celery_task_duration_seconds,
+    celery_task_queue_wait_seconds,
+    celery_tasks_in_progress,
     celery_tasks_published_total,
     celery_tasks_total,
+    celery_worker_consuming,
+    celery_worker_last_heartbeat_timestamp_seconds,
+    celery_worker_pool_processes,
+    celery_worker_up,
 )
-from metrics.conf import SETTINGS, Setting
-from metrics.core import Gauge, Histogram
+from metrics.conf import app_settings
 
 __all__ = ["install"]
 
@@ -82,86 +84,10 @@ REVOKED = "revoked"
 PUBLISHED_HEADER = "metrics_published_at"
 HEALTH_CHECK_NAME = "celery"
 
-# Queue waits: from a few milliseconds on an idle worker to an hour of backlog.
-QUEUE_WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
-
-celery_tasks_in_progress = Gauge(
-    "celery_tasks_in_progress",
-    "Celery task bodies running now, by task.",
-    ["task"],
-    multiprocess_mode="livesum",
-)
-celery_task_queue_wait_seconds = Histogram(
-    "celery_task_queue_wait_seconds",
-    "Seconds from publish (or the ETA, when later) to the start of the run, by task.",
-    ["task"],
-    buckets=QUEUE_WAIT_BUCKETS,
-)
-celery_worker_up = Gauge(
-    "celery_worker_up",
-    "1 while the Celery worker's main process is consuming, by worker node name.",
-    ["worker"],
-    multiprocess_mode="livesum",
-)
-celery_worker_last_heartbeat_timestamp_seconds = Gauge(
-    "celery_worker_last_heartbeat_timestamp_seconds",
-    "When the Celery worker last sent its heartbeat (seconds since the epoch), by worker.",
-    ["worker"],
-    multiprocess_mode="max",
-)
-celery_worker_pool_processes = Gauge(
-    "celery_worker_pool_processes",
-    "Pool processes of the Celery worker alive now, by worker.",
-    ["worker"],
-    multiprocess_mode="livesum",
-)
-celery_worker_consuming = Gauge(
-    "celery_worker_consuming",
-    "1 for each queue the Celery worker's main process consumes from, by worker and queue.",
-    ["worker", "queue"],
-    multiprocess_mode="livesum",
-)
-
-
-# --- settings (read like metrics.conf's; the conf owner may move them there) ---
-
-
-CELERY_SETTINGS: dict[str, Setting[Any]] = {
-    name: SETTINGS[name]
-    for name in (
-        "METRICS_CELERY_ENABLED",
-        "METRICS_CELERY_WORKER_PORT",
-        "METRICS_CELERY_WORKER_ADDRESS",
-        "METRICS_CELERY_HEALTH_CHECK",
-        "METRICS_CELERY_QUEUES",
-        "METRICS_CELERY_QUEUE_TIMEOUT",
-    )
-}
-
-
-def read_setting(name: str) -> Any:
-    """Return the parsed value of a setting of this module or of `metrics.conf`.
-
-    Works in a Celery process without Django settings too: then only the environment counts.
-    """
-    return (CELERY_SETTINGS.get(name) or SETTINGS[name]).read()
-
-
-_active: bool | None = None
-
 
 def active() -> bool:
     """Return True when task metrics are recorded (`METRICS_ENABLED` and `METRICS_CELERY_ENABLED`)."""
-    global _active
-    if _active is None:
-        _active = bool(read_setting("METRICS_ENABLED")) and bool(read_setting("METRICS_CELERY_ENABLED"))
-    return _active
-
-
-def _forget_settings(*, setting: str, **kwargs: object) -> None:
-    global _active
-    if setting in CELERY_SETTINGS or setting == "METRICS_ENABLED":
-        _active = None
+    return app_settings.ENABLED and app_settings.CELERY_ENABLED
 
 
 # --- task labels and manual recording ---
@@ -288,7 +214,7 @@ def published_queue(exchange: object, routing_key: object, declare: object) -> s
     Celery puts the target queue in `declare`; without it (a message sent to an exchange and a
     routing key only), the default exchange (`""`) still routes by queue name.
     """
-    from kombu import Queue
+    from kombu.entity import Queue
 
     for entity in declare if isinstance(declare, (list, tuple)) else ():
         if isinstance(entity, Queue) and entity.name:
@@ -498,126 +424,20 @@ def _on_worker_shutdown(sender: Any = None, **kwargs: Any) -> None:
 
 def _on_process_init(sender: Any = None, **kwargs: Any) -> None:
     # A pool process forked after the metrics server started inherited its socket.
-    if _server is not None:
-        _server.close_inherited()
+    celery_worker.close_inherited_server()
     if active():
         celery_worker_pool_processes.labels(str(sender or _worker_name or "unknown")).set(1)
-
-
-# --- the worker's metrics port ---
-
-_server: Any = None
-
-
-def _metrics_step() -> type:
-    """Return the worker bootstep serving the metrics port (built lazily: Celery is optional)."""
-    from celery import bootsteps
-
-    class MetricsServerStep(bootsteps.StartStopStep):
-        """Serve the worker's merged metrics from its main process, after the pool started."""
-
-        name = "metrics.instrument.celery.MetricsServerStep"
-        requires = ("celery.worker.components:Pool",)
-
-        def __init__(
-            self,
-            parent: Any,
-            metrics_port: int | None = None,
-            metrics_address: str | None = None,
-            **kwargs: Any,
-        ) -> None:
-            super().__init__(parent, **kwargs)
-            if metrics_port is None:
-                metrics_port = read_setting("METRICS_CELERY_WORKER_PORT")
-            self.port = metrics_port
-            self.address = metrics_address or read_setting("METRICS_CELERY_WORKER_ADDRESS")
-            self.enabled = bool(self.port) and bool(read_setting("METRICS_ENABLED"))
-            if self.enabled and core.multiprocess_dir() is None:
-                # Without a shared store every prefork child would keep its counts to itself and
-                # this port would show only the main process: give the worker a private store
-                # before the pool forks.
-                path = tempfile.mkdtemp(prefix="metrics-celery-")
-                core.enable_multiprocess(path)
-                atexit.register(shutil.rmtree, path, True)
-                logger.info("metrics: PROMETHEUS_MULTIPROC_DIR unset; the worker's store is %s", path)
-
-        def include_if(self, parent: Any) -> bool:
-            return self.enabled
-
-        def create(self, parent: Any) -> Any:
-            return self
-
-        def start(self, parent: Any) -> None:
-            global _server
-            from metrics.worker_http import serve
-
-            try:
-                _server = serve(self.address, self.port)
-            except OSError as exc:
-                # The worker keeps working; Prometheus reports the target down (alert TargetDown).
-                logger.error("metrics: cannot serve on %s:%s: %s", self.address, self.port, exc)
-
-        def stop(self, parent: Any) -> None:
-            global _server
-            if _server is not None:
-                _server.stop()
-                _server = None
-
-        shutdown = stop
-
-        def terminate(self, parent: Any) -> None:
-            self.stop(parent)
-
-    return MetricsServerStep
-
-
-def _add_worker_options(app: Any) -> None:
-    from click import Option
-
-    app.user_options["worker"].add(
-        Option(
-            ["--metrics-port"],
-            type=int,
-            default=None,
-            help="Serve the worker's metrics on this port (0: off; default METRICS_CELERY_WORKER_PORT).",
-        )
-    )
-    app.user_options["worker"].add(
-        Option(
-            ["--metrics-address"],
-            default=None,
-            help="Address of the metrics port (default METRICS_CELERY_WORKER_ADDRESS, 0.0.0.0).",
-        )
-    )
-    app.steps["worker"].add(_metrics_step())
 
 
 # --- health ---
 
 
-def check_celery(app: Any, timeout: float | None = None) -> None:
-    """Fail unless the broker accepts a connection and a worker answers a ping, within `timeout`."""
-    from metrics.health import HealthCheckError
-
-    if timeout is None:
-        timeout = float(read_setting("METRICS_HEALTH_TIMEOUT"))
-    started = time.monotonic()
-    # Leave a margin so the check answers before health.run_checks gives up on it.
-    budget = timeout * 0.9
-    with app.connection_for_write(connect_timeout=budget / 2) as connection:
-        connection.ensure_connection(max_retries=0, timeout=budget / 2)
-        remaining = max(0.05, budget - (time.monotonic() - started))
-        replies = app.control.ping(timeout=remaining, limit=1, connection=connection)
-    if not replies:
-        raise HealthCheckError(f"the broker answered, but no worker answered a ping within {remaining:.2g} s")
-
-
 def _register_health_check(app: Any) -> None:
     from metrics import health
 
-    if read_setting("METRICS_CELERY_HEALTH_CHECK") and read_setting("METRICS_ENABLED"):
+    if app_settings.CELERY_HEALTH_CHECK and app_settings.ENABLED:
         # Not critical: workers or broker down make the site degraded, not unready for web traffic.
-        health.register_check(HEALTH_CHECK_NAME, lambda: check_celery(app), critical=False)
+        health.register_check(HEALTH_CHECK_NAME, lambda: health.check_celery(app), critical=False)
     else:
         health.unregister_check(HEALTH_CHECK_NAME)
 
@@ -644,7 +464,6 @@ _apps: weakref.WeakSet[Any] = weakref.WeakSet()
 
 def _connect_signals() -> None:
     from celery import signals
-    from django.core.signals import setting_changed
 
     receivers = [
         (signals.before_task_publish, _on_before_publish),
@@ -664,7 +483,6 @@ def _connect_signals() -> None:
     ]
     for signal, receiver in receivers:
         signal.connect(receiver, weak=False, dispatch_uid=f"metrics.celery.{receiver.__name__}")
-    setting_changed.connect(_forget_settings, dispatch_uid="metrics.celery.settings")
 
 
 def install(app: Any = None) -> bool:
@@ -693,7 +511,7 @@ def install(app: Any = None) -> bool:
         if app is None or app in _apps:
             return True
         _apps.add(app)
-        _add_worker_options(app)
+        celery_worker.add_worker_options(app)
     from metrics.instrument import celery_queues
 
     celery_queues.install(app)
