@@ -70,7 +70,7 @@ test-rust: ## Rust unit tests (the engine, without Python).
 
 test-python: $(STAMP) build dist ## Python tests against real services: SQLite, PostgreSQL, then MariaDB for DB-specific ones.
 	$(BIN)/pytest -q -p no:cacheprovider
-	METRICS_TEST_DB=postgres $(BIN)/pytest -q -p no:cacheprovider --ignore=tests/test_dist.py
+	METRICS_TEST_DB=postgres $(BIN)/pytest -q -p no:cacheprovider --ignore=tests/e2e/test_dist.py
 	METRICS_TEST_DB=mysql $(BIN)/pytest -q -p no:cacheprovider tests/instrument tests/test_commands.py tests/test_models.py tests/test_health.py
 
 # prometheus_client's own tests, from the sdist of the version pinned in requirements-dev.txt.

@@ -1,6 +1,6 @@
 """Generate dashboards/django.json: `python dashboards/generate.py > dashboards/django.json`.
 
-Edit panels here, not in the JSON; tests/test_prometheus.py runs every panel query against a
+Edit panels here, not in the JSON; tests/e2e/test_prometheus.py runs every panel query against a
 real Prometheus and fails when a family served on /metrics/ has no panel.
 """
 

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "example"
 BIN = Path(sys.executable).parent
 TOKEN = "e2e-token"

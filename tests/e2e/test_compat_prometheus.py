@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.e2e.test_multiprocess_gunicorn import EXAMPLE, start_gunicorn, stop
 from tests.promstack import prom_query, start_prometheus, wait_for
-from tests.test_multiprocess_gunicorn import EXAMPLE, start_gunicorn, stop
 
 pytestmark = pytest.mark.slow
 

@@ -71,7 +71,7 @@ PENDING: list[tuple[str, str]] = [
     ("django_db_connection_errors_total", "no database connection fails in this traffic"),
     ("offset 1h", "needs an hour of history"),
     ("celery_queue_consumers", "RabbitMQ counts consumers; this stack's broker is Redis"),
-    ("django_model_", "METRICS_MODELS is off here; tests/test_compat_prometheus.py counts model operations"),
+    ("django_model_", "METRICS_MODELS is off here; tests/e2e/test_compat_prometheus.py counts model operations"),
     (
         "celery_tasks_published_total",
         "the tasks are sent by the test process, which no Prometheus job scrapes",

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.e2e.test_multiprocess_gunicorn import start_gunicorn, stop
 from tests.promstack import http_get, start_prometheus, wait_for
-from tests.test_multiprocess_gunicorn import start_gunicorn, stop
 
 pytestmark = pytest.mark.slow
 
