@@ -30,6 +30,7 @@ def test_default_is_prometheus_text(client, sample) -> None:
     """Without an Accept header: text 0.0.4, parseable, with the request just served counted."""
     labels = {"method": "GET", "view": "ok", "status": "200"}
     before = sample("django_http_requests_total", **labels)
+    timed = sample("django_http_request_duration_seconds_count", method="GET", view="ok")
     client.get("/ok/")
     response = client.get("/metrics/")
     assert response.status_code == 200
@@ -42,20 +43,29 @@ def test_default_is_prometheus_text(client, sample) -> None:
         or (s.name.startswith("django_http_request_duration") and s.labels.get("view") == "ok")
     }
     assert served["django_http_requests_total"] == before + 1
-    assert served["django_http_request_duration_seconds_count"] >= 1
+    assert served["django_http_request_duration_seconds_count"] == timed + 1
     assert "Content-Encoding" not in response
     assert "Accept" in response["Vary"] and "Accept-Encoding" in response["Vary"]
     assert "no-cache" in response["Cache-Control"]
 
 
-def test_openmetrics_when_asked(client) -> None:
-    """Prometheus' own Accept header gets OpenMetrics 1.0, ending in # EOF."""
+def test_openmetrics_when_asked(client, sample) -> None:
+    """Prometheus' own Accept header gets OpenMetrics 1.0, ending in # EOF, with the request counted."""
+    labels = {"method": "GET", "view": "ok", "status": "200"}
+    before = sample("django_http_requests_total", **labels)
     client.get("/ok/")
     response = client.get("/metrics/", HTTP_ACCEPT=PROMETHEUS_ACCEPT)
     assert response["Content-Type"].startswith("application/openmetrics-text")
     text = response.content.decode()
     assert text.endswith("# EOF\n")
-    assert any(f.name == "django_http_requests" for f in parse_openmetrics(text))
+    counted = [
+        s.value
+        for f in parse_openmetrics(text)
+        if f.name == "django_http_requests"
+        for s in f.samples
+        if s.name == "django_http_requests_total" and s.labels == labels
+    ]
+    assert counted == [before + 1]
 
 
 def test_gzip_when_allowed(client) -> None:
