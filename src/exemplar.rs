@@ -1,6 +1,7 @@
 //! Exemplars: a labelled sample (a trace id) attached to a counter or a histogram bucket.
 
-use crate::encode::{escape_label_value, float};
+use crate::float;
+use crate::names::escape_label_value;
 use crate::names::is_valid_label_name;
 
 /// The most characters (Unicode code points) an exemplar's label names and values may hold in

@@ -5,160 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cell;
-use crate::encode::{FamilySnapshot, SeriesSnapshot};
+use crate::cell::{self, Cells, ExemplarSink};
+use crate::desc::{Desc, Kind};
 use crate::exemplar::Exemplar;
-use crate::names::{self, Kind};
-use crate::store::{self, Cells};
-
-/// How a gauge's values from several processes combine (multiprocess mode).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GaugeMode {
-    /// One series per process, dead ones kept.
-    All,
-    /// One series per live process.
-    LiveAll,
-    /// Sum over live processes.
-    LiveSum,
-    /// Sum over all processes, dead ones included.
-    Sum,
-    /// Maximum over all processes.
-    Max,
-    /// Minimum over all processes.
-    Min,
-    /// The most recently written value.
-    MostRecent,
-    /// Maximum over live processes.
-    LiveMax,
-    /// Minimum over live processes.
-    LiveMin,
-    /// The most recently written value of a live process.
-    LiveMostRecent,
-    /// One series per live process, labelled `slot` with its slot number: bounded by the
-    /// most processes alive at once, whatever the churn.
-    LiveWorker,
-}
-
-impl GaugeMode {
-    /// Parse prometheus_client's mode names.
-    pub fn parse(s: &str) -> Result<GaugeMode, String> {
-        Ok(match s {
-            "all" => GaugeMode::All,
-            "liveall" => GaugeMode::LiveAll,
-            "livesum" => GaugeMode::LiveSum,
-            "sum" => GaugeMode::Sum,
-            "max" => GaugeMode::Max,
-            "min" => GaugeMode::Min,
-            "mostrecent" => GaugeMode::MostRecent,
-            "livemax" => GaugeMode::LiveMax,
-            "livemin" => GaugeMode::LiveMin,
-            "livemostrecent" => GaugeMode::LiveMostRecent,
-            "liveworker" => GaugeMode::LiveWorker,
-            other => return Err(format!("Invalid multiprocess mode: {other}")),
-        })
-    }
-}
-
-/// Everything fixed about a family: name, help, kind, label names, buckets or states.
-#[derive(Debug)]
-pub struct Desc {
-    /// Family name (a counter's without `_total`).
-    pub name: String,
-    /// Help text.
-    pub help: String,
-    /// Metric kind.
-    pub kind: Kind,
-    /// Unit, or empty.
-    pub unit: String,
-    /// Declared label names, in declaration order.
-    pub labelnames: Vec<String>,
-    /// Histogram upper bounds, the last one `+Inf`.
-    pub buckets: Vec<f64>,
-    /// Enum states.
-    pub states: Vec<String>,
-    /// How gauges merge across processes.
-    pub gauge_mode: GaugeMode,
-}
-
-impl Desc {
-    /// Validate and build a description.
-    pub fn new(
-        kind: Kind,
-        name: &str,
-        help: &str,
-        labelnames: Vec<String>,
-        namespace: &str,
-        subsystem: &str,
-        unit: &str,
-    ) -> Result<Desc, String> {
-        let full = names::full_name(kind, name, namespace, subsystem, unit)?;
-        names::validate_labelnames(kind, &labelnames)?;
-        Ok(Desc {
-            name: full,
-            help: help.to_owned(),
-            kind,
-            unit: unit.to_owned(),
-            labelnames,
-            buckets: Vec::new(),
-            states: Vec::new(),
-            gauge_mode: GaugeMode::All,
-        })
-    }
-
-    /// Set histogram buckets: sorted, `+Inf` appended when missing, at least two.
-    pub fn with_buckets(mut self, mut buckets: Vec<f64>) -> Result<Desc, String> {
-        if buckets.iter().any(|b| b.is_nan()) || buckets.windows(2).any(|w| w[0] > w[1]) {
-            return Err("Buckets not in sorted order".into());
-        }
-        if buckets.last().is_some_and(|b| *b != f64::INFINITY) {
-            buckets.push(f64::INFINITY);
-        }
-        if buckets.len() < 2 {
-            return Err("Must have at least two buckets".into());
-        }
-        self.buckets = buckets;
-        Ok(self)
-    }
-
-    /// Set enum states.
-    pub fn with_states(mut self, states: Vec<String>) -> Result<Desc, String> {
-        if self.labelnames.contains(&self.name) {
-            return Err(format!("Overlapping labels for Enum metric: {}", self.name));
-        }
-        if states.is_empty() {
-            return Err(format!("No states provided for Enum metric: {}", self.name));
-        }
-        self.states = states;
-        Ok(self)
-    }
-
-    /// Whether gauge writes must also record when they happened (for `mostrecent` merging).
-    pub fn tracks_time(&self) -> bool {
-        self.kind == Kind::Gauge
-            && matches!(self.gauge_mode, GaugeMode::MostRecent | GaugeMode::LiveMostRecent)
-    }
-
-    /// Number of f64 cells one series of this family uses.
-    pub fn cell_count(&self) -> usize {
-        match self.kind {
-            // Value, and the time of the last write.
-            Kind::Gauge if self.tracks_time() => 2,
-            Kind::Counter | Kind::Gauge | Kind::Enum => 1,
-            // One per bucket (not cumulative) plus the sum.
-            Kind::Histogram => self.buckets.len() + 1,
-            // Count and sum.
-            Kind::Summary => 2,
-            Kind::Info => 0,
-        }
-    }
-
-    /// Sample names this family produces, for clash detection in a registry.
-    pub fn sample_names(&self) -> Vec<String> {
-        let mut out = vec![self.name.clone()];
-        out.extend(self.kind.suffixes().iter().map(|s| format!("{}{s}", self.name)));
-        out
-    }
-}
+use crate::snapshot::{FamilySnapshot, SeriesSnapshot};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> f64 {
@@ -186,7 +36,7 @@ pub struct Series {
 struct ExemplarState {
     local: Vec<Option<Exemplar>>,
     // Shared entries (multiprocess mode), asked of the store once per series and store.
-    shared: Option<store::ExemplarSlots>,
+    shared: Option<Box<dyn ExemplarSink>>,
     asked: bool,
 }
 
@@ -375,7 +225,7 @@ impl Family {
             return Ok(Arc::clone(s));
         }
         let created = clock();
-        let cells = store::current().alloc(&self.desc, &labels, created);
+        let cells = cell::backing().alloc(&self.desc, &labels, created);
         let series = Arc::new(Series {
             labels: labels.clone(),
             cells,
@@ -398,7 +248,7 @@ impl Family {
         }
         if !state.asked {
             state.asked = true;
-            state.shared = store::current().exemplar_slots(&self.desc, &series.labels, len);
+            state.shared = cell::backing().exemplar_slots(&self.desc, &series.labels, len);
         }
         if let Some(shared) = &state.shared {
             shared.write(position, &exemplar);

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::encode::FamilySnapshot;
 use crate::family::Family;
+use crate::snapshot::FamilySnapshot;
 
 #[derive(Default)]
 struct Inner {
@@ -83,8 +83,8 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::family::Desc;
-    use crate::names::Kind;
+    use crate::desc::Desc;
+    use crate::desc::Kind;
 
     #[test]
     fn clashing_names_are_refused() {

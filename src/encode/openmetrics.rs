@@ -1,6 +1,7 @@
 //! OpenMetrics 1.0 text, laid out exactly as prometheus_client's OpenMetrics `generate_latest`.
 
-use super::{escape_help, FamilyRender, FamilySnapshot, Options, Sample};
+use super::{FamilyRender, FamilySnapshot, Options, Sample};
+use crate::names::escape_help;
 
 /// Content type of this format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -49,8 +50,9 @@ pub fn finish(out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::family::{Desc, Family};
-    use crate::names::Kind;
+    use crate::desc::Desc;
+    use crate::desc::Kind;
+    use crate::family::Family;
 
     #[test]
     fn counter_has_created_inline_and_unit() {

@@ -1,8 +1,9 @@
 //! Families given as plain samples (metrics from other collectors, such as prometheus_client's
 //! registry), written with the same rules prometheus_client's own encoders apply to them.
 
-use super::{escape_help, escape_label_value, float::write_go_float};
 use crate::exemplar::Exemplar;
+use crate::float::write_go_float;
+use crate::names::{escape_help, escape_label_value};
 
 /// One sample of a foreign family.
 #[derive(Clone, Debug)]
@@ -56,7 +57,7 @@ fn write_line(out: &mut String, s: &RawSample, openmetrics: bool) {
     if let Some(ts) = s.timestamp {
         out.push(' ');
         if openmetrics {
-            super::float::write_py_repr(out, ts);
+            crate::float::write_py_repr(out, ts);
         } else {
             out.push_str(&format!("{}", (ts * 1000.0) as i64));
         }

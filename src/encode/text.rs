@@ -1,7 +1,8 @@
 //! Prometheus text format 0.0.4, laid out exactly as prometheus_client's `generate_latest`.
 
-use super::{escape_help, FamilyRender, FamilySnapshot, Options, Sample};
-use crate::names::Kind;
+use super::{FamilyRender, FamilySnapshot, Options, Sample};
+use crate::desc::Kind;
+use crate::names::escape_help;
 
 /// Content type of this format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -55,7 +56,8 @@ fn write_header(out: &mut String, name: &str, suffix: &str, help: &str, kind: &s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::family::{Desc, Family};
+    use crate::desc::Desc;
+    use crate::family::Family;
     use std::sync::Arc;
 
     fn encode_one(fam: &Arc<Family>, created: bool) -> String {

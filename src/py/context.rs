@@ -9,8 +9,8 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 
 use super::metric::target_of;
 
+use crate::desc::Kind;
 use crate::family::{Family, Series};
-use crate::names::Kind;
 
 /// What a context manager acts on.
 #[derive(Clone)]

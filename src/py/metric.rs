@@ -13,9 +13,10 @@ use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use super::context::{PyExceptionCounter, PyInProgress, PyTimer, Target};
 use super::registry::{snapshots_to_py, RegistryArg};
+use crate::desc::{Desc, GaugeMode, Kind};
 use crate::exemplar::Exemplar;
-use crate::family::{now, Desc, Family, GaugeMode, Series};
-use crate::names::{self, Kind};
+use crate::family::{now, Family, Series};
+use crate::names;
 use crate::store;
 
 /// prometheus_client's default histogram buckets.

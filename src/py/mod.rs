@@ -14,7 +14,7 @@ use crate::encode;
 #[pyfunction]
 fn float_to_go_string(value: f64) -> String {
     let mut s = String::new();
-    encode::float::write_go_float(&mut s, value);
+    crate::float::write_go_float(&mut s, value);
     s
 }
 

@@ -8,8 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::metric::{exemplar_of, family_of, python_time};
+use crate::desc::Kind;
 use crate::family::{Family, Series};
-use crate::names::Kind;
 
 /// The series one (method, view, status) writes to.
 struct Children {

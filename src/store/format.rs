@@ -12,8 +12,8 @@
 //! Strings are `u32` length + UTF-8 bytes; lists are `u32` count + items. All little-endian.
 //! Every read is bounds-checked: a truncated or foreign file yields an error, never a crash.
 
-use crate::family::{Desc, GaugeMode};
-use crate::names::Kind;
+use crate::desc::Kind;
+use crate::desc::{Desc, GaugeMode};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"MRSSLOT\0";

@@ -5,10 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::format::{self, Header, Record};
-use crate::encode::{FamilySnapshot, SeriesSnapshot};
+use crate::desc::Kind;
+use crate::desc::{Desc, GaugeMode};
 use crate::exemplar::Exemplar;
-use crate::family::{Desc, Family, GaugeMode};
-use crate::names::Kind;
+use crate::family::Family;
+use crate::snapshot::{FamilySnapshot, SeriesSnapshot};
 
 /// Where values come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

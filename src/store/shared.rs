@@ -36,10 +36,11 @@ use memmap2::{Mmap, MmapRaw};
 
 use super::format::{self, Header};
 use super::merge::{self, Merge, Source};
-use super::{Cells, ExemplarSlots, Store};
-use crate::encode::FamilySnapshot;
-use crate::family::{Desc, Family};
-use crate::names::Kind;
+use super::{Backing, Cells, ExemplarSink, ExemplarSlots, Store};
+use crate::desc::Desc;
+use crate::desc::Kind;
+use crate::family::Family;
+use crate::snapshot::FamilySnapshot;
 
 const INITIAL_SIZE: u64 = 256 * 1024;
 const SLOT_PREFIX: &str = "slot-";
@@ -688,7 +689,7 @@ impl SharedStore {
     }
 }
 
-impl Store for SharedStore {
+impl Backing for SharedStore {
     fn alloc(&self, desc: &Desc, labels: &[String], created: f64) -> Cells {
         if matches!(desc.kind, Kind::Info | Kind::Enum) {
             return Cells::heap(desc.cell_count());
@@ -702,6 +703,28 @@ impl Store for SharedStore {
         }
     }
 
+    fn exemplar_slots(&self, desc: &Desc, labels: &[String], count: usize) -> Option<Box<dyn ExemplarSink>> {
+        let mut guard = self.slot.lock().ok()?;
+        let slot = guard.as_mut().filter(|s| s.pid == std::process::id())?;
+        // The series' family is in this slot when its cells are (else they fell back to memory).
+        let family = *slot.families.get(&desc.name)?;
+        let (rec, entries_at) = format::exemplars_record(family, labels, count);
+        let at = match Self::append(slot, &rec) {
+            Ok(at) => at,
+            Err(e) => {
+                drop(guard);
+                self.warn(format!("metric {}: {e}; its exemplars stay in process memory", desc.name));
+                return None;
+            }
+        };
+        let map = Arc::clone(&slot.map);
+        // SAFETY: the entries lie inside the mapping, 8-aligned (records are), were appended by
+        // this process alone, and `map` keeps the mapping alive as long as the slots.
+        Some(Box::new(unsafe { ExemplarSlots::from_raw(map.as_mut_ptr().add(at + entries_at), count, map) }))
+    }
+}
+
+impl Store for SharedStore {
     fn collect(&self, families: &[Arc<Family>], everything: bool) -> Vec<FamilySnapshot> {
         let lock = DirLock::acquire(&self.dir, LOCK_WAIT, self.owner);
         match &lock {
@@ -743,26 +766,6 @@ impl Store for SharedStore {
 
     fn take_warnings(&self) -> Vec<String> {
         self.warnings.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
-    }
-
-    fn exemplar_slots(&self, desc: &Desc, labels: &[String], count: usize) -> Option<ExemplarSlots> {
-        let mut guard = self.slot.lock().ok()?;
-        let slot = guard.as_mut().filter(|s| s.pid == std::process::id())?;
-        // The series' family is in this slot when its cells are (else they fell back to memory).
-        let family = *slot.families.get(&desc.name)?;
-        let (rec, entries_at) = format::exemplars_record(family, labels, count);
-        let at = match Self::append(slot, &rec) {
-            Ok(at) => at,
-            Err(e) => {
-                drop(guard);
-                self.warn(format!("metric {}: {e}; its exemplars stay in process memory", desc.name));
-                return None;
-            }
-        };
-        let map = Arc::clone(&slot.map);
-        // SAFETY: the entries lie inside the mapping, 8-aligned (records are), were appended by
-        // this process alone, and `map` keeps the mapping alive as long as the slots.
-        Some(unsafe { ExemplarSlots::from_raw(map.as_mut_ptr().add(at + entries_at), count, map) })
     }
 }
 
