@@ -200,7 +200,7 @@ def test_metric_created_only_in_another_process_appears(tmp_path: Path) -> None:
         ("min", "0.0", "0.0"),
         ("mostrecent", "5.0", "5.0"),
         ("liveall", 'g{pid="CHILD"} 5.0', None),
-        ("liveworker", 'g{worker="1"} 5.0', None),
+        ("liveworker", 'g{slot="1"} 5.0', None),
     ],
 )
 def test_gauge_modes(tmp_path: Path, mode: str, live: str, dead: str | None) -> None:
