@@ -33,23 +33,14 @@ impl Kind {
         }
     }
 
-    /// The Prometheus text 0.0.4 type name.
-    pub fn text_name(self) -> &'static str {
-        match self {
-            Kind::Info | Kind::Enum => "gauge",
-            other => other.openmetrics_name(),
-        }
-    }
-
-    /// Suffixes of the sample names a family of this kind produces (for clash detection).
-    pub fn suffixes(self) -> &'static [&'static str] {
-        match self {
-            Kind::Counter => &["_total", "_created"],
-            Kind::Summary => &["_sum", "_count", "_created"],
-            Kind::Histogram => &["_bucket", "_sum", "_count", "_created"],
-            Kind::Info => &["_info"],
-            Kind::Gauge | Kind::Enum => &[],
-        }
+    /// How families of this kind are exposed (suffixes, text 0.0.4 names).
+    pub fn exposure(self) -> names::Exposure {
+        // Every kind's OpenMetrics name is in the table.
+        names::exposure_of(self.openmetrics_name()).unwrap_or(names::Exposure {
+            sample_suffixes: &[],
+            text_suffix: "",
+            text_type: "untyped",
+        })
     }
 
     /// Label names a user may not declare on a family of this kind.
@@ -206,7 +197,7 @@ impl Desc {
     /// Sample names this family produces, for clash detection in a registry.
     pub fn sample_names(&self) -> Vec<String> {
         let mut out = vec![self.name.clone()];
-        out.extend(self.kind.suffixes().iter().map(|s| format!("{}{s}", self.name)));
+        out.extend(self.kind.exposure().sample_suffixes.iter().map(|s| format!("{}{s}", self.name)));
         out
     }
 }

@@ -44,3 +44,44 @@ pub fn escape_help(out: &mut String, s: &str, quote: bool) {
         }
     }
 }
+
+/// How a family of one OpenMetrics type is exposed: the suffixes of its sample names, the suffix
+/// its name takes in text 0.0.4's `# HELP`/`# TYPE` lines, and its text 0.0.4 type name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exposure {
+    /// Suffixes of the sample names besides the bare family name (for clash detection).
+    pub sample_suffixes: &'static [&'static str],
+    /// What text 0.0.4 appends to the family name in its headers (`_total`, `_info`).
+    pub text_suffix: &'static str,
+    /// The text 0.0.4 type name.
+    pub text_type: &'static str,
+}
+
+/// The one table of suffixes: every OpenMetrics type prometheus_client knows, ours and those a
+/// foreign collector may hand over.
+const EXPOSURES: [(&str, Exposure); 8] = [
+    ("counter", exposure(&["_total", "_created"], "_total", "counter")),
+    ("gauge", exposure(&[], "", "gauge")),
+    ("histogram", exposure(&["_bucket", "_sum", "_count", "_created"], "", "histogram")),
+    ("gaugehistogram", exposure(&["_bucket", "_gsum", "_gcount"], "", "histogram")),
+    ("summary", exposure(&["_sum", "_count", "_created"], "", "summary")),
+    ("info", exposure(&["_info"], "_info", "gauge")),
+    ("stateset", exposure(&[], "", "gauge")),
+    ("unknown", exposure(&[], "", "untyped")),
+];
+
+const fn exposure(
+    sample_suffixes: &'static [&'static str],
+    text_suffix: &'static str,
+    text_type: &'static str,
+) -> Exposure {
+    Exposure { sample_suffixes, text_suffix, text_type }
+}
+
+/// How a family of OpenMetrics type `type_name` is exposed; None for a type outside OpenMetrics.
+pub fn exposure_of(type_name: &str) -> Option<Exposure> {
+    EXPOSURES.iter().find(|(name, _)| *name == type_name).map(|(_, e)| *e)
+}
+
+/// Text 0.0.4's OpenMetrics-only samples (moved into gauge families of their own there).
+pub const OPENMETRICS_ONLY_SUFFIXES: [&str; 3] = ["_created", "_gcount", "_gsum"];

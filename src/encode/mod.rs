@@ -9,7 +9,7 @@ use std::io::Write;
 use crate::desc::{Desc, Kind};
 use crate::exemplar::Exemplar;
 use crate::float;
-use crate::names::escape_label_value;
+use crate::names::{escape_help, escape_label_value};
 pub use crate::snapshot::{FamilySnapshot, SeriesSnapshot};
 
 /// Options shared by both encoders.
@@ -22,6 +22,35 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options { created: true }
+    }
+}
+
+/// Append a family's `# HELP` and `# TYPE` lines (name plus `suffix`), and its `# UNIT` line when
+/// `unit` is not empty. OpenMetrics escapes double quotes in help text; text 0.0.4 does not.
+pub(crate) fn write_header(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    help: &str,
+    type_name: &str,
+    unit: &str,
+    openmetrics: bool,
+) {
+    for (keyword, value) in [("HELP", None), ("TYPE", Some(type_name)), ("UNIT", Some(unit))] {
+        if keyword == "UNIT" && unit.is_empty() {
+            continue;
+        }
+        out.push_str("# ");
+        out.push_str(keyword);
+        out.push(' ');
+        out.push_str(name);
+        out.push_str(suffix);
+        out.push(' ');
+        match value {
+            Some(v) => out.push_str(v),
+            None => escape_help(out, help, openmetrics),
+        }
+        out.push('\n');
     }
 }
 

@@ -120,14 +120,7 @@ fn foreign_names(collector: &Bound<'_, PyAny>, auto_describe: bool) -> PyResult<
         let metric = metric?;
         let name: String = metric.getattr("name")?.extract()?;
         let kind: String = metric.getattr("type")?.extract()?;
-        let suffixes: &[&str] = match kind.as_str() {
-            "counter" => &["_total", "_created"],
-            "summary" => &["_sum", "_count", "_created"],
-            "histogram" => &["_bucket", "_sum", "_count", "_created"],
-            "gaugehistogram" => &["_bucket", "_gsum", "_gcount"],
-            "info" => &["_info"],
-            _ => &[],
-        };
+        let suffixes = crate::names::exposure_of(&kind).map_or(&[][..], |e| e.sample_suffixes);
         names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
         names.push(name);
     }

@@ -105,7 +105,7 @@ impl Merge {
             None => {
                 let shown = Arc::new(shown_desc(desc, per_process));
                 self.fams.push(MergedFamily {
-                    desc: Arc::new(clone_desc(desc)),
+                    desc: Arc::new(desc.clone()),
                     shown,
                     series: HashMap::new(),
                     order: Vec::new(),
@@ -267,24 +267,11 @@ fn combine(op: Op, acc: &mut [f64], new: &[f64]) {
 
 /// The description to expose: with the per-process label appended, if the mode has one.
 fn shown_desc(d: &Desc, per_process: Option<&str>) -> Desc {
-    let mut shown = clone_desc(d);
+    let mut shown = d.clone();
     if let Some(label) = per_process {
         shown.labelnames.push(label.to_owned());
     }
     shown
-}
-
-fn clone_desc(d: &Desc) -> Desc {
-    Desc {
-        name: d.name.clone(),
-        help: d.help.clone(),
-        kind: d.kind,
-        unit: d.unit.clone(),
-        labelnames: d.labelnames.clone(),
-        buckets: d.buckets.clone(),
-        states: d.states.clone(),
-        gauge_mode: d.gauge_mode,
-    }
 }
 
 /// One series as read from a file.
