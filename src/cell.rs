@@ -4,7 +4,7 @@
 //! exemplars; the stores implement it, so families never depend on a store.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use crate::desc::Desc;
 use crate::exemplar::Exemplar;
@@ -136,15 +136,10 @@ impl Cells {
             }
         }
         let Cells { ptr, owner, .. } = other;
-        let new_owner = owner.into_inner().unwrap_or_else(|p| p.into_inner());
-        let old = match self.owner.lock() {
-            Ok(mut slot) => std::mem::replace(&mut *slot, new_owner),
-            Err(p) => std::mem::replace(&mut *p.into_inner(), new_owner),
-        };
+        let new_owner = owner.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let old = std::mem::replace(&mut *sync::lock(&self.owner), new_owner);
         self.ptr.store(ptr.load(Ordering::Acquire), Ordering::Release);
-        if let Ok(mut g) = GRAVEYARD.lock() {
-            g.push(old);
-        }
+        sync::lock(&GRAVEYARD).push(old);
     }
 
     /// The cells, for atomic reads and writes.

@@ -1,6 +1,7 @@
 //! What is fixed about a metric family: its kind, name, help, labels, buckets or states, and
 //! how its gauges merge across processes. The bottom layer every other module builds on.
 
+use crate::error::{Error, Result};
 use crate::names;
 
 /// What kind of metric a family is; decides suffixes and cell layout.
@@ -83,7 +84,7 @@ pub enum GaugeMode {
 
 impl GaugeMode {
     /// Parse prometheus_client's mode names.
-    pub fn parse(s: &str) -> Result<GaugeMode, String> {
+    pub fn parse(s: &str) -> Result<GaugeMode> {
         Ok(match s {
             "all" => GaugeMode::All,
             "liveall" => GaugeMode::LiveAll,
@@ -96,7 +97,7 @@ impl GaugeMode {
             "livemin" => GaugeMode::LiveMin,
             "livemostrecent" => GaugeMode::LiveMostRecent,
             "liveworker" => GaugeMode::LiveWorker,
-            other => return Err(format!("Invalid multiprocess mode: {other}")),
+            other => return Err(Error::Invalid(format!("Invalid multiprocess mode: {other}"))),
         })
     }
 }
@@ -132,7 +133,7 @@ impl Desc {
         namespace: &str,
         subsystem: &str,
         unit: &str,
-    ) -> Result<Desc, String> {
+    ) -> Result<Desc> {
         let full = full_name(kind, name, namespace, subsystem, unit)?;
         validate_labelnames(kind, &labelnames)?;
         Ok(Desc {
@@ -148,27 +149,27 @@ impl Desc {
     }
 
     /// Set histogram buckets: sorted, `+Inf` appended when missing, at least two.
-    pub fn with_buckets(mut self, mut buckets: Vec<f64>) -> Result<Desc, String> {
+    pub fn with_buckets(mut self, mut buckets: Vec<f64>) -> Result<Desc> {
         if buckets.iter().any(|b| b.is_nan()) || buckets.windows(2).any(|w| w[0] > w[1]) {
-            return Err("Buckets not in sorted order".into());
+            return Err(Error::Invalid("Buckets not in sorted order".into()));
         }
         if buckets.last().is_some_and(|b| *b != f64::INFINITY) {
             buckets.push(f64::INFINITY);
         }
         if buckets.len() < 2 {
-            return Err("Must have at least two buckets".into());
+            return Err(Error::Invalid("Must have at least two buckets".into()));
         }
         self.buckets = buckets;
         Ok(self)
     }
 
     /// Set enum states.
-    pub fn with_states(mut self, states: Vec<String>) -> Result<Desc, String> {
+    pub fn with_states(mut self, states: Vec<String>) -> Result<Desc> {
         if self.labelnames.contains(&self.name) {
-            return Err(format!("Overlapping labels for Enum metric: {}", self.name));
+            return Err(Error::Invalid(format!("Overlapping labels for Enum metric: {}", self.name)));
         }
         if states.is_empty() {
-            return Err(format!("No states provided for Enum metric: {}", self.name));
+            return Err(Error::Invalid(format!("No states provided for Enum metric: {}", self.name)));
         }
         self.states = states;
         Ok(self)
@@ -203,9 +204,9 @@ impl Desc {
 }
 
 /// Build the family name from its parts the way prometheus_client does.
-fn full_name(kind: Kind, name: &str, namespace: &str, subsystem: &str, unit: &str) -> Result<String, String> {
+fn full_name(kind: Kind, name: &str, namespace: &str, subsystem: &str, unit: &str) -> Result<String> {
     if name.is_empty() {
-        return Err("Metric name should not be empty".into());
+        return Err(Error::Invalid("Metric name should not be empty".into()));
     }
     let mut full = String::new();
     for part in [namespace, subsystem] {
@@ -223,25 +224,25 @@ fn full_name(kind: Kind, name: &str, namespace: &str, subsystem: &str, unit: &st
         full.push_str(unit);
     }
     if !unit.is_empty() && matches!(kind, Kind::Info | Kind::Enum) {
-        return Err(format!("Metric name is of a type that cannot have a unit: {full}"));
+        return Err(Error::Invalid(format!("Metric name is of a type that cannot have a unit: {full}")));
     }
     if !names::is_valid_metric_name(&full) {
-        return Err(format!("Invalid metric name: {full}"));
+        return Err(Error::Invalid(format!("Invalid metric name: {full}")));
     }
     Ok(full)
 }
 
 /// Check declared label names.
-fn validate_labelnames(kind: Kind, labelnames: &[String]) -> Result<(), String> {
+fn validate_labelnames(kind: Kind, labelnames: &[String]) -> Result<()> {
     for (i, l) in labelnames.iter().enumerate() {
         if !names::is_valid_label_name(l) {
-            return Err(format!("Invalid label metric name: {l}"));
+            return Err(Error::Invalid(format!("Invalid label metric name: {l}")));
         }
         if l.starts_with("__") || kind.reserved_label() == Some(l.as_str()) {
-            return Err(format!("Reserved label metric name: {l}"));
+            return Err(Error::Invalid(format!("Reserved label metric name: {l}")));
         }
         if labelnames[..i].contains(l) {
-            return Err(format!("Duplicate label metric name: {l}"));
+            return Err(Error::Invalid(format!("Duplicate label metric name: {l}")));
         }
     }
     Ok(())

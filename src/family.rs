@@ -7,8 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cell::{self, Cells, ExemplarSink};
 use crate::desc::{Desc, Kind};
+use crate::error::{Error, Result};
 use crate::exemplar::Exemplar;
 use crate::snapshot::{FamilySnapshot, SeriesSnapshot};
+use crate::sync;
 
 /// Seconds since the Unix epoch.
 pub fn now() -> f64 {
@@ -96,16 +98,13 @@ impl Series {
 
     /// This process's exemplars by position (empty when none was recorded).
     pub fn exemplars(&self) -> Vec<Option<Exemplar>> {
-        self.exemplars.lock().map(|e| e.local.clone()).unwrap_or_default()
+        sync::lock(&self.exemplars).local.clone()
     }
 
     /// Let go of shared exemplar entries (after a fork or a store switch: they belong to the
     /// parent's, or the old, store); the next exemplar asks the current store again.
     pub fn forget_shared_exemplars(&self) {
-        let mut state = match self.exemplars.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut state = sync::lock(&self.exemplars);
         state.shared = None;
         state.asked = false;
     }
@@ -134,14 +133,12 @@ impl Series {
 
     /// Replace the key-value pairs of an info series.
     pub fn set_info(&self, pairs: Vec<(String, String)>) {
-        if let Ok(mut guard) = self.info.lock() {
-            *guard = pairs;
-        }
+        *sync::lock(&self.info) = pairs;
     }
 
     /// The key-value pairs of an info series.
     pub fn info(&self) -> Vec<(String, String)> {
-        self.info.lock().map(|g| g.clone()).unwrap_or_default()
+        sync::lock(&self.info).clone()
     }
 
     /// Current values of all cells.
@@ -160,13 +157,9 @@ static ALL_FAMILIES: Mutex<Vec<Weak<Family>>> = Mutex::new(Vec::new());
 
 /// Every family alive in this process.
 pub fn all_families() -> Vec<Arc<Family>> {
-    match ALL_FAMILIES.lock() {
-        Ok(mut list) => {
-            list.retain(|w| w.strong_count() > 0);
-            list.iter().filter_map(Weak::upgrade).collect()
-        }
-        Err(_) => Vec::new(),
-    }
+    let mut list = sync::lock(&ALL_FAMILIES);
+    list.retain(|w| w.strong_count() > 0);
+    list.iter().filter_map(Weak::upgrade).collect()
 }
 
 /// A metric family: a description plus its series, keyed by label values.
@@ -190,9 +183,7 @@ impl Family {
             series: RwLock::new(HashMap::new()),
             next_seq: AtomicU64::new(0),
         });
-        if let Ok(mut list) = ALL_FAMILIES.lock() {
-            list.push(Arc::downgrade(&fam));
-        }
+        sync::lock(&ALL_FAMILIES).push(Arc::downgrade(&fam));
         if fam.desc.labelnames.is_empty() {
             // Cannot fail: zero label values for zero label names.
             let _ = fam.series_with(Vec::new(), clock);
@@ -201,26 +192,20 @@ impl Family {
     }
 
     /// Return the series for `labels`, creating it on first use.
-    pub fn series(&self, labels: Vec<String>) -> Result<Arc<Series>, String> {
+    pub fn series(&self, labels: Vec<String>) -> Result<Arc<Series>> {
         self.series_with(labels, now)
     }
 
     /// As `series`, with the creation time of a new series from `clock` (the caller's clock:
     /// the bindings use Python's `time.time`, so code that fakes time sees it in `_created`).
-    pub fn series_with(
-        &self,
-        labels: Vec<String>,
-        clock: impl FnOnce() -> f64,
-    ) -> Result<Arc<Series>, String> {
+    pub fn series_with(&self, labels: Vec<String>, clock: impl FnOnce() -> f64) -> Result<Arc<Series>> {
         if labels.len() != self.desc.labelnames.len() {
-            return Err("Incorrect label count".into());
+            return Err(Error::Invalid("Incorrect label count".into()));
         }
-        if let Ok(map) = self.series.read() {
-            if let Some(s) = map.get(&labels) {
-                return Ok(Arc::clone(s));
-            }
+        if let Some(s) = sync::read(&self.series).get(&labels) {
+            return Ok(Arc::clone(s));
         }
-        let mut map = self.series.write().map_err(|_| "metric lock poisoned".to_string())?;
+        let mut map = sync::write(&self.series);
         if let Some(s) = map.get(&labels) {
             return Ok(Arc::clone(s));
         }
@@ -242,7 +227,7 @@ impl Family {
     /// Keep `exemplar` for `series` at `position` of `len` (a counter: 0 of 1; a histogram: its
     /// bucket), in this process and, in multiprocess mode, where other processes can read it.
     pub fn set_exemplar(&self, series: &Series, position: usize, len: usize, exemplar: Exemplar) {
-        let Ok(mut state) = series.exemplars.lock() else { return };
+        let mut state = sync::lock(&series.exemplars);
         if state.local.len() < len {
             state.local.resize(len, None);
         }
@@ -260,13 +245,13 @@ impl Family {
 
     /// Forget the series for `labels`; return whether it existed.
     pub fn remove(&self, labels: &[String]) -> bool {
-        self.series.write().map(|mut m| m.remove(labels).is_some()).unwrap_or(false)
+        sync::write(&self.series).remove(labels).is_some()
     }
 
     /// Forget every series whose labels at the given positions have the given values; return
     /// the label values of the series removed.
     pub fn remove_matching(&self, matching: &[(usize, String)]) -> Vec<Vec<String>> {
-        let Ok(mut map) = self.series.write() else { return Vec::new() };
+        let mut map = sync::write(&self.series);
         let gone: Vec<Vec<String>> = map
             .keys()
             .filter(|labels| matching.iter().all(|(i, v)| labels.get(*i) == Some(v)))
@@ -280,15 +265,12 @@ impl Family {
 
     /// Forget every series.
     pub fn clear(&self) {
-        if let Ok(mut m) = self.series.write() {
-            m.clear();
-        }
+        sync::write(&self.series).clear();
     }
 
     /// All series, in creation order.
     pub fn all_series(&self) -> Vec<Arc<Series>> {
-        let mut out: Vec<Arc<Series>> =
-            self.series.read().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        let mut out: Vec<Arc<Series>> = sync::read(&self.series).values().cloned().collect();
         out.sort_by_key(|s| s.seq);
         out
     }

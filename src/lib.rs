@@ -5,6 +5,7 @@
 pub mod cell;
 pub mod desc;
 pub mod encode;
+pub mod error;
 pub mod exemplar;
 pub mod family;
 pub mod float;
@@ -22,7 +23,7 @@ pub mod py;
 /// their fixtures.
 #[cfg(test)]
 const LAYERS: &[&[&str]] = &[
-    &["float", "names", "sync"],
+    &["error", "float", "names", "sync"],
     &["desc", "exemplar"],
     &["cell", "snapshot"],
     &["family"],

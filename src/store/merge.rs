@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::format::{self, Header, Record};
-use crate::desc::Kind;
-use crate::desc::{Desc, GaugeMode};
+use crate::desc::{Desc, GaugeMode, Kind};
+use crate::error::Result;
 use crate::exemplar::Exemplar;
 use crate::family::Family;
 use crate::snapshot::{FamilySnapshot, SeriesSnapshot};
@@ -296,11 +296,7 @@ pub struct FileData {
 
 /// Decode a file whose bytes are `b`, published up to `used`, reading cells with `read_cell`
 /// (volatile reads for live memory). Returns the data and a warning if it was cut short.
-pub fn decode(
-    b: &[u8],
-    used: usize,
-    read_cell: impl Fn(usize) -> f64,
-) -> Result<(FileData, Option<String>), String> {
+pub fn decode(b: &[u8], used: usize, read_cell: impl Fn(usize) -> f64) -> Result<(FileData, Option<String>)> {
     let header = format::read_header(b)?;
     let (records, err) = format::read_records(b, used);
     let mut data = FileData {

@@ -37,10 +37,11 @@ use memmap2::{Mmap, MmapRaw};
 use super::format::{self, Header};
 use super::merge::{self, Merge, Source};
 use super::{Backing, Cells, ExemplarSink, ExemplarSlots, Store};
-use crate::desc::Desc;
-use crate::desc::Kind;
+use crate::desc::{Desc, Kind};
+use crate::error::{Error, Result};
 use crate::family::Family;
 use crate::snapshot::FamilySnapshot;
+use crate::sync;
 
 const INITIAL_SIZE: u64 = 256 * 1024;
 const SLOT_PREFIX: &str = "slot-";
@@ -63,11 +64,11 @@ pub const DEFAULT_FILE_MODE: u32 = 0o600;
 ///
 /// Only read/write bits for owner and group are accepted (owner read and write required):
 /// other users never get access, and nothing in the store is executable.
-pub fn set_file_mode(mode: u32) -> Result<(), String> {
+pub fn set_file_mode(mode: u32) -> Result<()> {
     if mode & !0o660 != 0 || mode & 0o600 != 0o600 {
-        return Err(format!(
+        return Err(Error::Store(format!(
             "store file mode {mode:#o} is not allowed: use 0600 (the default), 0640 or 0660"
-        ));
+        )));
     }
     FILE_MODE.store(mode, Ordering::Relaxed);
     Ok(())
@@ -128,14 +129,14 @@ fn create_replacing(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<F
 }
 
 /// Reserve `len` bytes of disk for `file` (extending it), so writes through a map never fault.
-fn reserve(file: &File, len: u64) -> Result<(), String> {
-    let len = libc::off_t::try_from(len).map_err(|_| "slot file too large".to_string())?;
+fn reserve(file: &File, len: u64) -> Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| Error::Store("slot file too large".into()))?;
     // SAFETY: posix_fallocate only reads the descriptor, which `file` keeps open for the call.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
     match rc {
         0 => Ok(()),
-        libc::ENOSPC => Err("no space left on the store's disk".into()),
-        e => Err(format!("cannot reserve space: {}", std::io::Error::from_raw_os_error(e))),
+        libc::ENOSPC => Err(Error::Store("no space left on the store's disk".into())),
+        e => Err(Error::Store(format!("cannot reserve space: {}", std::io::Error::from_raw_os_error(e)))),
     }
 }
 
@@ -212,22 +213,22 @@ impl DirLock {
     }
 
     /// Take the directory lock, waiting at most `wait` (zero: one try).
-    fn acquire(dir: &Path, wait: Duration, owner: Option<(u32, u32)>) -> Result<DirLock, String> {
-        let file =
-            Self::open(dir, owner).map_err(|e| format!("cannot open {}: {e}", dir.join(LOCK).display()))?;
+    fn acquire(dir: &Path, wait: Duration, owner: Option<(u32, u32)>) -> Result<DirLock> {
+        let file = Self::open(dir, owner)
+            .map_err(|e| Error::Store(format!("cannot open {}: {e}", dir.join(LOCK).display())))?;
         let start = Instant::now();
         loop {
             match try_lock(&file) {
                 Ok(true) => return Ok(DirLock { _file: file }),
                 Ok(false) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(1)),
                 Ok(false) => {
-                    return Err(format!(
+                    return Err(Error::Store(format!(
                         "{LOCK} was held by another process for {:.1} s (a long compaction, or a process \
                          of another user holding it): not waiting longer",
                         wait.as_secs_f64()
-                    ))
+                    )))
                 }
-                Err(e) => return Err(format!("cannot lock the store directory: {e}")),
+                Err(e) => return Err(Error::Store(format!("cannot lock the store directory: {e}"))),
             }
         }
     }
@@ -299,15 +300,15 @@ struct Mapped {
 }
 
 impl Mapped {
-    fn open(file: &File) -> Result<Option<Mapped>, String> {
-        let len = file.metadata().map_err(|e| e.to_string())?.len() as usize;
+    fn open(file: &File) -> Result<Option<Mapped>> {
+        let len = file.metadata()?.len() as usize;
         if len < format::HEADER {
             // Being created by a claim right now, or empty: nothing to read yet.
             return Ok(None);
         }
         // SAFETY: the file is only ever extended while mapped (never truncated: dead slots are
         // deleted and the archive is replaced by rename), so the mapped range stays backed.
-        let map = unsafe { Mmap::map(file) }.map_err(|e| e.to_string())?;
+        let map = unsafe { Mmap::map(file) }?;
         // SAFETY: the header is within the mapping (len >= HEADER) and `used` is 8-aligned in a
         // page-aligned mapping; a volatile read sees a whole value written by an atomic store.
         let used = unsafe { std::ptr::read_volatile(map.as_ptr().add(format::USED_AT) as *const u64) };
@@ -315,7 +316,7 @@ impl Mapped {
         Ok(Some(Mapped { used: (used as usize).min(map.len()), map }))
     }
 
-    fn decode(&self) -> Result<(merge::FileData, Option<String>), String> {
+    fn decode(&self) -> Result<(merge::FileData, Option<String>)> {
         let base = self.map.as_ptr();
         let len = self.map.len();
         merge::decode(&self.map, self.used, |at| {
@@ -331,16 +332,17 @@ impl Mapped {
 
 impl SharedStore {
     /// Use `dir`, which must exist and be writable.
-    pub fn open(dir: &Path) -> Result<SharedStore, String> {
-        let meta = fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<SharedStore> {
+        let meta = fs::metadata(dir).map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
         if !meta.is_dir() {
-            return Err(format!("{} is not a directory", dir.display()));
+            return Err(Error::Store(format!("{} is not a directory", dir.display())));
         }
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
         let owner = (euid == 0 && meta.uid() != 0).then_some((meta.uid(), meta.gid()));
         let probe = dir.join(format!(".probe-{}-{:016x}{TMP_EXT}", std::process::id(), new_uid()));
-        create_new(&probe, owner).map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
+        create_new(&probe, owner)
+            .map_err(|e| Error::Store(format!("{} is not writable: {e}", dir.display())))?;
         let _ = fs::remove_file(&probe);
         let store = SharedStore {
             dir: dir.to_path_buf(),
@@ -357,10 +359,9 @@ impl SharedStore {
     }
 
     fn warn(&self, msg: String) {
-        if let Ok(mut w) = self.warnings.lock() {
-            if w.len() < 1000 {
-                w.push(msg);
-            }
+        let mut w = sync::lock(&self.warnings);
+        if w.len() < 1000 {
+            w.push(msg);
         }
     }
 
@@ -369,7 +370,7 @@ impl SharedStore {
         h.boot != self.boot && h.host != self.host
     }
 
-    fn claim(&self) -> Result<Slot, String> {
+    fn claim(&self) -> Result<Slot> {
         // Fold what dead processes left, if nobody else is at it: a claim runs inside a request
         // and never waits for the directory lock (scrapes and `child_exit` compact too).
         if let Ok(lock) = DirLock::acquire(&self.dir, Duration::ZERO, self.owner) {
@@ -378,13 +379,13 @@ impl SharedStore {
         }
         let pid = std::process::id();
         let tmp = self.dir.join(format!("{CLAIM_PREFIX}{pid}-{:016x}{TMP_EXT}", new_uid()));
-        let file =
-            create_new(&tmp, self.owner).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let file = create_new(&tmp, self.owner)
+            .map_err(|e| Error::Store(format!("cannot create {}: {e}", tmp.display())))?;
         let claimed = self.publish_slot(&file, &tmp, pid);
         // Published under its slot name by a hard link, or failed: the temporary name goes.
         let _ = fs::remove_file(&tmp);
         let map = claimed?;
-        let file_ref = file.try_clone().map_err(|e| e.to_string())?;
+        let file_ref = file.try_clone()?;
         Ok(Slot {
             _file: file,
             file_ref,
@@ -398,9 +399,9 @@ impl SharedStore {
 
     /// Lock, reserve, stamp and map the new slot file `file` (created at `tmp`), then give it
     /// the first free slot name.
-    fn publish_slot(&self, file: &File, tmp: &Path, pid: u32) -> Result<MmapRaw, String> {
-        if !try_lock(file).map_err(|e| e.to_string())? {
-            return Err(format!("{} is locked by another process", tmp.display()));
+    fn publish_slot(&self, file: &File, tmp: &Path, pid: u32) -> Result<MmapRaw> {
+        if !try_lock(file)? {
+            return Err(Error::Store(format!("{} is locked by another process", tmp.display())));
         }
         reserve(file, INITIAL_SIZE)?;
         let header = Header {
@@ -412,18 +413,18 @@ impl SharedStore {
         };
         let mut f = file;
         f.write_all(&format::write_header(&header))
-            .map_err(|e| format!("cannot write a slot header: {e}"))?;
-        let map = MmapRaw::map_raw(file).map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Store(format!("cannot write a slot header: {e}")))?;
+        let map = MmapRaw::map_raw(file)?;
         for i in 0..1_000_000u32 {
             let path = self.dir.join(format!("{SLOT_PREFIX}{i:04}{EXT}"));
             // link(2) never replaces an existing name (nor follows a planted link there).
             match fs::hard_link(tmp, &path) {
                 Ok(()) => return Ok(map),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(format!("cannot publish {}: {e}", path.display())),
+                Err(e) => return Err(Error::Store(format!("cannot publish {}: {e}", path.display()))),
             }
         }
-        Err("no free slot file name".into())
+        Err(Error::Store("no free slot file name".into()))
     }
 
     /// Fold every dead slot into the archive and delete it. Needs the directory lock.
@@ -626,22 +627,23 @@ impl SharedStore {
     }
 
     /// Fold dead slots into the archive now (gunicorn's `child_exit`, uWSGI's hooks).
-    pub fn compact(&self) -> Result<(), String> {
+    pub fn compact(&self) -> Result<()> {
         let _lock = DirLock::acquire(&self.dir, LOCK_WAIT, self.owner)?;
         self.compact_locked();
         Ok(())
     }
 
-    fn append(slot: &mut Slot, rec: &[u8]) -> Result<usize, String> {
+    fn append(slot: &mut Slot, rec: &[u8]) -> Result<usize> {
         let need = slot.used + rec.len();
         if need > slot.capacity {
             let mut cap = slot.capacity.max(INITIAL_SIZE as usize);
             while cap < need {
                 cap *= 2;
             }
-            reserve(&slot.file_ref, cap as u64).map_err(|e| format!("cannot grow the slot file: {e}"))?;
+            reserve(&slot.file_ref, cap as u64)
+                .map_err(|e| Error::Store(format!("cannot grow the slot file: {e}")))?;
             // The old mapping stays alive (cells point into it); both map the same pages.
-            slot.map = Arc::new(MmapRaw::map_raw(&slot.file_ref).map_err(|e| e.to_string())?);
+            slot.map = Arc::new(MmapRaw::map_raw(&slot.file_ref)?);
             slot.capacity = cap;
         }
         let at = slot.used;
@@ -658,8 +660,8 @@ impl SharedStore {
         Ok(at)
     }
 
-    fn alloc_shared(&self, desc: &Desc, labels: &[String], created: f64) -> Result<Cells, String> {
-        let mut guard = self.slot.lock().map_err(|_| "store lock poisoned".to_string())?;
+    fn alloc_shared(&self, desc: &Desc, labels: &[String], created: f64) -> Result<Cells> {
+        let mut guard = sync::lock(&self.slot);
         if guard.as_ref().is_some_and(|s| s.pid != std::process::id()) {
             // Forked without the after-fork hook: never write into the parent's slot.
             *guard = None;
@@ -667,7 +669,7 @@ impl SharedStore {
         if guard.is_none() {
             *guard = Some(self.claim()?);
         }
-        let Some(slot) = guard.as_mut() else { return Err("no slot".into()) };
+        let Some(slot) = guard.as_mut() else { return Err(Error::Store("no slot".into())) };
         let fam_idx = match slot.families.get(&desc.name) {
             Some(i) => *i,
             None => {
@@ -704,7 +706,7 @@ impl Backing for SharedStore {
     }
 
     fn exemplar_slots(&self, desc: &Desc, labels: &[String], count: usize) -> Option<Box<dyn ExemplarSink>> {
-        let mut guard = self.slot.lock().ok()?;
+        let mut guard = sync::lock(&self.slot);
         let slot = guard.as_mut().filter(|s| s.pid == std::process::id())?;
         // The series' family is in this slot when its cells are (else they fell back to memory).
         let family = *slot.families.get(&desc.name)?;
@@ -753,10 +755,7 @@ impl Store for SharedStore {
     }
 
     fn after_fork(&self) {
-        let slot = match self.slot.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        };
+        let slot = sync::lock(&self.slot).take();
         if let Some(slot) = slot {
             // Closing our copies of the descriptors leaves the parent's lock in place; the
             // mapping itself lives on in the cells until they are rebound.
@@ -765,7 +764,7 @@ impl Store for SharedStore {
     }
 
     fn take_warnings(&self) -> Vec<String> {
-        self.warnings.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
+        std::mem::take(&mut *sync::lock(&self.warnings))
     }
 }
 
