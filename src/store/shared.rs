@@ -773,6 +773,7 @@ mod tests {
     use super::*;
     use crate::cell;
     use crate::exemplar::Exemplar;
+    use proptest::prelude::*;
 
     /// A fresh directory under the system's temporary directory, removed on drop.
     struct TempDir(PathBuf);
@@ -889,6 +890,108 @@ mod tests {
             fs::write(dir.0.join(if round % 3 == 0 { ARCHIVE } else { "slot-0042.mrs" }), &data).unwrap();
             let _ = store.collect(&[Arc::clone(&c)], false);
             let _ = store.take_warnings();
+        }
+    }
+
+    /// A gauge summed over live processes.
+    fn live_gauge() -> Arc<Family> {
+        let mut desc = Desc::new(Kind::Gauge, "g", "G.", vec![], "", "", "").unwrap();
+        desc.gauge_mode = crate::desc::GaugeMode::LiveSum;
+        Family::new(desc)
+    }
+
+    /// One process's life: counter increments (series 0..3, in quarters, so sums are exact),
+    /// histogram observations (bucket 0..3), and whether it is still alive at the end.
+    type Life = (Vec<(usize, u32)>, Vec<usize>, bool);
+
+    fn life() -> impl Strategy<Value = Life> {
+        (
+            proptest::collection::vec((0usize..3, 0u32..400), 0..12),
+            proptest::collection::vec(0usize..3, 0..12),
+            any::<bool>(),
+        )
+    }
+
+    /// What a fresh reader (a scrape from another process) sees: counter values by series,
+    /// histogram cells, the live gauge.
+    fn scrape(dir: &Path, fams: &[Arc<Family>]) -> ([f64; 3], Vec<f64>, Option<f64>) {
+        let snaps = SharedStore::open(dir).unwrap().collect(fams, false);
+        let mut counters = [0.0; 3];
+        for (i, c) in counters.iter_mut().enumerate() {
+            *c = value_of(&snaps, "c", &[&i.to_string()]).map_or(0.0, |v| v[0]);
+        }
+        let hist = value_of(&snaps, "h", &[]).unwrap_or_else(|| vec![0.0; 4]);
+        (counters, hist, value_of(&snaps, "g", &[]).map(|v| v[0]))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Processes write, some die (their slots folded into the archive by whoever scrapes
+        /// next), and every scrape in between and at the end shows exactly what was written:
+        /// counters and histograms from the living and the dead, folded once and never twice;
+        /// the live gauge from the living only.
+        #[test]
+        fn writes_fold_and_merge_exactly(lives in proptest::collection::vec(life(), 1..6)) {
+            let dir = TempDir::new("prop");
+            let fams = [counter(), histogram(), live_gauge()];
+            let mut alive = Vec::new();
+            let mut counters = [0.0; 3];
+            let mut hist = vec![0.0; 4];
+            let mut live = 0.0;
+            let mut any_live = false;
+            for (incs, observations, stays) in lives {
+                let store = SharedStore::open(&dir.0).unwrap();
+                let mut cells: HashMap<usize, Cells> = HashMap::new();
+                for (series, quarters) in incs {
+                    let c = cells.entry(series).or_insert_with(|| store.alloc(&fams[0].desc, &[series.to_string()], 1.0));
+                    cell::add(&c.get()[0], f64::from(quarters) / 4.0);
+                    counters[series] += f64::from(quarters) / 4.0;
+                }
+                let h = store.alloc(&fams[1].desc, &[], 1.0);
+                for bucket in &observations {
+                    cell::add(&h.get()[*bucket], 1.0);
+                    hist[*bucket] += 1.0;
+                }
+                let g = store.alloc(&fams[2].desc, &[], 1.0);
+                let level = observations.len() as f64;
+                cell::set(&g.get()[0], level);
+                prop_assert!(store.take_warnings().is_empty());
+                // A process ends when its store and its mappings go (a mapping holds the file,
+                // and with it the slot's lock).
+                let process = (store, cells, h, g);
+                if stays {
+                    live += level;
+                    any_live = true;
+                    alive.push(process);
+                } else {
+                    drop(process);
+                }
+                let (seen, seen_hist, gauge) = scrape(&dir.0, &fams);
+                prop_assert_eq!(seen, counters);
+                prop_assert_eq!(&seen_hist, &hist);
+                prop_assert_eq!(gauge.unwrap_or(0.0), if any_live { live } else { 0.0 });
+            }
+            drop(alive);
+            // Everyone is gone: the archive alone holds the totals, however often it is folded.
+            for _ in 0..2 {
+                let (seen, seen_hist, gauge) = scrape(&dir.0, &fams);
+                prop_assert_eq!(seen, counters);
+                prop_assert_eq!(&seen_hist, &hist);
+                prop_assert_eq!(gauge.unwrap_or(0.0), 0.0);
+            }
+        }
+
+        /// Any bytes after a valid header reach the record decoder, which reports what it cannot
+        /// read and never panics or reads past the data; any bytes at all reach the header check.
+        #[test]
+        fn any_bytes_decode_without_panic(tail in proptest::collection::vec(any::<u8>(), 0..4096), used in 0usize..8192, with_header in any::<bool>()) {
+            let header = format::write_header(&Header { pid: 1, used: 4096, boot: 1, uid: 7, host: "h".into() });
+            let mut data = if with_header { header.to_vec() } else { Vec::new() };
+            data.extend(tail);
+            let cells = data.len() / 8;
+            let _ = merge::decode(&data, used, |i| if i < cells { 1.0 } else { f64::NAN });
+            let _ = format::read_header(&data);
         }
     }
 }
