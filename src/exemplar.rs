@@ -1,6 +1,8 @@
 //! Exemplars: a labelled sample (a trace id) attached to a counter or a histogram bucket.
 
-use crate::encode::{escape_label_value, float};
+use crate::error::{Error, Result};
+use crate::float;
+use crate::names::escape_label_value;
 use crate::names::is_valid_label_name;
 
 /// The most characters (Unicode code points) an exemplar's label names and values may hold in
@@ -27,18 +29,18 @@ impl Exemplar {
         value: f64,
         timestamp: f64,
         legacy: bool,
-    ) -> Result<Exemplar, String> {
+    ) -> Result<Exemplar> {
         let mut runes = 0;
         for (name, text) in &labels {
             if name.is_empty() || (legacy && !is_valid_label_name(name)) {
-                return Err(format!("Invalid label metric name: {name}"));
+                return Err(Error::Invalid(format!("Invalid label metric name: {name}")));
             }
             runes += name.chars().count() + text.chars().count();
         }
         if runes > MAX_RUNES {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "Exemplar labels have {runes} UTF-8 characters, exceeding the limit of {MAX_RUNES}"
-            ));
+            )));
         }
         labels.sort();
         Ok(Exemplar { labels, value, timestamp })

@@ -5,160 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cell;
-use crate::encode::{FamilySnapshot, SeriesSnapshot};
+use crate::cell::{self, Cells, ExemplarSink};
+use crate::desc::{Desc, Kind};
+use crate::error::{Error, Result};
 use crate::exemplar::Exemplar;
-use crate::names::{self, Kind};
-use crate::store::{self, Cells};
-
-/// How a gauge's values from several processes combine (multiprocess mode).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GaugeMode {
-    /// One series per process, dead ones kept.
-    All,
-    /// One series per live process.
-    LiveAll,
-    /// Sum over live processes.
-    LiveSum,
-    /// Sum over all processes, dead ones included.
-    Sum,
-    /// Maximum over all processes.
-    Max,
-    /// Minimum over all processes.
-    Min,
-    /// The most recently written value.
-    MostRecent,
-    /// Maximum over live processes.
-    LiveMax,
-    /// Minimum over live processes.
-    LiveMin,
-    /// The most recently written value of a live process.
-    LiveMostRecent,
-    /// One series per live process, labelled `slot` with its slot number: bounded by the
-    /// most processes alive at once, whatever the churn.
-    LiveWorker,
-}
-
-impl GaugeMode {
-    /// Parse prometheus_client's mode names.
-    pub fn parse(s: &str) -> Result<GaugeMode, String> {
-        Ok(match s {
-            "all" => GaugeMode::All,
-            "liveall" => GaugeMode::LiveAll,
-            "livesum" => GaugeMode::LiveSum,
-            "sum" => GaugeMode::Sum,
-            "max" => GaugeMode::Max,
-            "min" => GaugeMode::Min,
-            "mostrecent" => GaugeMode::MostRecent,
-            "livemax" => GaugeMode::LiveMax,
-            "livemin" => GaugeMode::LiveMin,
-            "livemostrecent" => GaugeMode::LiveMostRecent,
-            "liveworker" => GaugeMode::LiveWorker,
-            other => return Err(format!("Invalid multiprocess mode: {other}")),
-        })
-    }
-}
-
-/// Everything fixed about a family: name, help, kind, label names, buckets or states.
-#[derive(Debug)]
-pub struct Desc {
-    /// Family name (a counter's without `_total`).
-    pub name: String,
-    /// Help text.
-    pub help: String,
-    /// Metric kind.
-    pub kind: Kind,
-    /// Unit, or empty.
-    pub unit: String,
-    /// Declared label names, in declaration order.
-    pub labelnames: Vec<String>,
-    /// Histogram upper bounds, the last one `+Inf`.
-    pub buckets: Vec<f64>,
-    /// Enum states.
-    pub states: Vec<String>,
-    /// How gauges merge across processes.
-    pub gauge_mode: GaugeMode,
-}
-
-impl Desc {
-    /// Validate and build a description.
-    pub fn new(
-        kind: Kind,
-        name: &str,
-        help: &str,
-        labelnames: Vec<String>,
-        namespace: &str,
-        subsystem: &str,
-        unit: &str,
-    ) -> Result<Desc, String> {
-        let full = names::full_name(kind, name, namespace, subsystem, unit)?;
-        names::validate_labelnames(kind, &labelnames)?;
-        Ok(Desc {
-            name: full,
-            help: help.to_owned(),
-            kind,
-            unit: unit.to_owned(),
-            labelnames,
-            buckets: Vec::new(),
-            states: Vec::new(),
-            gauge_mode: GaugeMode::All,
-        })
-    }
-
-    /// Set histogram buckets: sorted, `+Inf` appended when missing, at least two.
-    pub fn with_buckets(mut self, mut buckets: Vec<f64>) -> Result<Desc, String> {
-        if buckets.iter().any(|b| b.is_nan()) || buckets.windows(2).any(|w| w[0] > w[1]) {
-            return Err("Buckets not in sorted order".into());
-        }
-        if buckets.last().is_some_and(|b| *b != f64::INFINITY) {
-            buckets.push(f64::INFINITY);
-        }
-        if buckets.len() < 2 {
-            return Err("Must have at least two buckets".into());
-        }
-        self.buckets = buckets;
-        Ok(self)
-    }
-
-    /// Set enum states.
-    pub fn with_states(mut self, states: Vec<String>) -> Result<Desc, String> {
-        if self.labelnames.contains(&self.name) {
-            return Err(format!("Overlapping labels for Enum metric: {}", self.name));
-        }
-        if states.is_empty() {
-            return Err(format!("No states provided for Enum metric: {}", self.name));
-        }
-        self.states = states;
-        Ok(self)
-    }
-
-    /// Whether gauge writes must also record when they happened (for `mostrecent` merging).
-    pub fn tracks_time(&self) -> bool {
-        self.kind == Kind::Gauge
-            && matches!(self.gauge_mode, GaugeMode::MostRecent | GaugeMode::LiveMostRecent)
-    }
-
-    /// Number of f64 cells one series of this family uses.
-    pub fn cell_count(&self) -> usize {
-        match self.kind {
-            // Value, and the time of the last write.
-            Kind::Gauge if self.tracks_time() => 2,
-            Kind::Counter | Kind::Gauge | Kind::Enum => 1,
-            // One per bucket (not cumulative) plus the sum.
-            Kind::Histogram => self.buckets.len() + 1,
-            // Count and sum.
-            Kind::Summary => 2,
-            Kind::Info => 0,
-        }
-    }
-
-    /// Sample names this family produces, for clash detection in a registry.
-    pub fn sample_names(&self) -> Vec<String> {
-        let mut out = vec![self.name.clone()];
-        out.extend(self.kind.suffixes().iter().map(|s| format!("{}{s}", self.name)));
-        out
-    }
-}
+use crate::snapshot::{FamilySnapshot, SeriesSnapshot};
+use crate::sync;
 
 /// Seconds since the Unix epoch.
 pub fn now() -> f64 {
@@ -186,7 +38,7 @@ pub struct Series {
 struct ExemplarState {
     local: Vec<Option<Exemplar>>,
     // Shared entries (multiprocess mode), asked of the store once per series and store.
-    shared: Option<store::ExemplarSlots>,
+    shared: Option<Box<dyn ExemplarSink>>,
     asked: bool,
 }
 
@@ -246,16 +98,13 @@ impl Series {
 
     /// This process's exemplars by position (empty when none was recorded).
     pub fn exemplars(&self) -> Vec<Option<Exemplar>> {
-        self.exemplars.lock().map(|e| e.local.clone()).unwrap_or_default()
+        sync::lock(&self.exemplars).local.clone()
     }
 
     /// Let go of shared exemplar entries (after a fork or a store switch: they belong to the
     /// parent's, or the old, store); the next exemplar asks the current store again.
     pub fn forget_shared_exemplars(&self) {
-        let mut state = match self.exemplars.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut state = sync::lock(&self.exemplars);
         state.shared = None;
         state.asked = false;
     }
@@ -284,14 +133,12 @@ impl Series {
 
     /// Replace the key-value pairs of an info series.
     pub fn set_info(&self, pairs: Vec<(String, String)>) {
-        if let Ok(mut guard) = self.info.lock() {
-            *guard = pairs;
-        }
+        *sync::lock(&self.info) = pairs;
     }
 
     /// The key-value pairs of an info series.
     pub fn info(&self) -> Vec<(String, String)> {
-        self.info.lock().map(|g| g.clone()).unwrap_or_default()
+        sync::lock(&self.info).clone()
     }
 
     /// Current values of all cells.
@@ -310,13 +157,9 @@ static ALL_FAMILIES: Mutex<Vec<Weak<Family>>> = Mutex::new(Vec::new());
 
 /// Every family alive in this process.
 pub fn all_families() -> Vec<Arc<Family>> {
-    match ALL_FAMILIES.lock() {
-        Ok(mut list) => {
-            list.retain(|w| w.strong_count() > 0);
-            list.iter().filter_map(Weak::upgrade).collect()
-        }
-        Err(_) => Vec::new(),
-    }
+    let mut list = sync::lock(&ALL_FAMILIES);
+    list.retain(|w| w.strong_count() > 0);
+    list.iter().filter_map(Weak::upgrade).collect()
 }
 
 /// A metric family: a description plus its series, keyed by label values.
@@ -340,9 +183,7 @@ impl Family {
             series: RwLock::new(HashMap::new()),
             next_seq: AtomicU64::new(0),
         });
-        if let Ok(mut list) = ALL_FAMILIES.lock() {
-            list.push(Arc::downgrade(&fam));
-        }
+        sync::lock(&ALL_FAMILIES).push(Arc::downgrade(&fam));
         if fam.desc.labelnames.is_empty() {
             // Cannot fail: zero label values for zero label names.
             let _ = fam.series_with(Vec::new(), clock);
@@ -351,31 +192,25 @@ impl Family {
     }
 
     /// Return the series for `labels`, creating it on first use.
-    pub fn series(&self, labels: Vec<String>) -> Result<Arc<Series>, String> {
+    pub fn series(&self, labels: Vec<String>) -> Result<Arc<Series>> {
         self.series_with(labels, now)
     }
 
     /// As `series`, with the creation time of a new series from `clock` (the caller's clock:
     /// the bindings use Python's `time.time`, so code that fakes time sees it in `_created`).
-    pub fn series_with(
-        &self,
-        labels: Vec<String>,
-        clock: impl FnOnce() -> f64,
-    ) -> Result<Arc<Series>, String> {
+    pub fn series_with(&self, labels: Vec<String>, clock: impl FnOnce() -> f64) -> Result<Arc<Series>> {
         if labels.len() != self.desc.labelnames.len() {
-            return Err("Incorrect label count".into());
+            return Err(Error::Invalid("Incorrect label count".into()));
         }
-        if let Ok(map) = self.series.read() {
-            if let Some(s) = map.get(&labels) {
-                return Ok(Arc::clone(s));
-            }
+        if let Some(s) = sync::read(&self.series).get(&labels) {
+            return Ok(Arc::clone(s));
         }
-        let mut map = self.series.write().map_err(|_| "metric lock poisoned".to_string())?;
+        let mut map = sync::write(&self.series);
         if let Some(s) = map.get(&labels) {
             return Ok(Arc::clone(s));
         }
         let created = clock();
-        let cells = store::current().alloc(&self.desc, &labels, created);
+        let cells = cell::backing().alloc(&self.desc, &labels, created);
         let series = Arc::new(Series {
             labels: labels.clone(),
             cells,
@@ -392,13 +227,13 @@ impl Family {
     /// Keep `exemplar` for `series` at `position` of `len` (a counter: 0 of 1; a histogram: its
     /// bucket), in this process and, in multiprocess mode, where other processes can read it.
     pub fn set_exemplar(&self, series: &Series, position: usize, len: usize, exemplar: Exemplar) {
-        let Ok(mut state) = series.exemplars.lock() else { return };
+        let mut state = sync::lock(&series.exemplars);
         if state.local.len() < len {
             state.local.resize(len, None);
         }
         if !state.asked {
             state.asked = true;
-            state.shared = store::current().exemplar_slots(&self.desc, &series.labels, len);
+            state.shared = cell::backing().exemplar_slots(&self.desc, &series.labels, len);
         }
         if let Some(shared) = &state.shared {
             shared.write(position, &exemplar);
@@ -410,13 +245,13 @@ impl Family {
 
     /// Forget the series for `labels`; return whether it existed.
     pub fn remove(&self, labels: &[String]) -> bool {
-        self.series.write().map(|mut m| m.remove(labels).is_some()).unwrap_or(false)
+        sync::write(&self.series).remove(labels).is_some()
     }
 
     /// Forget every series whose labels at the given positions have the given values; return
     /// the label values of the series removed.
     pub fn remove_matching(&self, matching: &[(usize, String)]) -> Vec<Vec<String>> {
-        let Ok(mut map) = self.series.write() else { return Vec::new() };
+        let mut map = sync::write(&self.series);
         let gone: Vec<Vec<String>> = map
             .keys()
             .filter(|labels| matching.iter().all(|(i, v)| labels.get(*i) == Some(v)))
@@ -430,15 +265,12 @@ impl Family {
 
     /// Forget every series.
     pub fn clear(&self) {
-        if let Ok(mut m) = self.series.write() {
-            m.clear();
-        }
+        sync::write(&self.series).clear();
     }
 
     /// All series, in creation order.
     pub fn all_series(&self) -> Vec<Arc<Series>> {
-        let mut out: Vec<Arc<Series>> =
-            self.series.read().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        let mut out: Vec<Arc<Series>> = sync::read(&self.series).values().cloned().collect();
         out.sort_by_key(|s| s.seq);
         out
     }

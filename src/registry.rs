@@ -3,8 +3,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::encode::FamilySnapshot;
+use crate::error::{Error, Result};
 use crate::family::Family;
+use crate::snapshot::FamilySnapshot;
+use crate::sync;
 
 #[derive(Default)]
 struct Inner {
@@ -26,14 +28,17 @@ impl Registry {
     }
 
     /// Claim `names` for `owner`, failing if any is taken.
-    pub fn reserve(&self, owner: &str, names: &[String]) -> Result<(), String> {
-        let mut inner = self.inner.write().map_err(|_| "registry lock poisoned".to_string())?;
+    pub fn reserve(&self, owner: &str, names: &[String]) -> Result<()> {
+        let mut inner = sync::write(&self.inner);
         let mut dup: Vec<&String> = names.iter().filter(|n| inner.names.contains_key(*n)).collect();
         if !dup.is_empty() {
             dup.sort();
             dup.dedup();
             let list: Vec<String> = dup.iter().map(|n| format!("'{n}'")).collect();
-            return Err(format!("Duplicated timeseries in CollectorRegistry: {{{}}}", list.join(", ")));
+            return Err(Error::Duplicate(format!(
+                "Duplicated timeseries in CollectorRegistry: {{{}}}",
+                list.join(", ")
+            )));
         }
         for n in names {
             inner.names.insert(n.clone(), owner.to_owned());
@@ -43,22 +48,20 @@ impl Registry {
 
     /// Release every name held by `owner`.
     pub fn release(&self, owner: &str) {
-        if let Ok(mut inner) = self.inner.write() {
-            inner.names.retain(|_, o| o != owner);
-        }
+        sync::write(&self.inner).names.retain(|_, o| o != owner);
     }
 
     /// Add a family, failing if any of its sample names is taken.
-    pub fn register(&self, family: Arc<Family>) -> Result<(), String> {
+    pub fn register(&self, family: Arc<Family>) -> Result<()> {
         self.reserve(&family.desc.name, &family.desc.sample_names())?;
-        let mut inner = self.inner.write().map_err(|_| "registry lock poisoned".to_string())?;
+        let mut inner = sync::write(&self.inner);
         inner.families.push(family);
         Ok(())
     }
 
     /// Remove the family named `name`; return whether it was there.
     pub fn unregister(&self, name: &str) -> bool {
-        let Ok(mut inner) = self.inner.write() else { return false };
+        let mut inner = sync::write(&self.inner);
         let before = inner.families.len();
         inner.families.retain(|f| f.desc.name != name);
         let found = inner.families.len() != before;
@@ -70,7 +73,7 @@ impl Registry {
 
     /// The registered families, in registration order.
     pub fn families(&self) -> Vec<Arc<Family>> {
-        self.inner.read().map(|i| i.families.clone()).unwrap_or_default()
+        sync::read(&self.inner).families.clone()
     }
 
     /// Collect every family through the current store; with `everything`, also families that
@@ -83,8 +86,8 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::family::Desc;
-    use crate::names::Kind;
+    use crate::desc::Desc;
+    use crate::desc::Kind;
 
     #[test]
     fn clashing_names_are_refused() {
@@ -92,7 +95,7 @@ mod tests {
         let fam = |kind, name: &str| Family::new(Desc::new(kind, name, "", vec![], "", "", "").unwrap());
         reg.register(fam(Kind::Counter, "x")).unwrap();
         let err = reg.register(fam(Kind::Gauge, "x_total")).unwrap_err();
-        assert!(err.contains("'x_total'"), "{err}");
+        assert!(matches!(&err, crate::error::Error::Duplicate(m) if m.contains("'x_total'")), "{err}");
         reg.register(fam(Kind::Gauge, "y")).unwrap();
         assert!(reg.unregister("x"));
         reg.register(fam(Kind::Gauge, "x_total")).unwrap();

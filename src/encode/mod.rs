@@ -1,40 +1,16 @@
 //! Exposition: snapshots of families, and the text formats they are written in.
 
-pub mod float;
 pub mod openmetrics;
 pub mod raw;
 pub mod text;
 
 use std::io::Write;
-use std::sync::Arc;
 
+use crate::desc::{Desc, Kind};
 use crate::exemplar::Exemplar;
-use crate::family::Desc;
-use crate::names::Kind;
-
-/// Values of one series at collection time.
-#[derive(Clone, Debug)]
-pub struct SeriesSnapshot {
-    /// Label values aligned with the family's label names.
-    pub labels: Vec<String>,
-    /// Cell values, laid out as the family kind's cells.
-    pub values: Vec<f64>,
-    /// Creation time in seconds since the epoch.
-    pub created: f64,
-    /// Key-value pairs of an info series.
-    pub info: Vec<(String, String)>,
-    /// Exemplars by position: a counter's one, a histogram's per bucket (empty: none recorded).
-    pub exemplars: Vec<Option<Exemplar>>,
-}
-
-/// One family and the values of its series at collection time.
-#[derive(Clone, Debug)]
-pub struct FamilySnapshot {
-    /// The family's description.
-    pub desc: Arc<Desc>,
-    /// Its series.
-    pub series: Vec<SeriesSnapshot>,
-}
+use crate::float;
+use crate::names::{escape_help, escape_label_value};
+pub use crate::snapshot::{FamilySnapshot, SeriesSnapshot};
 
 /// Options shared by both encoders.
 #[derive(Clone, Copy, Debug)]
@@ -49,27 +25,32 @@ impl Default for Options {
     }
 }
 
-/// Append `s` as a label value: backslash, newline and double quote escaped.
-pub fn escape_label_value(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '"' => out.push_str("\\\""),
-            c => out.push(c),
+/// Append a family's `# HELP` and `# TYPE` lines (name plus `suffix`), and its `# UNIT` line when
+/// `unit` is not empty. OpenMetrics escapes double quotes in help text; text 0.0.4 does not.
+pub(crate) fn write_header(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    help: &str,
+    type_name: &str,
+    unit: &str,
+    openmetrics: bool,
+) {
+    for (keyword, value) in [("HELP", None), ("TYPE", Some(type_name)), ("UNIT", Some(unit))] {
+        if keyword == "UNIT" && unit.is_empty() {
+            continue;
         }
-    }
-}
-
-/// Append `s` as help text: backslash and newline escaped, and double quote if `quote`.
-pub fn escape_help(out: &mut String, s: &str, quote: bool) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '"' if quote => out.push_str("\\\""),
-            c => out.push(c),
+        out.push_str("# ");
+        out.push_str(keyword);
+        out.push(' ');
+        out.push_str(name);
+        out.push_str(suffix);
+        out.push(' ');
+        match value {
+            Some(v) => out.push_str(v),
+            None => escape_help(out, help, openmetrics),
         }
+        out.push('\n');
     }
 }
 

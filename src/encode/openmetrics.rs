@@ -1,6 +1,6 @@
 //! OpenMetrics 1.0 text, laid out exactly as prometheus_client's OpenMetrics `generate_latest`.
 
-use super::{escape_help, FamilyRender, FamilySnapshot, Options, Sample};
+use super::{write_header, FamilyRender, FamilySnapshot, Options, Sample};
 
 /// Content type of this format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -10,22 +10,7 @@ pub fn encode(out: &mut String, families: &[FamilySnapshot], opts: Options) {
     for fam in families {
         let desc = &fam.desc;
         let render = FamilyRender::new(desc);
-        out.push_str("# HELP ");
-        out.push_str(&desc.name);
-        out.push(' ');
-        escape_help(out, &desc.help, true);
-        out.push_str("\n# TYPE ");
-        out.push_str(&desc.name);
-        out.push(' ');
-        out.push_str(desc.kind.openmetrics_name());
-        out.push('\n');
-        if !desc.unit.is_empty() {
-            out.push_str("# UNIT ");
-            out.push_str(&desc.name);
-            out.push(' ');
-            out.push_str(&desc.unit);
-            out.push('\n');
-        }
+        write_header(out, &desc.name, "", &desc.help, desc.kind.openmetrics_name(), &desc.unit, true);
         let want_created = opts.created && render.has_created();
         for series in &fam.series {
             let labels = render.labels(series);
@@ -49,8 +34,9 @@ pub fn finish(out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::family::{Desc, Family};
-    use crate::names::Kind;
+    use crate::desc::Desc;
+    use crate::desc::Kind;
+    use crate::family::Family;
 
     #[test]
     fn counter_has_created_inline_and_unit() {

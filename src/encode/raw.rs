@@ -1,8 +1,10 @@
 //! Families given as plain samples (metrics from other collectors, such as prometheus_client's
 //! registry), written with the same rules prometheus_client's own encoders apply to them.
 
-use super::{escape_help, escape_label_value, float::write_go_float};
+use super::write_header;
 use crate::exemplar::Exemplar;
+use crate::float::write_go_float;
+use crate::names::{escape_label_value, exposure_of, OPENMETRICS_ONLY_SUFFIXES};
 
 /// One sample of a foreign family.
 #[derive(Clone, Debug)]
@@ -56,7 +58,7 @@ fn write_line(out: &mut String, s: &RawSample, openmetrics: bool) {
     if let Some(ts) = s.timestamp {
         out.push(' ');
         if openmetrics {
-            super::float::write_py_repr(out, ts);
+            crate::float::write_py_repr(out, ts);
         } else {
             out.push_str(&format!("{}", (ts * 1000.0) as i64));
         }
@@ -67,34 +69,17 @@ fn write_line(out: &mut String, s: &RawSample, openmetrics: bool) {
     out.push('\n');
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str, quote: bool) {
-    out.push_str("# HELP ");
-    out.push_str(name);
-    out.push(' ');
-    escape_help(out, help, quote);
-    out.push_str("\n# TYPE ");
-    out.push_str(name);
-    out.push(' ');
-    out.push_str(kind);
-    out.push('\n');
-}
-
 /// Append `families` in Prometheus text 0.0.4.
 pub fn encode_text(out: &mut String, families: &[RawFamily]) {
     for fam in families {
-        let (name, kind) = match fam.kind.as_str() {
-            "counter" => (format!("{}_total", fam.name), "counter"),
-            "info" => (format!("{}_info", fam.name), "gauge"),
-            "stateset" => (fam.name.clone(), "gauge"),
-            "gaugehistogram" => (fam.name.clone(), "histogram"),
-            "unknown" => (fam.name.clone(), "untyped"),
-            other => (fam.name.clone(), other),
-        };
-        header(out, &name, &fam.help, kind, false);
+        // A type outside OpenMetrics is written as given, as prometheus_client does.
+        let (suffix, kind) =
+            exposure_of(&fam.kind).map_or(("", fam.kind.as_str()), |e| (e.text_suffix, e.text_type));
+        write_header(out, &fam.name, suffix, &fam.help, kind, "", false);
         // OpenMetrics-only samples go into gauge families of their own, sorted by suffix.
         let mut moved: Vec<(&str, String)> = Vec::new();
         for s in &fam.samples {
-            let suffix = ["_created", "_gcount", "_gsum"].into_iter().find(|suf| {
+            let suffix = OPENMETRICS_ONLY_SUFFIXES.into_iter().find(|suf| {
                 s.name.len() == fam.name.len() + suf.len()
                     && s.name.starts_with(&fam.name)
                     && s.name.ends_with(suf)
@@ -113,7 +98,7 @@ pub fn encode_text(out: &mut String, families: &[RawFamily]) {
         }
         moved.sort_by(|a, b| a.0.cmp(b.0));
         for (suf, lines) in moved {
-            header(out, &format!("{}{suf}", fam.name), &fam.help, "gauge", false);
+            write_header(out, &fam.name, suf, &fam.help, "gauge", "", false);
             out.push_str(&lines);
         }
     }
@@ -122,10 +107,7 @@ pub fn encode_text(out: &mut String, families: &[RawFamily]) {
 /// Append `families` in OpenMetrics 1.0 (without `# EOF`).
 pub fn encode_openmetrics(out: &mut String, families: &[RawFamily]) {
     for fam in families {
-        header(out, &fam.name, &fam.help, &fam.kind, true);
-        if !fam.unit.is_empty() {
-            out.push_str(&format!("# UNIT {} {}\n", fam.name, fam.unit));
-        }
+        write_header(out, &fam.name, "", &fam.help, &fam.kind, &fam.unit, true);
         for s in &fam.samples {
             write_line(out, s, true);
         }

@@ -1,7 +1,6 @@
 //! Prometheus text format 0.0.4, laid out exactly as prometheus_client's `generate_latest`.
 
-use super::{escape_help, FamilyRender, FamilySnapshot, Options, Sample};
-use crate::names::Kind;
+use super::{write_header, FamilyRender, FamilySnapshot, Options, Sample};
 
 /// Content type of this format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -11,12 +10,8 @@ pub fn encode(out: &mut String, families: &[FamilySnapshot], opts: Options) {
     for fam in families {
         let desc = &fam.desc;
         let render = FamilyRender::new(desc);
-        let suffix = match desc.kind {
-            Kind::Counter => "_total",
-            Kind::Info => "_info",
-            _ => "",
-        };
-        write_header(out, &desc.name, suffix, &desc.help, desc.kind.text_name());
+        let exposure = desc.kind.exposure();
+        write_header(out, &desc.name, exposure.text_suffix, &desc.help, exposure.text_type, "", false);
         let want_created = opts.created && render.has_created();
         let mut created_lines = String::new();
         for series in &fam.series {
@@ -32,30 +27,17 @@ pub fn encode(out: &mut String, families: &[FamilySnapshot], opts: Options) {
         }
         // prometheus_client moves OpenMetrics-only samples into a gauge family of their own.
         if !created_lines.is_empty() {
-            write_header(out, &desc.name, "_created", &desc.help, "gauge");
+            write_header(out, &desc.name, "_created", &desc.help, "gauge", "", false);
             out.push_str(&created_lines);
         }
     }
 }
 
-fn write_header(out: &mut String, name: &str, suffix: &str, help: &str, kind: &str) {
-    out.push_str("# HELP ");
-    out.push_str(name);
-    out.push_str(suffix);
-    out.push(' ');
-    escape_help(out, help, false);
-    out.push_str("\n# TYPE ");
-    out.push_str(name);
-    out.push_str(suffix);
-    out.push(' ');
-    out.push_str(kind);
-    out.push('\n');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::family::{Desc, Family};
+    use crate::desc::{Desc, Kind};
+    use crate::family::Family;
     use std::sync::Arc;
 
     fn encode_one(fam: &Arc<Family>, created: bool) -> String {

@@ -5,7 +5,7 @@ use pyo3::types::PyList;
 
 use super::context::Target;
 use super::metric::target_of;
-use crate::names::Kind;
+use crate::desc::Kind;
 
 /// Counters and histograms (children of our metrics) that one event updates: counters go up by
 /// one, histograms observe the event's duration, request size or response size.

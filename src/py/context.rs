@@ -9,8 +9,9 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 
 use super::metric::target_of;
 
+use crate::desc::Kind;
 use crate::family::{Family, Series};
-use crate::names::Kind;
+use crate::sync;
 
 /// What a context manager acts on.
 #[derive(Clone)]
@@ -61,15 +62,13 @@ impl PyTimer {
 #[pymethods]
 impl PyTimer {
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        if let Ok(mut s) = slf.get().state.lock() {
-            s.start = Some(Instant::now());
-        }
+        sync::lock(&slf.get().state).start = Some(Instant::now());
         slf
     }
 
     #[pyo3(signature = (*_args))]
     fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        let Ok(mut state) = self.state.lock() else { return Ok(false) };
+        let mut state = sync::lock(&self.state);
         let Some(start) = state.start.take() else { return Ok(false) };
         let seconds = start.elapsed().as_secs_f64();
         state.duration = Some(seconds);
@@ -90,21 +89,19 @@ impl PyTimer {
     ) -> PyResult<()> {
         let child = self.metric.bind(py).call_method("labels", args, kwargs)?;
         let target = target_of(&child)?;
-        if let Ok(mut state) = self.state.lock() {
-            state.target = Some(target);
-        }
+        sync::lock(&self.state).target = Some(target);
         Ok(())
     }
 
     /// Seconds the last timed block took (None before it ends).
     #[getter]
     fn duration(&self) -> Option<f64> {
-        self.state.lock().ok().and_then(|s| s.duration)
+        sync::lock(&self.state).duration
     }
 
     /// A fresh timer on the same metric (one per decorated call).
     fn _fresh(&self, py: Python<'_>) -> PyTimer {
-        let target = self.state.lock().ok().and_then(|s| s.target.clone());
+        let target = sync::lock(&self.state).target.clone();
         PyTimer::new(self.metric.clone_ref(py), target)
     }
 

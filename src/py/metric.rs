@@ -13,9 +13,10 @@ use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use super::context::{PyExceptionCounter, PyInProgress, PyTimer, Target};
 use super::registry::{snapshots_to_py, RegistryArg};
+use crate::desc::{Desc, GaugeMode, Kind};
 use crate::exemplar::Exemplar;
-use crate::family::{now, Desc, Family, GaugeMode, Series};
-use crate::names::{self, Kind};
+use crate::family::{now, Family, Series};
+use crate::names;
 use crate::store;
 
 /// prometheus_client's default histogram buckets.
@@ -75,7 +76,7 @@ impl Metric {
         kind: Kind,
         parts: NameParts<'_, '_>,
         registry: RegistryArg,
-        finish: impl FnOnce(Desc) -> Result<Desc, String>,
+        finish: impl FnOnce(Desc) -> crate::error::Result<Desc>,
     ) -> PyResult<Metric> {
         let labelnames = labelnames_from(parts.labelnames)?;
         let desc = Desc::new(
@@ -87,8 +88,7 @@ impl Metric {
             parts.subsystem,
             parts.unit,
         )
-        .and_then(finish)
-        .map_err(PyValueError::new_err)?;
+        .and_then(finish)?;
         Metric::create(py, desc, registry)
     }
 
@@ -194,8 +194,7 @@ impl Metric {
         if let Some(child) = children.get_item(&canon)? {
             return Ok(Ok(child));
         }
-        let series =
-            self.family.series_with(values.clone(), || python_time(py)).map_err(PyValueError::new_err)?;
+        let series = self.family.series_with(values.clone(), || python_time(py))?;
         let child = Metric {
             family: Arc::clone(&self.family),
             series: Some(series),
@@ -294,7 +293,7 @@ pub(crate) fn exemplar_of(py: Python<'_>, labels: &Bound<'_, PyDict>, value: f64
         .and_then(|f| f.call0())
         .and_then(|v| v.extract::<bool>())
         .unwrap_or(true);
-    Exemplar::new(pairs, value, python_time(py), legacy).map_err(PyValueError::new_err)
+    Exemplar::new(pairs, value, python_time(py), legacy).map_err(PyErr::from)
 }
 
 /// The series behind a child (or an unlabelled metric) of any of our metric classes.
@@ -490,7 +489,7 @@ metric_class!(PyGauge, "Gauge", {
         registry: RegistryArg,
         multiprocess_mode: &str,
     ) -> PyResult<Self> {
-        let mode = GaugeMode::parse(multiprocess_mode).map_err(PyValueError::new_err)?;
+        let mode = GaugeMode::parse(multiprocess_mode)?;
         let parts = NameParts { name, documentation, labelnames, namespace, subsystem, unit };
         Ok(PyGauge {
             m: Metric::build(py, Kind::Gauge, parts, registry, |mut d| {

@@ -9,12 +9,35 @@ mod request;
 use pyo3::prelude::*;
 
 use crate::encode;
+use crate::error::Error;
+
+/// The one place engine errors become Python exceptions: a registry clash is
+/// prometheus_client's `DuplicateTimeseries` (a `ValueError`, so code catching either works
+/// unchanged); everything else a `ValueError`, as prometheus_client raises for bad arguments and
+/// as the Django glue catches for store problems.
+impl From<Error> for PyErr {
+    fn from(err: Error) -> PyErr {
+        if let Error::Duplicate(message) = &err {
+            let duplicate = Python::attach(|py| {
+                py.import("prometheus_client.registry")
+                    .and_then(|m| m.getattr("DuplicateTimeseries"))
+                    .and_then(|class| class.call1((message.as_str(),)))
+                    .map(PyErr::from_value)
+                    .ok()
+            });
+            if let Some(duplicate) = duplicate {
+                return duplicate;
+            }
+        }
+        pyo3::exceptions::PyValueError::new_err(err.message().to_owned())
+    }
+}
 
 /// Format `value` as prometheus_client's `floatToGoString` does.
 #[pyfunction]
 fn float_to_go_string(value: f64) -> String {
     let mut s = String::new();
-    encode::float::write_go_float(&mut s, value);
+    crate::float::write_go_float(&mut s, value);
     s
 }
 
@@ -22,8 +45,7 @@ fn float_to_go_string(value: f64) -> String {
 /// values written so far into it.
 #[pyfunction]
 fn enable_multiprocess(path: std::path::PathBuf) -> PyResult<()> {
-    let store =
-        crate::store::shared::SharedStore::open(&path).map_err(pyo3::exceptions::PyValueError::new_err)?;
+    let store = crate::store::shared::SharedStore::open(&path)?;
     crate::store::switch_to(std::sync::Arc::new(store));
     Ok(())
 }
@@ -31,7 +53,7 @@ fn enable_multiprocess(path: std::path::PathBuf) -> PyResult<()> {
 /// Set the permission bits of the files the shared store creates from now on (0600, 0640, 0660).
 #[pyfunction]
 fn set_store_file_mode(mode: u32) -> PyResult<()> {
-    crate::store::shared::set_file_mode(mode).map_err(pyo3::exceptions::PyValueError::new_err)
+    Ok(crate::store::shared::set_file_mode(mode)?)
 }
 
 /// In a forked child: claim a slot of its own before anything is written.
@@ -46,9 +68,8 @@ fn after_fork() {
 /// so no child is ever forked while this process holds one of them.
 #[pyfunction]
 fn compact(path: std::path::PathBuf) -> PyResult<Vec<String>> {
-    let store =
-        crate::store::shared::SharedStore::open(&path).map_err(pyo3::exceptions::PyValueError::new_err)?;
-    store.compact().map_err(pyo3::exceptions::PyValueError::new_err)?;
+    let store = crate::store::shared::SharedStore::open(&path)?;
+    store.compact()?;
     Ok(crate::store::Store::take_warnings(&store))
 }
 

@@ -14,6 +14,7 @@ use crate::encode::raw::{RawFamily, RawSample};
 use crate::encode::{self, FamilyRender, FamilySnapshot, Options};
 use crate::exemplar::Exemplar;
 use crate::registry::Registry;
+use crate::sync;
 
 static DEFAULT: PyOnceLock<Py<PyRegistry>> = PyOnceLock::new();
 
@@ -61,23 +62,8 @@ impl RegistryArg {
                 )
             })?,
         };
-        registry.get().inner.register(Arc::clone(family)).map_err(|e| registration_error(py, e))
+        Ok(registry.get().inner.register(Arc::clone(family))?)
     }
-}
-
-/// A clash is prometheus_client's `DuplicateTimeseries` (a ValueError), so code catching it
-/// works unchanged; anything else a ValueError.
-fn registration_error(py: Python<'_>, message: String) -> PyErr {
-    if message.starts_with("Duplicated timeseries") {
-        if let Ok(class) =
-            py.import("prometheus_client.registry").and_then(|m| m.getattr("DuplicateTimeseries"))
-        {
-            if let Ok(err) = class.call1((message.clone(),)) {
-                return PyErr::from_value(err);
-            }
-        }
-    }
-    PyValueError::new_err(message)
 }
 
 /// The set of metrics one exposition shows.
@@ -120,14 +106,7 @@ fn foreign_names(collector: &Bound<'_, PyAny>, auto_describe: bool) -> PyResult<
         let metric = metric?;
         let name: String = metric.getattr("name")?.extract()?;
         let kind: String = metric.getattr("type")?.extract()?;
-        let suffixes: &[&str] = match kind.as_str() {
-            "counter" => &["_total", "_created"],
-            "summary" => &["_sum", "_count", "_created"],
-            "histogram" => &["_bucket", "_sum", "_count", "_created"],
-            "gaugehistogram" => &["_bucket", "_gsum", "_gcount"],
-            "info" => &["_info"],
-            _ => &[],
-        };
+        let suffixes = crate::names::exposure_of(&kind).map_or(&[][..], |e| e.sample_suffixes);
         names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
         names.push(name);
     }
@@ -215,12 +194,12 @@ impl PyRegistry {
     }
 
     /// Add a metric of ours, or any object with `collect()` (and optionally `describe()`).
-    fn register(&self, py: Python<'_>, collector: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn register(&self, collector: &Bound<'_, PyAny>) -> PyResult<()> {
         if let Some(family) = family_of(collector)? {
-            return self.inner.register(family).map_err(|e| registration_error(py, e));
+            return Ok(self.inner.register(family)?);
         }
         let names = foreign_names(collector, false)?;
-        self._register_foreign(py, collector, names)
+        self._register_foreign(collector, names)
     }
 
     /// The sample names `collector` produces and clashes with (see `foreign_names`).
@@ -230,25 +209,18 @@ impl PyRegistry {
     }
 
     /// Add a foreign collector that produces (and clashes with) the sample names `names`.
-    fn _register_foreign(
-        &self,
-        py: Python<'_>,
-        collector: &Bound<'_, PyAny>,
-        names: Vec<String>,
-    ) -> PyResult<()> {
+    fn _register_foreign(&self, collector: &Bound<'_, PyAny>, names: Vec<String>) -> PyResult<()> {
         if !collector.hasattr("collect")? {
             return Err(PyTypeError::new_err("a collector needs a collect() method"));
         }
-        self.inner.reserve(&owner_key(collector), &names).map_err(|e| registration_error(py, e))?;
-        if let Ok(mut list) = self.foreign.lock() {
-            list.push(collector.clone().unbind());
-        }
+        self.inner.reserve(&owner_key(collector), &names)?;
+        sync::lock(&self.foreign).push(collector.clone().unbind());
         Ok(())
     }
 
     /// Claim sample names for `owner` (a key of the caller's), as a collector would.
-    fn _reserve(&self, py: Python<'_>, owner: &str, names: Vec<String>) -> PyResult<()> {
-        self.inner.reserve(owner, &names).map_err(|e| registration_error(py, e))
+    fn _reserve(&self, owner: &str, names: Vec<String>) -> PyResult<()> {
+        Ok(self.inner.reserve(owner, &names)?)
     }
 
     /// Release the names `_reserve` claimed for `owner`.
@@ -268,16 +240,13 @@ impl PyRegistry {
             return Ok(());
         }
         self.inner.release(&owner_key(collector));
-        if let Ok(mut list) = self.foreign.lock() {
-            list.retain(|c| !c.is(collector));
-        }
+        sync::lock(&self.foreign).retain(|c| !c.is(collector));
         Ok(())
     }
 
     /// The foreign collectors registered here.
     fn _foreign_collectors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let items: Vec<Py<PyAny>> =
-            self.foreign.lock().map(|l| l.iter().map(|c| c.clone_ref(py)).collect()).unwrap_or_default();
+        let items: Vec<Py<PyAny>> = sync::lock(&self.foreign).iter().map(|c| c.clone_ref(py)).collect();
         PyList::new(py, items)
     }
 

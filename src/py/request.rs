@@ -8,8 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::metric::{exemplar_of, family_of, python_time};
+use crate::desc::Kind;
 use crate::family::{Family, Series};
-use crate::names::Kind;
 
 /// The series one (method, view, status) writes to.
 struct Children {
@@ -74,7 +74,7 @@ impl PyRequestMetrics {
             return Ok(children);
         }
         let series = |fam: &Family, labels: Vec<String>| {
-            fam.series_with(labels, || python_time(py)).map_err(PyValueError::new_err)
+            fam.series_with(labels, || python_time(py)).map_err(PyErr::from)
         };
         let pair = || vec![method.to_owned(), view.to_owned()];
         let children = Arc::new(Children {
@@ -99,9 +99,7 @@ impl PyRequestMetrics {
             return Ok(gauge);
         }
         cached(&self.gauges, method.to_owned(), || {
-            self.in_progress
-                .series_with(vec![method.to_owned()], || python_time(py))
-                .map_err(PyValueError::new_err)
+            self.in_progress.series_with(vec![method.to_owned()], || python_time(py)).map_err(PyErr::from)
         })
     }
 }

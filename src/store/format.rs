@@ -12,8 +12,9 @@
 //! Strings are `u32` length + UTF-8 bytes; lists are `u32` count + items. All little-endian.
 //! Every read is bounds-checked: a truncated or foreign file yields an error, never a crash.
 
-use crate::family::{Desc, GaugeMode};
-use crate::names::Kind;
+use crate::desc::Kind;
+use crate::desc::{Desc, GaugeMode};
+use crate::error::{Error, Result};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"MRSSLOT\0";
@@ -73,16 +74,16 @@ pub fn write_header(h: &Header) -> [u8; HEADER] {
 }
 
 /// Decode a header; `used` is read separately by callers that need it atomically.
-pub fn read_header(b: &[u8]) -> Result<Header, String> {
+pub fn read_header(b: &[u8]) -> Result<Header> {
     if b.len() < HEADER {
-        return Err("file shorter than its header".into());
+        return Err(Error::Corrupt("file shorter than its header".into()));
     }
     if &b[..8] != MAGIC {
-        return Err("not a metrics store file (bad magic)".into());
+        return Err(Error::Corrupt("not a metrics store file (bad magic)".into()));
     }
     let version = u32::from_le_bytes(arr4(&b[8..12]));
     if version != VERSION {
-        return Err(format!("store file version {version}, expected {VERSION}"));
+        return Err(Error::Corrupt(format!("store file version {version}, expected {VERSION}")));
     }
     let host_raw = &b[64..128];
     let end = host_raw.iter().position(|c| *c == 0).unwrap_or(host_raw.len());
@@ -282,26 +283,31 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|e| *e <= self.b.len()).ok_or("record truncated")?;
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|e| *e <= self.b.len())
+            .ok_or_else(|| Error::Corrupt("record truncated".into()))?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(arr4(self.take(4)?)))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(arr8(self.take(8)?)))
     }
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<String> {
         let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "invalid UTF-8 in record".to_string())
+        String::from_utf8(self.take(n)?.to_vec())
+            .map_err(|_| Error::Corrupt("invalid UTF-8 in record".into()))
     }
-    fn strings(&mut self) -> Result<Vec<String>, String> {
+    fn strings(&mut self) -> Result<Vec<String>> {
         let n = self.u32()? as usize;
         if n > self.b.len() {
-            return Err("list longer than its record".into());
+            return Err(Error::Corrupt("list longer than its record".into()));
         }
         (0..n).map(|_| self.string()).collect()
     }
@@ -360,7 +366,7 @@ pub fn read_records(b: &[u8], used: usize) -> (Vec<Record>, Option<String>) {
             TAG_SERIES => read_series(&mut c, at),
             TAG_FOLDED => read_folded(&mut c),
             TAG_EXEMPLARS => read_exemplars(&mut c, at),
-            other => Err(format!("unknown record tag {other}")),
+            other => Err(Error::Corrupt(format!("unknown record tag {other}"))),
         };
         match rec {
             Ok(r) => out.push(r),
@@ -371,51 +377,53 @@ pub fn read_records(b: &[u8], used: usize) -> (Vec<Record>, Option<String>) {
     (out, None)
 }
 
-fn read_family(c: &mut Cursor<'_>) -> Result<Record, String> {
+fn read_family(c: &mut Cursor<'_>) -> Result<Record> {
     let index = c.u32()?;
     let head = c.take(4)?;
-    let kind = kind_from(head[0]).ok_or("unknown metric kind")?;
-    let mode = *MODES.get(head[1] as usize).ok_or("unknown gauge mode")?;
+    let kind = kind_from(head[0]).ok_or_else(|| Error::Corrupt("unknown metric kind".into()))?;
+    let mode = *MODES.get(head[1] as usize).ok_or_else(|| Error::Corrupt("unknown gauge mode".into()))?;
     let name = c.string()?;
     let help = c.string()?;
     let unit = c.string()?;
     let labelnames = c.strings()?;
     let nb = c.u32()? as usize;
     if nb > c.b.len() {
-        return Err("bucket list longer than its record".into());
+        return Err(Error::Corrupt("bucket list longer than its record".into()));
     }
     let buckets = (0..nb).map(|_| c.u64().map(f64::from_bits)).collect::<Result<Vec<_>, _>>()?;
     let states = c.strings()?;
     Ok(Record::Family(index, Desc { name, help, kind, unit, labelnames, buckets, states, gauge_mode: mode }))
 }
 
-fn read_folded(c: &mut Cursor<'_>) -> Result<Record, String> {
+fn read_folded(c: &mut Cursor<'_>) -> Result<Record> {
     let n = c.u32()? as usize;
     c.align8();
     if n > c.b.len() / 8 {
-        return Err("folded list longer than its record".into());
+        return Err(Error::Corrupt("folded list longer than its record".into()));
     }
     (0..n).map(|_| c.u64()).collect::<Result<Vec<_>, _>>().map(Record::Folded)
 }
 
-fn read_exemplars(c: &mut Cursor<'_>, record_at: usize) -> Result<Record, String> {
+fn read_exemplars(c: &mut Cursor<'_>, record_at: usize) -> Result<Record> {
     let family = c.u32()?;
     let count = c.u32()? as usize;
     let labels = c.strings()?;
     c.align8();
     let entries_at = c.at;
-    c.take(count.checked_mul(EXEMPLAR_ENTRY).ok_or("exemplar count overflow")?)?;
+    c.take(
+        count.checked_mul(EXEMPLAR_ENTRY).ok_or_else(|| Error::Corrupt("exemplar count overflow".into()))?,
+    )?;
     Ok(Record::Exemplars { family, labels, entries_at: record_at + entries_at, count })
 }
 
-fn read_series(c: &mut Cursor<'_>, record_at: usize) -> Result<Record, String> {
+fn read_series(c: &mut Cursor<'_>, record_at: usize) -> Result<Record> {
     let family = c.u32()?;
     let cells = c.u32()? as usize;
     let labels = c.strings()?;
     c.align8();
     let created = f64::from_bits(c.u64()?);
     let cells_at = c.at;
-    c.take(cells.checked_mul(8).ok_or("cell count overflow")?)?;
+    c.take(cells.checked_mul(8).ok_or_else(|| Error::Corrupt("cell count overflow".into()))?)?;
     Ok(Record::Series { family, labels, created, cells_at: record_at + cells_at, cells })
 }
 

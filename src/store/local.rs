@@ -2,18 +2,21 @@
 
 use std::sync::Arc;
 
-use super::{Cells, Store};
-use crate::encode::FamilySnapshot;
-use crate::family::{Desc, Family};
+use super::{Backing, Cells, Store};
+use crate::desc::Desc;
+use crate::family::Family;
+use crate::snapshot::FamilySnapshot;
 
 /// Values live in this process's memory only.
 pub struct LocalStore;
 
-impl Store for LocalStore {
+impl Backing for LocalStore {
     fn alloc(&self, desc: &Desc, _labels: &[String], _created: f64) -> Cells {
         Cells::heap(desc.cell_count())
     }
+}
 
+impl Store for LocalStore {
     fn collect(&self, families: &[Arc<Family>], _everything: bool) -> Vec<FamilySnapshot> {
         families.iter().map(|f| f.snapshot()).collect()
     }

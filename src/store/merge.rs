@@ -5,10 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::format::{self, Header, Record};
-use crate::encode::{FamilySnapshot, SeriesSnapshot};
+use crate::desc::{Desc, GaugeMode, Kind};
+use crate::error::Result;
 use crate::exemplar::Exemplar;
-use crate::family::{Desc, Family, GaugeMode};
-use crate::names::Kind;
+use crate::family::Family;
+use crate::snapshot::{FamilySnapshot, SeriesSnapshot};
 
 /// Where values come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +105,7 @@ impl Merge {
             None => {
                 let shown = Arc::new(shown_desc(desc, per_process));
                 self.fams.push(MergedFamily {
-                    desc: Arc::new(clone_desc(desc)),
+                    desc: Arc::new(desc.clone()),
                     shown,
                     series: HashMap::new(),
                     order: Vec::new(),
@@ -266,24 +267,11 @@ fn combine(op: Op, acc: &mut [f64], new: &[f64]) {
 
 /// The description to expose: with the per-process label appended, if the mode has one.
 fn shown_desc(d: &Desc, per_process: Option<&str>) -> Desc {
-    let mut shown = clone_desc(d);
+    let mut shown = d.clone();
     if let Some(label) = per_process {
         shown.labelnames.push(label.to_owned());
     }
     shown
-}
-
-fn clone_desc(d: &Desc) -> Desc {
-    Desc {
-        name: d.name.clone(),
-        help: d.help.clone(),
-        kind: d.kind,
-        unit: d.unit.clone(),
-        labelnames: d.labelnames.clone(),
-        buckets: d.buckets.clone(),
-        states: d.states.clone(),
-        gauge_mode: d.gauge_mode,
-    }
 }
 
 /// One series as read from a file.
@@ -308,11 +296,7 @@ pub struct FileData {
 
 /// Decode a file whose bytes are `b`, published up to `used`, reading cells with `read_cell`
 /// (volatile reads for live memory). Returns the data and a warning if it was cut short.
-pub fn decode(
-    b: &[u8],
-    used: usize,
-    read_cell: impl Fn(usize) -> f64,
-) -> Result<(FileData, Option<String>), String> {
+pub fn decode(b: &[u8], used: usize, read_cell: impl Fn(usize) -> f64) -> Result<(FileData, Option<String>)> {
     let header = format::read_header(b)?;
     let (records, err) = format::read_records(b, used);
     let mut data = FileData {

@@ -9,16 +9,21 @@ pub mod local;
 pub mod merge;
 pub mod shared;
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use crate::encode::FamilySnapshot;
-use crate::family::{Desc, Family};
+use crate::cell;
+use crate::desc::Kind;
+use crate::exemplar::Exemplar;
+use crate::family::{self, Family};
+use crate::snapshot::FamilySnapshot;
+use crate::sync;
 
-/// Where metric values live: process-local heap, or (later) files shared between processes.
-pub trait Store: Send + Sync {
-    /// Return zeroed cells for a new series of `desc` with `labels`, created at `created`.
-    fn alloc(&self, desc: &Desc, labels: &[String], created: f64) -> Cells;
+pub use crate::cell::{Backing, Cells, ExemplarSink};
+
+/// Where metric values live: process-local heap, or files shared between processes. A store is
+/// also the [`Backing`] new series get their cells from while it is current.
+pub trait Store: Backing {
     /// Return the samples of `families` as this store sees them; with `everything`, also
     /// families only other processes sharing the store know.
     fn collect(&self, families: &[Arc<Family>], everything: bool) -> Vec<FamilySnapshot>;
@@ -29,11 +34,6 @@ pub trait Store: Send + Sync {
     /// Problems met since the last call (corrupt files, failed allocations), for logging.
     fn take_warnings(&self) -> Vec<String> {
         Vec::new()
-    }
-    /// Room for `count` exemplars of a series that other processes can read, or None where
-    /// exemplars stay in process memory (the local store, or no room).
-    fn exemplar_slots(&self, _desc: &Desc, _labels: &[String], _count: usize) -> Option<ExemplarSlots> {
-        None
     }
 }
 
@@ -51,6 +51,14 @@ unsafe impl Send for ExemplarSlots {}
 // SAFETY: see above; shared references only read `count`.
 unsafe impl Sync for ExemplarSlots {}
 
+impl ExemplarSink for ExemplarSlots {
+    /// Write `exemplar` at `position` under the entry's seqlock (the caller holds the series'
+    /// exemplar lock, so there is one writer per process, and only this process writes here).
+    fn write(&self, position: usize, exemplar: &Exemplar) {
+        self.write_entry(position, exemplar);
+    }
+}
+
 impl ExemplarSlots {
     /// Wrap `count` entries at `base`, kept alive by `owner`.
     ///
@@ -61,9 +69,8 @@ impl ExemplarSlots {
         ExemplarSlots { base, count, _owner: owner }
     }
 
-    /// Write `exemplar` at `position` under the entry's seqlock (the caller holds the series'
-    /// exemplar lock, so there is one writer per process, and only this process writes here).
-    pub fn write(&self, position: usize, exemplar: &crate::exemplar::Exemplar) {
+    /// Write `exemplar` at `position` under the entry's seqlock.
+    pub fn write_entry(&self, position: usize, exemplar: &Exemplar) {
         let Some(labels) = format::exemplar_labels(&exemplar.labels) else { return };
         if position >= self.count {
             return;
@@ -87,85 +94,24 @@ impl ExemplarSlots {
     }
 }
 
-/// Old cell memory that a rebind replaced: never freed, as a racing writer may still touch it.
-static GRAVEYARD: Mutex<Vec<Arc<dyn Send + Sync>>> = Mutex::new(Vec::new());
-
-/// The cells of one series: a pointer to atomics owned by a store.
-pub struct Cells {
-    ptr: AtomicPtr<AtomicU64>,
-    len: usize,
-    // Keeps the memory behind `ptr` alive; replaced only when a store rebinds the series
-    // (after fork), when no other thread can be writing.
-    owner: Mutex<Arc<dyn Send + Sync>>,
-}
-
-impl Cells {
-    /// Allocate `len` zeroed cells on the heap.
-    pub fn heap(len: usize) -> Cells {
-        let block: Arc<[AtomicU64]> = (0..len.max(1)).map(|_| AtomicU64::new(0)).collect();
-        let ptr = block.as_ptr() as *mut AtomicU64;
-        Cells { ptr: AtomicPtr::new(ptr), len, owner: Mutex::new(Arc::new(block)) }
-    }
-
-    /// Wrap `len` cells at `ptr`, kept alive by `owner`.
-    ///
-    /// # Safety
-    /// `ptr` must point to `len` properly aligned `AtomicU64`s that stay valid while `owner` lives.
-    pub unsafe fn from_raw(ptr: *mut AtomicU64, len: usize, owner: Arc<dyn Send + Sync>) -> Cells {
-        Cells { ptr: AtomicPtr::new(ptr), len, owner: Mutex::new(owner) }
-    }
-
-    /// Move these cells to the memory of `other`, copying the current values if `copy`.
-    ///
-    /// The old memory is kept alive for good, so a thread still writing through an old slice
-    /// writes to memory that exists (its write is lost, which only happens while a store is
-    /// switched or right after a fork).
-    pub fn replace_with(&self, other: Cells, copy: bool) {
-        if copy {
-            for (dst, src) in other.get().iter().zip(self.get()) {
-                dst.store(src.load(Ordering::Relaxed), Ordering::Relaxed);
-            }
-        }
-        let Cells { ptr, owner, .. } = other;
-        let new_owner = owner.into_inner().unwrap_or_else(|p| p.into_inner());
-        let old = match self.owner.lock() {
-            Ok(mut slot) => std::mem::replace(&mut *slot, new_owner),
-            Err(p) => std::mem::replace(&mut *p.into_inner(), new_owner),
-        };
-        self.ptr.store(ptr.load(Ordering::Acquire), Ordering::Release);
-        if let Ok(mut g) = GRAVEYARD.lock() {
-            g.push(old);
-        }
-    }
-
-    /// The cells, for atomic reads and writes.
-    #[inline]
-    pub fn get(&self) -> &[AtomicU64] {
-        // SAFETY: `ptr` always points to `len` live atomics: the owner keeps them alive, and
-        // rebinding replaces pointer and owner together (see `rebind`'s contract).
-        unsafe { std::slice::from_raw_parts(self.ptr.load(Ordering::Acquire), self.len) }
-    }
-}
-
 static CURRENT: OnceLock<RwLock<Arc<dyn Store>>> = OnceLock::new();
 
 fn slot() -> &'static RwLock<Arc<dyn Store>> {
     CURRENT.get_or_init(|| RwLock::new(Arc::new(local::LocalStore)))
 }
 
-/// The store new families write to.
+/// The store new series write to and scrapes read from.
 pub fn current() -> Arc<dyn Store> {
-    match slot().read() {
-        Ok(guard) => Arc::clone(&guard),
-        Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-    }
+    Arc::clone(&sync::read(slot()))
 }
 
-/// Make `store` the current one and move every existing series into it, values included.
-pub fn switch_to(store: Arc<dyn Store>) {
-    match slot().write() {
-        Ok(mut guard) => *guard = Arc::clone(&store),
-        Err(poisoned) => *poisoned.into_inner() = Arc::clone(&store),
+/// Make `store` the current one (and the backing of new series) and move every existing series
+/// into it, values included.
+pub fn switch_to<S: Store + 'static>(store: Arc<S>) {
+    {
+        let mut current = sync::write(slot());
+        *current = Arc::clone(&store) as Arc<dyn Store>;
+        cell::set_backing(Arc::clone(&store) as Arc<dyn Backing>);
     }
     rebind_all(&*store, true);
 }
@@ -180,12 +126,12 @@ pub fn after_fork() {
     }
 }
 
-fn rebind_all(store: &dyn Store, copy: bool) {
-    for fam in crate::family::all_families() {
+fn rebind_all<B: Backing + ?Sized>(store: &B, copy: bool) {
+    for fam in family::all_families() {
         for series in fam.all_series() {
             let cells = store.alloc(&fam.desc, &series.labels, series.created());
             // Per-process kinds stay on the heap in every store; a fork keeps their state.
-            let keep = copy || matches!(fam.desc.kind, crate::names::Kind::Info | crate::names::Kind::Enum);
+            let keep = copy || matches!(fam.desc.kind, Kind::Info | Kind::Enum);
             series.cells.replace_with(cells, keep);
             series.forget_shared_exemplars();
         }

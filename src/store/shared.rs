@@ -36,10 +36,12 @@ use memmap2::{Mmap, MmapRaw};
 
 use super::format::{self, Header};
 use super::merge::{self, Merge, Source};
-use super::{Cells, ExemplarSlots, Store};
-use crate::encode::FamilySnapshot;
-use crate::family::{Desc, Family};
-use crate::names::Kind;
+use super::{Backing, Cells, ExemplarSink, ExemplarSlots, Store};
+use crate::desc::{Desc, Kind};
+use crate::error::{Error, Result};
+use crate::family::Family;
+use crate::snapshot::FamilySnapshot;
+use crate::sync;
 
 const INITIAL_SIZE: u64 = 256 * 1024;
 const SLOT_PREFIX: &str = "slot-";
@@ -62,11 +64,11 @@ pub const DEFAULT_FILE_MODE: u32 = 0o600;
 ///
 /// Only read/write bits for owner and group are accepted (owner read and write required):
 /// other users never get access, and nothing in the store is executable.
-pub fn set_file_mode(mode: u32) -> Result<(), String> {
+pub fn set_file_mode(mode: u32) -> Result<()> {
     if mode & !0o660 != 0 || mode & 0o600 != 0o600 {
-        return Err(format!(
+        return Err(Error::Store(format!(
             "store file mode {mode:#o} is not allowed: use 0600 (the default), 0640 or 0660"
-        ));
+        )));
     }
     FILE_MODE.store(mode, Ordering::Relaxed);
     Ok(())
@@ -127,14 +129,14 @@ fn create_replacing(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<F
 }
 
 /// Reserve `len` bytes of disk for `file` (extending it), so writes through a map never fault.
-fn reserve(file: &File, len: u64) -> Result<(), String> {
-    let len = libc::off_t::try_from(len).map_err(|_| "slot file too large".to_string())?;
+fn reserve(file: &File, len: u64) -> Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| Error::Store("slot file too large".into()))?;
     // SAFETY: posix_fallocate only reads the descriptor, which `file` keeps open for the call.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
     match rc {
         0 => Ok(()),
-        libc::ENOSPC => Err("no space left on the store's disk".into()),
-        e => Err(format!("cannot reserve space: {}", std::io::Error::from_raw_os_error(e))),
+        libc::ENOSPC => Err(Error::Store("no space left on the store's disk".into())),
+        e => Err(Error::Store(format!("cannot reserve space: {}", std::io::Error::from_raw_os_error(e)))),
     }
 }
 
@@ -211,22 +213,22 @@ impl DirLock {
     }
 
     /// Take the directory lock, waiting at most `wait` (zero: one try).
-    fn acquire(dir: &Path, wait: Duration, owner: Option<(u32, u32)>) -> Result<DirLock, String> {
-        let file =
-            Self::open(dir, owner).map_err(|e| format!("cannot open {}: {e}", dir.join(LOCK).display()))?;
+    fn acquire(dir: &Path, wait: Duration, owner: Option<(u32, u32)>) -> Result<DirLock> {
+        let file = Self::open(dir, owner)
+            .map_err(|e| Error::Store(format!("cannot open {}: {e}", dir.join(LOCK).display())))?;
         let start = Instant::now();
         loop {
             match try_lock(&file) {
                 Ok(true) => return Ok(DirLock { _file: file }),
                 Ok(false) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(1)),
                 Ok(false) => {
-                    return Err(format!(
+                    return Err(Error::Store(format!(
                         "{LOCK} was held by another process for {:.1} s (a long compaction, or a process \
                          of another user holding it): not waiting longer",
                         wait.as_secs_f64()
-                    ))
+                    )))
                 }
-                Err(e) => return Err(format!("cannot lock the store directory: {e}")),
+                Err(e) => return Err(Error::Store(format!("cannot lock the store directory: {e}"))),
             }
         }
     }
@@ -298,15 +300,15 @@ struct Mapped {
 }
 
 impl Mapped {
-    fn open(file: &File) -> Result<Option<Mapped>, String> {
-        let len = file.metadata().map_err(|e| e.to_string())?.len() as usize;
+    fn open(file: &File) -> Result<Option<Mapped>> {
+        let len = file.metadata()?.len() as usize;
         if len < format::HEADER {
             // Being created by a claim right now, or empty: nothing to read yet.
             return Ok(None);
         }
         // SAFETY: the file is only ever extended while mapped (never truncated: dead slots are
         // deleted and the archive is replaced by rename), so the mapped range stays backed.
-        let map = unsafe { Mmap::map(file) }.map_err(|e| e.to_string())?;
+        let map = unsafe { Mmap::map(file) }?;
         // SAFETY: the header is within the mapping (len >= HEADER) and `used` is 8-aligned in a
         // page-aligned mapping; a volatile read sees a whole value written by an atomic store.
         let used = unsafe { std::ptr::read_volatile(map.as_ptr().add(format::USED_AT) as *const u64) };
@@ -314,7 +316,7 @@ impl Mapped {
         Ok(Some(Mapped { used: (used as usize).min(map.len()), map }))
     }
 
-    fn decode(&self) -> Result<(merge::FileData, Option<String>), String> {
+    fn decode(&self) -> Result<(merge::FileData, Option<String>)> {
         let base = self.map.as_ptr();
         let len = self.map.len();
         merge::decode(&self.map, self.used, |at| {
@@ -330,16 +332,17 @@ impl Mapped {
 
 impl SharedStore {
     /// Use `dir`, which must exist and be writable.
-    pub fn open(dir: &Path) -> Result<SharedStore, String> {
-        let meta = fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<SharedStore> {
+        let meta = fs::metadata(dir).map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
         if !meta.is_dir() {
-            return Err(format!("{} is not a directory", dir.display()));
+            return Err(Error::Store(format!("{} is not a directory", dir.display())));
         }
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
         let owner = (euid == 0 && meta.uid() != 0).then_some((meta.uid(), meta.gid()));
         let probe = dir.join(format!(".probe-{}-{:016x}{TMP_EXT}", std::process::id(), new_uid()));
-        create_new(&probe, owner).map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
+        create_new(&probe, owner)
+            .map_err(|e| Error::Store(format!("{} is not writable: {e}", dir.display())))?;
         let _ = fs::remove_file(&probe);
         let store = SharedStore {
             dir: dir.to_path_buf(),
@@ -356,10 +359,9 @@ impl SharedStore {
     }
 
     fn warn(&self, msg: String) {
-        if let Ok(mut w) = self.warnings.lock() {
-            if w.len() < 1000 {
-                w.push(msg);
-            }
+        let mut w = sync::lock(&self.warnings);
+        if w.len() < 1000 {
+            w.push(msg);
         }
     }
 
@@ -368,7 +370,7 @@ impl SharedStore {
         h.boot != self.boot && h.host != self.host
     }
 
-    fn claim(&self) -> Result<Slot, String> {
+    fn claim(&self) -> Result<Slot> {
         // Fold what dead processes left, if nobody else is at it: a claim runs inside a request
         // and never waits for the directory lock (scrapes and `child_exit` compact too).
         if let Ok(lock) = DirLock::acquire(&self.dir, Duration::ZERO, self.owner) {
@@ -377,13 +379,13 @@ impl SharedStore {
         }
         let pid = std::process::id();
         let tmp = self.dir.join(format!("{CLAIM_PREFIX}{pid}-{:016x}{TMP_EXT}", new_uid()));
-        let file =
-            create_new(&tmp, self.owner).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let file = create_new(&tmp, self.owner)
+            .map_err(|e| Error::Store(format!("cannot create {}: {e}", tmp.display())))?;
         let claimed = self.publish_slot(&file, &tmp, pid);
         // Published under its slot name by a hard link, or failed: the temporary name goes.
         let _ = fs::remove_file(&tmp);
         let map = claimed?;
-        let file_ref = file.try_clone().map_err(|e| e.to_string())?;
+        let file_ref = file.try_clone()?;
         Ok(Slot {
             _file: file,
             file_ref,
@@ -397,9 +399,9 @@ impl SharedStore {
 
     /// Lock, reserve, stamp and map the new slot file `file` (created at `tmp`), then give it
     /// the first free slot name.
-    fn publish_slot(&self, file: &File, tmp: &Path, pid: u32) -> Result<MmapRaw, String> {
-        if !try_lock(file).map_err(|e| e.to_string())? {
-            return Err(format!("{} is locked by another process", tmp.display()));
+    fn publish_slot(&self, file: &File, tmp: &Path, pid: u32) -> Result<MmapRaw> {
+        if !try_lock(file)? {
+            return Err(Error::Store(format!("{} is locked by another process", tmp.display())));
         }
         reserve(file, INITIAL_SIZE)?;
         let header = Header {
@@ -411,18 +413,18 @@ impl SharedStore {
         };
         let mut f = file;
         f.write_all(&format::write_header(&header))
-            .map_err(|e| format!("cannot write a slot header: {e}"))?;
-        let map = MmapRaw::map_raw(file).map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Store(format!("cannot write a slot header: {e}")))?;
+        let map = MmapRaw::map_raw(file)?;
         for i in 0..1_000_000u32 {
             let path = self.dir.join(format!("{SLOT_PREFIX}{i:04}{EXT}"));
             // link(2) never replaces an existing name (nor follows a planted link there).
             match fs::hard_link(tmp, &path) {
                 Ok(()) => return Ok(map),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(format!("cannot publish {}: {e}", path.display())),
+                Err(e) => return Err(Error::Store(format!("cannot publish {}: {e}", path.display()))),
             }
         }
-        Err("no free slot file name".into())
+        Err(Error::Store("no free slot file name".into()))
     }
 
     /// Fold every dead slot into the archive and delete it. Needs the directory lock.
@@ -625,22 +627,23 @@ impl SharedStore {
     }
 
     /// Fold dead slots into the archive now (gunicorn's `child_exit`, uWSGI's hooks).
-    pub fn compact(&self) -> Result<(), String> {
+    pub fn compact(&self) -> Result<()> {
         let _lock = DirLock::acquire(&self.dir, LOCK_WAIT, self.owner)?;
         self.compact_locked();
         Ok(())
     }
 
-    fn append(slot: &mut Slot, rec: &[u8]) -> Result<usize, String> {
+    fn append(slot: &mut Slot, rec: &[u8]) -> Result<usize> {
         let need = slot.used + rec.len();
         if need > slot.capacity {
             let mut cap = slot.capacity.max(INITIAL_SIZE as usize);
             while cap < need {
                 cap *= 2;
             }
-            reserve(&slot.file_ref, cap as u64).map_err(|e| format!("cannot grow the slot file: {e}"))?;
+            reserve(&slot.file_ref, cap as u64)
+                .map_err(|e| Error::Store(format!("cannot grow the slot file: {e}")))?;
             // The old mapping stays alive (cells point into it); both map the same pages.
-            slot.map = Arc::new(MmapRaw::map_raw(&slot.file_ref).map_err(|e| e.to_string())?);
+            slot.map = Arc::new(MmapRaw::map_raw(&slot.file_ref)?);
             slot.capacity = cap;
         }
         let at = slot.used;
@@ -657,8 +660,8 @@ impl SharedStore {
         Ok(at)
     }
 
-    fn alloc_shared(&self, desc: &Desc, labels: &[String], created: f64) -> Result<Cells, String> {
-        let mut guard = self.slot.lock().map_err(|_| "store lock poisoned".to_string())?;
+    fn alloc_shared(&self, desc: &Desc, labels: &[String], created: f64) -> Result<Cells> {
+        let mut guard = sync::lock(&self.slot);
         if guard.as_ref().is_some_and(|s| s.pid != std::process::id()) {
             // Forked without the after-fork hook: never write into the parent's slot.
             *guard = None;
@@ -666,7 +669,7 @@ impl SharedStore {
         if guard.is_none() {
             *guard = Some(self.claim()?);
         }
-        let Some(slot) = guard.as_mut() else { return Err("no slot".into()) };
+        let Some(slot) = guard.as_mut() else { return Err(Error::Store("no slot".into())) };
         let fam_idx = match slot.families.get(&desc.name) {
             Some(i) => *i,
             None => {
@@ -688,7 +691,7 @@ impl SharedStore {
     }
 }
 
-impl Store for SharedStore {
+impl Backing for SharedStore {
     fn alloc(&self, desc: &Desc, labels: &[String], created: f64) -> Cells {
         if matches!(desc.kind, Kind::Info | Kind::Enum) {
             return Cells::heap(desc.cell_count());
@@ -702,6 +705,28 @@ impl Store for SharedStore {
         }
     }
 
+    fn exemplar_slots(&self, desc: &Desc, labels: &[String], count: usize) -> Option<Box<dyn ExemplarSink>> {
+        let mut guard = sync::lock(&self.slot);
+        let slot = guard.as_mut().filter(|s| s.pid == std::process::id())?;
+        // The series' family is in this slot when its cells are (else they fell back to memory).
+        let family = *slot.families.get(&desc.name)?;
+        let (rec, entries_at) = format::exemplars_record(family, labels, count);
+        let at = match Self::append(slot, &rec) {
+            Ok(at) => at,
+            Err(e) => {
+                drop(guard);
+                self.warn(format!("metric {}: {e}; its exemplars stay in process memory", desc.name));
+                return None;
+            }
+        };
+        let map = Arc::clone(&slot.map);
+        // SAFETY: the entries lie inside the mapping, 8-aligned (records are), were appended by
+        // this process alone, and `map` keeps the mapping alive as long as the slots.
+        Some(Box::new(unsafe { ExemplarSlots::from_raw(map.as_mut_ptr().add(at + entries_at), count, map) }))
+    }
+}
+
+impl Store for SharedStore {
     fn collect(&self, families: &[Arc<Family>], everything: bool) -> Vec<FamilySnapshot> {
         let lock = DirLock::acquire(&self.dir, LOCK_WAIT, self.owner);
         match &lock {
@@ -730,10 +755,7 @@ impl Store for SharedStore {
     }
 
     fn after_fork(&self) {
-        let slot = match self.slot.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        };
+        let slot = sync::lock(&self.slot).take();
         if let Some(slot) = slot {
             // Closing our copies of the descriptors leaves the parent's lock in place; the
             // mapping itself lives on in the cells until they are rebound.
@@ -742,27 +764,7 @@ impl Store for SharedStore {
     }
 
     fn take_warnings(&self) -> Vec<String> {
-        self.warnings.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
-    }
-
-    fn exemplar_slots(&self, desc: &Desc, labels: &[String], count: usize) -> Option<ExemplarSlots> {
-        let mut guard = self.slot.lock().ok()?;
-        let slot = guard.as_mut().filter(|s| s.pid == std::process::id())?;
-        // The series' family is in this slot when its cells are (else they fell back to memory).
-        let family = *slot.families.get(&desc.name)?;
-        let (rec, entries_at) = format::exemplars_record(family, labels, count);
-        let at = match Self::append(slot, &rec) {
-            Ok(at) => at,
-            Err(e) => {
-                drop(guard);
-                self.warn(format!("metric {}: {e}; its exemplars stay in process memory", desc.name));
-                return None;
-            }
-        };
-        let map = Arc::clone(&slot.map);
-        // SAFETY: the entries lie inside the mapping, 8-aligned (records are), were appended by
-        // this process alone, and `map` keeps the mapping alive as long as the slots.
-        Some(unsafe { ExemplarSlots::from_raw(map.as_mut_ptr().add(at + entries_at), count, map) })
+        std::mem::take(&mut *sync::lock(&self.warnings))
     }
 }
 
@@ -771,6 +773,7 @@ mod tests {
     use super::*;
     use crate::cell;
     use crate::exemplar::Exemplar;
+    use proptest::prelude::*;
 
     /// A fresh directory under the system's temporary directory, removed on drop.
     struct TempDir(PathBuf);
@@ -887,6 +890,108 @@ mod tests {
             fs::write(dir.0.join(if round % 3 == 0 { ARCHIVE } else { "slot-0042.mrs" }), &data).unwrap();
             let _ = store.collect(&[Arc::clone(&c)], false);
             let _ = store.take_warnings();
+        }
+    }
+
+    /// A gauge summed over live processes.
+    fn live_gauge() -> Arc<Family> {
+        let mut desc = Desc::new(Kind::Gauge, "g", "G.", vec![], "", "", "").unwrap();
+        desc.gauge_mode = crate::desc::GaugeMode::LiveSum;
+        Family::new(desc)
+    }
+
+    /// One process's life: counter increments (series 0..3, in quarters, so sums are exact),
+    /// histogram observations (bucket 0..3), and whether it is still alive at the end.
+    type Life = (Vec<(usize, u32)>, Vec<usize>, bool);
+
+    fn life() -> impl Strategy<Value = Life> {
+        (
+            proptest::collection::vec((0usize..3, 0u32..400), 0..12),
+            proptest::collection::vec(0usize..3, 0..12),
+            any::<bool>(),
+        )
+    }
+
+    /// What a fresh reader (a scrape from another process) sees: counter values by series,
+    /// histogram cells, the live gauge.
+    fn scrape(dir: &Path, fams: &[Arc<Family>]) -> ([f64; 3], Vec<f64>, Option<f64>) {
+        let snaps = SharedStore::open(dir).unwrap().collect(fams, false);
+        let mut counters = [0.0; 3];
+        for (i, c) in counters.iter_mut().enumerate() {
+            *c = value_of(&snaps, "c", &[&i.to_string()]).map_or(0.0, |v| v[0]);
+        }
+        let hist = value_of(&snaps, "h", &[]).unwrap_or_else(|| vec![0.0; 4]);
+        (counters, hist, value_of(&snaps, "g", &[]).map(|v| v[0]))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Processes write, some die (their slots folded into the archive by whoever scrapes
+        /// next), and every scrape in between and at the end shows exactly what was written:
+        /// counters and histograms from the living and the dead, folded once and never twice;
+        /// the live gauge from the living only.
+        #[test]
+        fn writes_fold_and_merge_exactly(lives in proptest::collection::vec(life(), 1..6)) {
+            let dir = TempDir::new("prop");
+            let fams = [counter(), histogram(), live_gauge()];
+            let mut alive = Vec::new();
+            let mut counters = [0.0; 3];
+            let mut hist = vec![0.0; 4];
+            let mut live = 0.0;
+            let mut any_live = false;
+            for (incs, observations, stays) in lives {
+                let store = SharedStore::open(&dir.0).unwrap();
+                let mut cells: HashMap<usize, Cells> = HashMap::new();
+                for (series, quarters) in incs {
+                    let c = cells.entry(series).or_insert_with(|| store.alloc(&fams[0].desc, &[series.to_string()], 1.0));
+                    cell::add(&c.get()[0], f64::from(quarters) / 4.0);
+                    counters[series] += f64::from(quarters) / 4.0;
+                }
+                let h = store.alloc(&fams[1].desc, &[], 1.0);
+                for bucket in &observations {
+                    cell::add(&h.get()[*bucket], 1.0);
+                    hist[*bucket] += 1.0;
+                }
+                let g = store.alloc(&fams[2].desc, &[], 1.0);
+                let level = observations.len() as f64;
+                cell::set(&g.get()[0], level);
+                prop_assert!(store.take_warnings().is_empty());
+                // A process ends when its store and its mappings go (a mapping holds the file,
+                // and with it the slot's lock).
+                let process = (store, cells, h, g);
+                if stays {
+                    live += level;
+                    any_live = true;
+                    alive.push(process);
+                } else {
+                    drop(process);
+                }
+                let (seen, seen_hist, gauge) = scrape(&dir.0, &fams);
+                prop_assert_eq!(seen, counters);
+                prop_assert_eq!(&seen_hist, &hist);
+                prop_assert_eq!(gauge.unwrap_or(0.0), if any_live { live } else { 0.0 });
+            }
+            drop(alive);
+            // Everyone is gone: the archive alone holds the totals, however often it is folded.
+            for _ in 0..2 {
+                let (seen, seen_hist, gauge) = scrape(&dir.0, &fams);
+                prop_assert_eq!(seen, counters);
+                prop_assert_eq!(&seen_hist, &hist);
+                prop_assert_eq!(gauge.unwrap_or(0.0), 0.0);
+            }
+        }
+
+        /// Any bytes after a valid header reach the record decoder, which reports what it cannot
+        /// read and never panics or reads past the data; any bytes at all reach the header check.
+        #[test]
+        fn any_bytes_decode_without_panic(tail in proptest::collection::vec(any::<u8>(), 0..4096), used in 0usize..8192, with_header in any::<bool>()) {
+            let header = format::write_header(&Header { pid: 1, used: 4096, boot: 1, uid: 7, host: "h".into() });
+            let mut data = if with_header { header.to_vec() } else { Vec::new() };
+            data.extend(tail);
+            let cells = data.len() / 8;
+            let _ = merge::decode(&data, used, |i| if i < cells { 1.0 } else { f64::NAN });
+            let _ = format::read_header(&data);
         }
     }
 }
