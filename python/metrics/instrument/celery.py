@@ -489,13 +489,13 @@ def install(app: Any = None) -> bool:
     """Record Celery task metrics automatically; return False when Celery is not installed.
 
     Connect the signal receivers (once per process), and for `app` (default: the site's
-    current Celery app) add the worker options `--metrics-port`/`--metrics-address`, the
-    bootstep serving the metrics port, and the `celery` health check; the first app installed
-    also gets its broker backlog read at every scrape (`metrics.instrument.celery_queues`).
-    Call it from the module
-    that creates the Celery app (`server/celery.py`) so the options exist when Celery parses
-    the worker's command line; calling it again does nothing. Nothing slow: no connection,
-    no thread, no server here.
+    current Celery app) add the worker options `--metrics-port`/`--metrics-address` and the
+    bootstep serving the metrics port (`metrics.celery_worker`), and the `celery` health check
+    (`metrics.health.check_celery`); the first app installed also gets its broker backlog read
+    at every scrape (`metrics.instrument.celery_queues`). Call it from the module that creates
+    the Celery app (`server/celery.py`) so the options exist when Celery parses the worker's
+    command line; calling it again does nothing. Nothing slow: no connection, no thread, no
+    server here.
     """
     global _connected
     try:

@@ -7,7 +7,7 @@
   are not counted. A queue the broker does not know has 0.
 - `celery_queue_consumers{queue}`: consumers RabbitMQ reports for the queue (the same passive
   declare). Redis has no notion of a consumer, so there it is left out; workers report the queues
-  they consume themselves (`celery_worker_consuming`, in `metrics.instrument.celery`).
+  they consume themselves (`celery_worker_consuming`, recorded by `metrics.instrument.celery`).
 
 The read runs in a thread of its own and the scrape waits for it at most
 `METRICS_CELERY_QUEUE_TIMEOUT`: a broker that is down, slow or unresolvable (DNS has no timeout
