@@ -40,7 +40,7 @@ def test_default_is_prometheus_text(client, sample) -> None:
         for family in text_string_to_metric_families(response.content.decode())
         for s in family.samples
         if s.labels == labels
-        or (s.name.startswith("django_http_request_duration") and s.labels.get("view") == "ok")
+        or (s.name.startswith("django_http_request_duration") and s.labels == {"method": "GET", "view": "ok"})
     }
     assert served["django_http_requests_total"] == before + 1
     assert served["django_http_request_duration_seconds_count"] == timed + 1
