@@ -397,7 +397,8 @@ ts(
     "Resident memory by worker",
     [(f"django_process_memory_bytes{{{SEL}}}", "{{instance}} slot {{slot}}")],
     "bytes",
-    "One series per live worker in multiprocess mode (label slot: its slot number in the store), to spot a leaking one.",
+    "One series per live worker in multiprocess mode (label slot: its slot number in the store), "
+    "to spot a leaking one.",
 )
 ts(
     "CPU",
