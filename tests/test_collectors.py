@@ -42,6 +42,13 @@ CATALOGUE = {
     "django_custom_metric_current": ("gauge", {"type"}),
     "celery_tasks": ("counter", {"task", "status"}),
     "celery_task_duration_seconds": ("histogram", {"task"}),
+    "celery_tasks_in_progress": ("gauge", {"task"}),
+    "celery_task_queue_wait_seconds": ("histogram", {"task"}),
+    "celery_tasks_published": ("counter", {"task", "queue"}),
+    "celery_worker_up": ("gauge", {"worker"}),
+    "celery_worker_last_heartbeat_timestamp_seconds": ("gauge", {"worker"}),
+    "celery_worker_pool_processes": ("gauge", {"worker"}),
+    "celery_worker_consuming": ("gauge", {"worker", "queue"}),
 }
 
 
@@ -76,6 +83,16 @@ def test_every_family_of_the_spec_is_exposed_with_its_type() -> None:
     c.custom_metric_gauge.labels("inventory")
     c.celery_tasks_total.labels("t", "success")
     c.celery_task_duration_seconds.labels("t")
+    c.celery_tasks_in_progress.labels("t")
+    c.celery_task_queue_wait_seconds.labels("t")
+    c.celery_tasks_published_total.labels("t", "q")
+    for gauge in (
+        c.celery_worker_up,
+        c.celery_worker_last_heartbeat_timestamp_seconds,
+        c.celery_worker_pool_processes,
+    ):
+        gauge.labels("w@host")
+    c.celery_worker_consuming.labels("w@host", "q")
     families = {f.name: f for f in text_string_to_metric_families(generate_latest().decode())}
     for name, (kind, labels) in CATALOGUE.items():
         assert name in families, name
@@ -144,18 +161,3 @@ def test_a_bad_limit_reads_as_the_default(setting: str | None) -> None:
     with override_settings(METRICS_MAX_LABEL_VALUES=setting):
         kept = [bounded_label("bad_limit", "l", f"v{i}") for i in range(150)]
     assert sum(1 for v in kept if v != OTHER) == 100
-
-
-def test_install_does_nothing_while_metrics_are_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    """install() with METRICS_ENABLED=False wires nothing and can wire everything later."""
-    import metrics.instrument as instrument
-    from metrics.conf import app_settings
-
-    monkeypatch.setattr(instrument, "_installed", False)
-    with override_settings(METRICS_ENABLED=False):
-        app_settings.clear_cache()
-        instrument.install()
-        assert instrument._installed is False
-    app_settings.clear_cache()
-    instrument.install()  # every part is idempotent: wiring again adds nothing
-    assert instrument._installed is True
