@@ -28,6 +28,7 @@ COMPAT_TESTS = [
     "tests/core/test_exposition.py",
     "tests/test_middleware.py",
     "tests/test_views.py",
+    "tests/test_negotiation.py",
     "tests/test_access.py",
     "tests/test_checks.py",
     "tests/test_conf.py",

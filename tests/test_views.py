@@ -10,8 +10,6 @@ from django.test import Client, override_settings
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from metrics.negotiation import accepts_gzip, wants_openmetrics
-
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0;q=0.5,"
     "application/openmetrics-text;version=0.0.1;q=0.4,"
@@ -118,32 +116,6 @@ def test_other_methods_are_405_not_a_csrf_page(path: str, method: str) -> None:
         assert response.status_code == 405, (path, method, response.status_code)
         assert response["Allow"] == "GET, HEAD"
         assert b"CSRF" not in response.content
-
-
-@pytest.mark.parametrize(
-    ("accept", "expected"),
-    [
-        ("", False),
-        ("text/plain", False),
-        ("application/openmetrics-text", True),
-        ("application/openmetrics-text; version=1.0.0; charset=utf-8", True),
-        ("APPLICATION/OPENMETRICS-TEXT;q=0.5", True),
-        ("application/openmetrics-text;q=0", False),
-        ("text/plain;q=1, application/openmetrics-text;q=0.1", True),
-    ],
-)
-def test_accept_parsing(accept: str, expected: bool) -> None:
-    """OpenMetrics is chosen whenever it is acceptable at all (q > 0)."""
-    assert wants_openmetrics(accept) is expected
-
-
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [("", False), ("gzip", True), ("br, gzip;q=0.8", True), ("gzip;q=0", False), ("deflate", False)],
-)
-def test_accept_encoding_parsing(header: str, expected: bool) -> None:
-    """gzip is used when listed with q > 0."""
-    assert accepts_gzip(header) is expected
 
 
 @pytest.mark.django_db
