@@ -34,6 +34,7 @@ def decorate(func: Callable[..., Any], ctx: Any) -> Callable[..., Any]:
 
 def _keep_signature(wrapper: Callable[..., Any], func: Callable[..., Any]) -> Callable[..., Any]:
     try:
+        # inspect.signature() honours __signature__ on any function; typeshed's Callable lacks it.
         wrapper.__signature__ = inspect.signature(func)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         pass  # A callable without a signature (some builtins): keep the wrapper's.

@@ -11,6 +11,7 @@ from metrics.models import MetricSample
 
 
 @admin.register(MetricSample)
+# ModelAdmin is generic in django-stubs only: Django's class cannot be subscripted at run time.
 class MetricSampleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """List snapshots by time and name; samples are written by `snapshot_metrics`, never by hand."""
 

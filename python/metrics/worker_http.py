@@ -24,13 +24,16 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from metrics import core
 from metrics.access import WWW_AUTHENTICATE, is_allowed
 from metrics.conf import app_settings
 from metrics.negotiation import accepts_gzip, wants_openmetrics
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 logger = logging.getLogger("metrics")
 
@@ -225,11 +228,12 @@ class BoundedHTTPServer:
             threading.Thread(target=self._answer, name=f"{name}-{i}", daemon=True) for i in range(threads)
         ]
 
-    def start(self) -> None:
-        """Start the reading thread and the handler threads."""
+    def start(self) -> Self:
+        """Start the reading thread and the handler threads; return self."""
         for thread in self._handlers:
             thread.start()
         self._thread.start()
+        return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving, close every connection and the listening socket."""
@@ -378,6 +382,7 @@ class BoundedHTTPServer:
                 return
             sock, address, head = item
             try:
+                # Typed for socketserver (a socket, a BaseServer); MetricsHandler.setup() takes this.
                 self.handler((sock, head), address, self)  # type: ignore[arg-type]
             except Exception:
                 logger.exception("%s: a request from %s failed", self.name, address)
@@ -405,11 +410,6 @@ class MetricsServer(BoundedHTTPServer):
         super().__init__(address, port, MetricsHandler, **options)
         self.address = address
         self.port = int(self.server_address[1])
-
-    def start(self) -> MetricsServer:  # type: ignore[override]
-        """Serve in daemon threads; return self."""
-        super().start()
-        return self
 
 
 def serve(address: str, port: int) -> MetricsServer:

@@ -476,7 +476,7 @@ _ASYNC: dict[str, Callable[[Callable[..., Any], str], Any]] = {
     "aclear": lambda orig, name: _awrap(orig, name, _count_nothing),
 }
 
-_classes: dict[type, type] = {}
+_classes: dict[type[BaseCache], type[BaseCache]] = {}
 
 
 def _leaves() -> dict[Callable[..., Any], Callable[[Callable[..., Any], str], Any]]:
@@ -503,7 +503,7 @@ def _leaves() -> dict[Callable[..., Any], Callable[[Callable[..., Any], str], An
     }
 
 
-def instrumented_class(cls: type) -> type:
+def instrumented_class(cls: type[BaseCache]) -> type[BaseCache]:
     """Return the counting subclass of the cache backend class `cls` (made once per class)."""
     if cls.__dict__.get("_metrics_instrumented"):
         return cls
@@ -525,13 +525,13 @@ def instrumented_class(cls: type) -> type:
     # get_or_set as BaseCache writes it can be counted exactly; a backend's own version is
     # counted as what it calls would be: nothing but errors, to stay exact rather than guess.
     if getattr(cls, "get_or_set", None) is BaseCache.get_or_set:
-        namespace["get_or_set"] = _wrap_get_or_set(cls.get, cls.add)  # type: ignore[attr-defined]
+        namespace["get_or_set"] = _wrap_get_or_set(cls.get, cls.add)
     else:
-        namespace["get_or_set"] = _wrap(cls.get_or_set, "get_or_set", _count_nothing)  # type: ignore[attr-defined]
+        namespace["get_or_set"] = _wrap(cls.get_or_set, "get_or_set", _count_nothing)
     if getattr(cls, "aget_or_set", None) is BaseCache.aget_or_set:
-        namespace["aget_or_set"] = _awrap_get_or_set(cls.aget, cls.aadd)  # type: ignore[attr-defined]
+        namespace["aget_or_set"] = _awrap_get_or_set(cls.aget, cls.aadd)
     else:
-        namespace["aget_or_set"] = _awrap(cls.aget_or_set, "get_or_set", _count_nothing)  # type: ignore[attr-defined]
+        namespace["aget_or_set"] = _awrap(cls.aget_or_set, "get_or_set", _count_nothing)
     sub = type(cls.__name__, (cls,), namespace)
     _classes[cls] = sub
     return sub

@@ -98,6 +98,8 @@ def operation_of(sql: object) -> str:
     that is not a string.
     """
     try:
+        # `sql` is a str but for rare drivers: slicing anything else raises TypeError, handled here
+        # rather than an isinstance() on every query.
         op = _PREFIX.get(sql[:6])  # type: ignore[index]
     except TypeError:
         op = None
@@ -186,7 +188,6 @@ def _make_observer(
                 # Never let the metrics turn a query's result into an error.
                 logger.exception("metrics: could not record a query on %r", alias)
 
-    observe_query.metrics_alias = alias  # type: ignore[attr-defined]
     if compat_families is None:
         return observe_query
     return _with_compat(observe_query, alias, vendor, compat_families)
@@ -229,7 +230,6 @@ def _with_compat(
             except Exception:
                 logger.exception("metrics: could not record a query on %r", alias)
 
-    observe_query_compat.metrics_alias = alias  # type: ignore[attr-defined]
     return observe_query_compat
 
 
@@ -410,11 +410,11 @@ def install() -> None:
     if _original_close is None:
         _original_close = BaseDatabaseWrapper.close
         # Subclasses that override close() (SQLite) call BaseDatabaseWrapper.close explicitly.
-        BaseDatabaseWrapper.close = _tracked_close  # type: ignore[method-assign]
+        BaseDatabaseWrapper.close = _tracked_close  # type: ignore[method-assign]  # a deliberate patch
     if _original_connect is None:
         # No Django backend overrides connect(); it runs once per new connection, off the hot path.
         _original_connect = BaseDatabaseWrapper.connect
-        BaseDatabaseWrapper.connect = _counted_connect  # type: ignore[method-assign]
+        BaseDatabaseWrapper.connect = _counted_connect  # type: ignore[method-assign]  # a deliberate patch
     global _original_debug_transaction
     if _original_debug_transaction is None:
         # BaseDatabaseWrapper's _commit, _rollback and set_autocommit look the name up in their

@@ -75,16 +75,17 @@ def watch(model: type, label: str) -> None:
 
 
 def _all_children(sender: Any) -> tuple[Any, Any, Any] | None:
-    children = _all.get(sender, False)
-    if children is False:
-        meta = getattr(sender, "_meta", None)
-        # Models with the mixin are counted under its name, by their own receivers.
-        if meta is None or getattr(sender, "_metrics_model_label", None) is not None:
-            children = None
-        else:
-            children = prepare_label(meta.label)
-        _all[sender] = children
-    return children  # type: ignore[return-value]
+    try:
+        return _all[sender]
+    except KeyError:
+        pass
+    meta = getattr(sender, "_meta", None)
+    # Models with the mixin are counted under its name, by their own receivers.
+    children: tuple[Any, Any, Any] | None = None
+    if meta is not None and getattr(sender, "_metrics_model_label", None) is None:
+        children = prepare_label(meta.label)
+    _all[sender] = children
+    return children
 
 
 def _on_save_any(sender: Any, created: bool = False, **kwargs: Any) -> None:
