@@ -559,9 +559,10 @@ def _create_connection(alias: str) -> BaseCache:
 def install() -> None:
     """Instrument every cache `caches` creates from now on, and those it already made."""
     if caches.__dict__.get("create_connection") is not _create_connection:
-        caches.create_connection = _create_connection  # type: ignore[method-assign]
+        caches.create_connection = _create_connection  # type: ignore[method-assign]  # a deliberate patch
     for alias in caches:
         # `_connections` holds this thread's instances; reading it creates none.
+        # django-stubs leaves out BaseConnectionHandler._connections (a Local).
         cache = getattr(caches._connections, alias, None)  # type: ignore[attr-defined]
         if cache is not None:
             instrument_cache(cache, alias)
