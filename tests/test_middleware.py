@@ -388,3 +388,24 @@ def test_cancelled_async_request_is_499_not_500(sample) -> None:
     assert sample(TOTAL, method="GET", view=UNRESOLVED, status="499") == before_499 + 1
     assert sample(TOTAL, method="GET", view=UNRESOLVED, status="500") == before_500
     assert sample("django_http_requests_in_progress", method="GET") == 0
+
+
+def test_request_metrics_keeps_any_method_label_it_is_given(sample) -> None:
+    """`RequestMetrics` used directly records a method outside the standard set under its own name."""
+    from metrics import collectors
+    from metrics.core import RequestMetrics
+
+    recorder = RequestMetrics(
+        collectors.http_requests_total,
+        collectors.http_request_duration_seconds,
+        collectors.http_requests_in_progress,
+        collectors.http_request_size_bytes,
+        collectors.http_response_size_bytes,
+    )
+    labels = {"method": "PROPFIND", "view": "dav", "status": "207"}
+    before = sample(TOTAL, **labels)
+    recorder.begin("PROPFIND")
+    assert sample("django_http_requests_in_progress", method="PROPFIND") == 1
+    recorder.finish("PROPFIND", "dav", 207, 0.01, 0, 10)
+    assert sample(TOTAL, **labels) == before + 1
+    assert sample("django_http_requests_in_progress", method="PROPFIND") == 0

@@ -125,6 +125,13 @@ struct Rules {
 }
 
 impl Rules {
+    /// Return whether `path` is a probe's, and whether a request to it is recorded.
+    fn route(&self, path: &str) -> (bool, bool) {
+        let probe = self.probes.iter().any(|p| p == path);
+        let recorded = self.enabled && !self.excluded.iter().any(|prefix| path.starts_with(prefix.as_str()));
+        (probe, recorded)
+    }
+
     fn read(value: &Bound<'_, PyAny>) -> PyResult<Rules> {
         let strings = |item: Bound<'_, PyAny>| -> PyResult<Vec<String>> {
             item.try_iter()?.map(|p| p?.extract::<String>()).collect()
@@ -150,7 +157,7 @@ struct Hooks {
     // `HttpResponse.content`, the property whose body list is summed instead of joined.
     plain_content: Py<PyAny>,
     // The last settings tuple seen and what was read from it (kept while it is the same object).
-    rules: Mutex<Option<(Py<PyAny>, Arc<Rules>)>>,
+    rules: Mutex<Option<(Py<PyAny>, Rules)>>,
     tick: Py<PyAny>,
     next_tick: AtomicU64,
     // request -> exemplar labels or None (METRICS_EXEMPLARS on).
@@ -165,7 +172,8 @@ struct Hooks {
 }
 
 impl Hooks {
-    fn rules(&self, py: Python<'_>) -> PyResult<Arc<Rules>> {
+    /// Return whether `path` is a probe's, and whether a request to it is recorded.
+    fn route(&self, py: Python<'_>, path: &str) -> PyResult<(bool, bool)> {
         let cached = match &self.settings_cache {
             Some((cache, key)) => cache.bind(py).get_item(key)?,
             None => None,
@@ -177,16 +185,16 @@ impl Hooks {
         if let Ok(cache) = self.rules.lock() {
             if let Some((seen, rules)) = cache.as_ref() {
                 if seen.as_ptr() == current.as_ptr() {
-                    return Ok(Arc::clone(rules));
+                    return Ok(rules.route(path));
                 }
             }
         }
-        let rules = Arc::new(Rules::read(current.bind(py))?);
-        let replaced =
-            self.rules.lock().ok().and_then(|mut cache| cache.replace((current, Arc::clone(&rules))));
+        let rules = Rules::read(current.bind(py))?;
+        let route = rules.route(path);
+        let replaced = self.rules.lock().ok().and_then(|mut cache| cache.replace((current, rules)));
         // The old tuple is released outside the lock.
         drop(replaced);
-        Ok(rules)
+        Ok(route)
     }
 
     fn log(&self, py: Python<'_>, message: &str, err: PyErr) {
@@ -416,16 +424,15 @@ impl PyRecordingMiddleware {
             return Ok(slf.call_method1(intern!(py, "__acall__"), (request,))?.unbind());
         }
         let get_response = hooks.get_response.bind(py);
-        let rules = hooks.rules(py)?;
         let path = request.getattr(intern!(py, "path_info"))?;
-        let path = path.cast::<PyString>()?.to_str()?;
-        if rules.probes.iter().any(|p| p == path) {
+        let (probe, recorded) = hooks.route(py, path.cast::<PyString>()?.to_str()?)?;
+        if probe {
             let answer = hooks.probe.call1(py, (request,))?;
             if !answer.is_none(py) {
                 return Ok(answer);
             }
         }
-        if !rules.enabled || rules.excluded.iter().any(|prefix| path.starts_with(prefix.as_str())) {
+        if !recorded {
             return Ok(get_response.call1((request,))?.unbind());
         }
         let (index, begun, start) = hooks.begin(py, request);

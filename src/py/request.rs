@@ -110,32 +110,27 @@ impl Recorder {
         f(&series)
     }
 
-    fn gauge(&self, py: Python<'_>, method: &MethodSeries) -> PyResult<Arc<Series>> {
+    // References, not clones, on the way of every request: an `Arc` clone and its drop are two
+    // more atomic read-modify-writes.
+    fn gauge<'m>(&self, py: Python<'_>, method: &'m MethodSeries) -> PyResult<&'m Series> {
         if let Some(gauge) = method.gauge.get() {
-            return Ok(Arc::clone(gauge));
+            return Ok(gauge.as_ref());
         }
         let gauge = self
             .in_progress
             .series_with(vec![method.name.clone()], || python_time(py))
             .map_err(PyValueError::new_err)?;
-        Ok(Arc::clone(method.gauge.get_or_init(|| gauge)))
+        Ok(method.gauge.get_or_init(|| gauge).as_ref())
     }
 
-    fn children(
+    /// Create the series of a (method, view, status) seen for the first time, and keep them.
+    fn new_children(
         &self,
         py: Python<'_>,
         method: &MethodSeries,
         view: &str,
         status: u16,
     ) -> PyResult<Arc<Children>> {
-        let found = method.by_view.read().ok().and_then(|views| {
-            views
-                .get(view)
-                .and_then(|statuses| statuses.iter().find(|(s, _)| *s == status).map(|(_, c)| Arc::clone(c)))
-        });
-        if let Some(children) = found {
-            return Ok(children);
-        }
         let series = |fam: &Family, labels: Vec<String>| {
             fam.series_with(labels, || python_time(py)).map_err(PyValueError::new_err)
         };
@@ -167,21 +162,37 @@ impl Recorder {
     }
 
     fn record_in(&self, py: Python<'_>, method: &MethodSeries, m: &Measured<'_, '_>) -> PyResult<()> {
-        let children = self.children(py, method, m.view, m.status)?;
+        // Built first: building an exemplar calls into Python, which is never done under a lock.
+        let exemplar = match m.exemplar.filter(|e| !e.is_empty()) {
+            Some(labels) => Some(exemplar_of(py, labels, m.duration)?),
+            None => None,
+        };
         let buckets = &self.duration.desc.buckets;
-        if let Some(labels) = m.exemplar.filter(|e| !e.is_empty()) {
-            let ex = exemplar_of(py, labels, m.duration)?;
-            let bucket = Series::bucket_of(buckets, m.duration);
-            if bucket < buckets.len() {
-                self.duration.set_exemplar(&children.duration, bucket, buckets.len(), ex.clone());
+        let write = |children: &Children| {
+            if let Some(ex) = &exemplar {
+                let bucket = Series::bucket_of(buckets, m.duration);
+                if bucket < buckets.len() {
+                    self.duration.set_exemplar(&children.duration, bucket, buckets.len(), ex.clone());
+                }
+                let counted = crate::exemplar::Exemplar { value: 1.0, ..ex.clone() };
+                self.total.set_exemplar(&children.total, 0, 1, counted);
             }
-            self.total.set_exemplar(&children.total, 0, 1, crate::exemplar::Exemplar { value: 1.0, ..ex });
-        }
-        children.total.inc(1.0);
-        children.duration.observe_histogram(buckets, m.duration);
-        children.request_size.observe_histogram(&self.request_size.desc.buckets, m.request_size);
-        if let Some(size) = m.response_size {
-            children.response_size.observe_histogram(&self.response_size.desc.buckets, size);
+            children.total.inc(1.0);
+            children.duration.observe_histogram(buckets, m.duration);
+            children.request_size.observe_histogram(&self.request_size.desc.buckets, m.request_size);
+            if let Some(size) = m.response_size {
+                children.response_size.observe_histogram(&self.response_size.desc.buckets, size);
+            }
+        };
+        // Written under the read lock (atomic cell writes only), without cloning the series.
+        let written = method.by_view.read().ok().and_then(|views| {
+            let (_, children) = views.get(m.view)?.iter().find(|(s, _)| *s == m.status)?;
+            write(children);
+            Some(())
+        });
+        if written.is_none() {
+            let made = self.new_children(py, method, m.view, m.status)?;
+            write(&made);
         }
         Ok(())
     }
