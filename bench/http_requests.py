@@ -17,7 +17,12 @@ Part 2, over HTTP: each stack under gunicorn (4 sync workers, one server per sta
 up front), loaded with `wrk` on loopback in interleaved rounds. Prints requests/s and the share
 of bare Django's.
 
-Run: `.venv/bin/python bench/http_requests.py` (about 2 minutes; `--no-wrk` for part 1 only). Figures
+The middleware-alone measurement of part 1 runs twice: in this process (single-process mode) and
+in a child process started with `PROMETHEUS_MULTIPROC_DIR` set to a fresh directory (multiprocess
+mode: every stack's values in memory-mapped files).
+
+Run: `.venv/bin/python bench/http_requests.py` (about 2 minutes; `--no-wrk` for part 1 only,
+`--middleware-only` for the two middleware-alone tables only). Figures
 are meaningful with the release build of the core (`make bench` builds it); a debug build
 (`make build`) makes this package's middleware look slower than it is.
 """
@@ -57,7 +62,11 @@ LABELS = {
     "metrics-exemplars": "metrics, exemplars on",
     "django-prometheus": "django-prometheus",
     "prometheus_client": "minimal prometheus_client",
+    "noop": "no-op Python middleware",
 }
+# The middleware-alone tables add a middleware that does nothing but call the next one: the floor
+# any Python middleware pays, for scale.
+ALONE_STACKS = [*STACKS, "noop"]
 
 # The site, written to a temporary directory so gunicorn can import it (and this file, named
 # like the standard library's `http`, stays off every sys.path). BENCH_STACK picks the stack.
@@ -300,6 +309,14 @@ def middleware_alone(rounds: int, requests: int) -> dict[str, list[float]]:
     exemplars_chain = MetricsMiddleware(view)
     settings.METRICS_EXEMPLARS = False
     app_settings.clear_cache()
+
+    class NoOpMiddleware:
+        def __init__(self, get_response: Callable[[object], object]) -> None:
+            self.get_response = get_response
+
+        def __call__(self, request: object) -> object:
+            return self.get_response(request)
+
     chains: dict[str, Callable[[object], object]] = {
         "bare": view,
         "metrics": MetricsMiddleware(view),
@@ -307,6 +324,7 @@ def middleware_alone(rounds: int, requests: int) -> dict[str, list[float]]:
         "metrics-exemplars": exemplars_chain,
         "django-prometheus": PrometheusBeforeMiddleware(PrometheusAfterMiddleware(view)),
         "prometheus_client": MinimalPrometheusMiddleware(view),
+        "noop": NoOpMiddleware(view),
     }
 
     def run(chain: Callable[[object], object], n: int) -> float:
@@ -317,8 +335,8 @@ def middleware_alone(rounds: int, requests: int) -> dict[str, list[float]]:
 
     for chain in chains.values():
         run(chain, 1000)
-    timings: dict[str, list[float]] = {stack: [] for stack in STACKS}
-    order = list(STACKS)
+    timings: dict[str, list[float]] = {stack: [] for stack in ALONE_STACKS}
+    order = list(ALONE_STACKS)
     rng = random.Random(7)
     for _ in range(rounds):
         rng.shuffle(order)
@@ -345,14 +363,44 @@ def print_in_process(timings: dict[str, list[float]]) -> None:
         )
 
 
-def print_middleware_alone(timings: dict[str, list[float]]) -> None:
-    """Print what each middleware adds on its own."""
+def print_middleware_alone(timings: dict[str, list[float]], mode: str) -> None:
+    """Print what each middleware adds on its own (`mode`: single-process or multiprocess)."""
     bare = timings["bare"]
-    print(f"\nMiddleware alone, µs added per request ({len(bare)} interleaved rounds)")
+    print(f"\nMiddleware alone, {mode}, µs added per request ({len(bare)} interleaved rounds)")
+    print(f"bare Django: {statistics.median(bare):.2f} µs median, {min(bare):.2f} µs fastest")
     print(f"{'stack':30} {'paired median':>14} {'min':>8}")
-    for stack in STACKS[1:]:
+    for stack in ALONE_STACKS[1:]:
         added = statistics.median(t - b for t, b in zip(timings[stack], bare, strict=True))
         print(f"{LABELS[stack]:30} {added:14.2f} {min(timings[stack]) - min(bare):8.2f}")
+
+
+def middleware_alone_multiprocess(site_dir: Path, rounds: int, requests: int) -> None:
+    """Print the middleware-alone table again, measured in multiprocess mode.
+
+    A child process (this file with `--multiprocess-child`) starts with `PROMETHEUS_MULTIPROC_DIR`
+    set to a fresh directory, so every stack in it writes to memory-mapped files: ours to its
+    shared store, django-prometheus and prometheus_client to prometheus_client's per-process
+    files. All stacks run interleaved in that one child, so the pairing with bare Django holds.
+    """
+    store = tempfile.mkdtemp(prefix="metrics-bench-multiproc-")
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("METRICS_", "PROMETHEUS_"))}
+        env["PROMETHEUS_MULTIPROC_DIR"] = store
+        command = [sys.executable, os.path.abspath(__file__), "--multiprocess-child", str(site_dir)]
+        command += ["--rounds", str(rounds), "--requests", str(requests)]
+        subprocess.run(command, env=env, check=True)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def multiprocess_child(site_dir: str, rounds: int, requests: int) -> None:
+    """In the child started by `middleware_alone_multiprocess`: measure and print."""
+    sys.path.insert(0, site_dir)
+    from metrics.core import multiprocess_dir
+
+    if multiprocess_dir() is None:
+        sys.exit("multiprocess mode is off in the child: PROMETHEUS_MULTIPROC_DIR was not usable")
+    print_middleware_alone(middleware_alone(rounds, requests), "multiprocess")
 
 
 # --- part 2: gunicorn + wrk ---
@@ -453,7 +501,14 @@ def main() -> None:
     parser.add_argument("--wrk-rounds", type=int, default=6)
     parser.add_argument("--wrk-seconds", type=int, default=4)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--middleware-only", action="store_true", help="only the middleware-alone tables (both modes)"
+    )
+    parser.add_argument("--multiprocess-child", metavar="SITE_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.multiprocess_child:
+        multiprocess_child(args.multiprocess_child, args.rounds, args.requests)
+        return
 
     site_dir = Path(tempfile.mkdtemp(prefix="metrics-bench-"))
     try:
@@ -464,9 +519,12 @@ def main() -> None:
         import metrics._core
 
         print(f"metrics._core: {metrics._core.__file__}")
-        print_in_process(in_process(args.rounds, args.requests))
-        print_middleware_alone(middleware_alone(args.rounds, args.requests))
-        if not args.no_wrk:
+        if not args.middleware_only:
+            print_in_process(in_process(args.rounds, args.requests))
+        print_middleware_alone(middleware_alone(args.rounds, args.requests), "single-process")
+        sys.stdout.flush()
+        middleware_alone_multiprocess(site_dir, args.rounds, args.requests)
+        if not args.no_wrk and not args.middleware_only:
             if shutil.which("wrk") is None:
                 sys.exit("wrk is missing: install the Debian package 'wrk' (make system-deps)")
             results = over_http(site_dir, args.wrk_rounds, args.wrk_seconds, args.workers)

@@ -12,7 +12,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 
 from metrics import middleware
-from metrics.middleware import OTHER_METHOD, UNRESOLVED, MetricsMiddleware
+from metrics.middleware import OTHER_METHOD, UNRESOLVED, MetricsMiddleware, view_label
 
 TOTAL = "django_http_requests_total"
 DURATION = "django_http_request_duration_seconds_count"
@@ -95,6 +95,22 @@ def test_request_size_comes_from_content_length(sample) -> None:
     response = Client().post("/echo/", data=b"x" * 1234, content_type="application/octet-stream")
     assert len(response.content) == 1234
     assert sample(REQUEST_SIZE_SUM, **labels) == before + 1234
+
+
+def test_response_size_counts_every_written_chunk(sample) -> None:
+    """A body built with `write()` is measured whole, as `len(response.content)`."""
+
+    def view(request: HttpRequest) -> HttpResponse:
+        response = HttpResponse(b"abc")
+        response.write(b"de")
+        response.write("fgh")
+        return response
+
+    labels = {"method": "GET", "view": UNRESOLVED}
+    before = sample(RESPONSE_SIZE_SUM, **labels)
+    response = MetricsMiddleware(view)(RequestFactory().get("/chunks/"))
+    assert response.content == b"abcdefgh"
+    assert sample(RESPONSE_SIZE_SUM, **labels) == before + 8
 
 
 def test_view_exception_is_counted_as_500(sample) -> None:
@@ -180,25 +196,108 @@ def test_disabled_collects_nothing(sample) -> None:
 
 
 def test_metrics_failure_never_breaks_the_request(monkeypatch, caplog) -> None:
-    """A broken metric is logged, and the response goes out as if nothing happened."""
+    """A failing hook on entry and on exit is logged, and the response goes out as if nothing happened."""
 
-    class Broken:
-        def __init__(self, *args: object) -> None:
-            pass
+    def broken_tick() -> None:
+        raise RuntimeError("metric store on fire")
 
-        def begin(self, method: str) -> None:
-            raise RuntimeError("metric store on fire")
+    def broken_exemplar(request: HttpRequest) -> None:
+        raise RuntimeError("metric store on fire, again")
 
-        def finish(self, *args: object) -> None:
-            raise RuntimeError("metric store on fire, again")
-
-    monkeypatch.setattr(middleware, "RequestMetrics", Broken)
-    with caplog.at_level(logging.ERROR, logger="metrics"):
+    # Captured when the middleware is built, at the client's first request.
+    monkeypatch.setattr(middleware, "tick", broken_tick)
+    monkeypatch.setattr(middleware, "request_exemplar", broken_exemplar)
+    with override_settings(METRICS_EXEMPLARS=True), caplog.at_level(logging.ERROR, logger="metrics"):
         response = Client().get("/ok/")
     assert response.status_code == 200
     assert response.content == b"hello"
+    assert "could not count the request in progress" in caplog.text
     assert "metric store on fire" in caplog.text
+    assert "could not record the request" in caplog.text
     assert "metric store on fire, again" in caplog.text
+
+
+class _UnreadableResponse(HttpResponse):
+    """A response whose body cannot be read by the metrics code."""
+
+    @property
+    def content(self) -> bytes:
+        raise OSError("body gone")
+
+    @content.setter
+    def content(self, value: object) -> None:
+        pass
+
+
+def test_failure_while_recording_leaves_nothing_in_progress(sample, caplog) -> None:
+    """A request whose recording fails half-way is still taken out of the in-progress gauge."""
+
+    def view(request: HttpRequest) -> HttpResponse:
+        return _UnreadableResponse()
+
+    labels = {"method": "PATCH", "view": UNRESOLVED, "status": "200"}
+    before = sample(TOTAL, **labels)
+    with caplog.at_level(logging.ERROR, logger="metrics"):
+        response = MetricsMiddleware(view)(RequestFactory().patch("/unreadable/"))
+    assert isinstance(response, _UnreadableResponse)
+    assert "body gone" in caplog.text
+    assert sample(TOTAL, **labels) == before
+    assert sample("django_http_requests_in_progress", method="PATCH") == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [("1234", 1234), (" 12 ", 12), ("1_000", 1000), ("", 0), ("twelve", 0), ("-3", -3)],
+)
+def test_content_length_is_read_as_int_reads_it(sample, header: str, size: int) -> None:
+    """Plain digits are read directly; anything else means what `int()` makes of it (not a number: 0)."""
+
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(b"")
+
+    labels = {"method": "PUT", "view": UNRESOLVED}
+    before = sample(REQUEST_SIZE_SUM, **labels)
+    request = RequestFactory().put("/size/")
+    request.META["CONTENT_LENGTH"] = header
+    MetricsMiddleware(view)(request)
+    assert sample(REQUEST_SIZE_SUM, **labels) == before + size
+
+
+def test_tick_runs_from_the_request_path_at_most_once_a_second(monkeypatch) -> None:
+    """Process metrics are refreshed from requests (multiprocess mode), without a call per request."""
+    ticks: list[None] = []
+    monkeypatch.setattr(middleware, "tick", lambda: ticks.append(None))
+
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(b"")
+
+    handler = MetricsMiddleware(view)
+    for _ in range(3):
+        handler(RequestFactory().get("/tick/"))
+    assert len(ticks) == 1
+
+
+def test_view_label_is_the_one_the_request_path_records(sample) -> None:
+    """`view_label()` (used for exceptions) and the recorded `view` label are one definition."""
+    before = sample(TOTAL, method="GET", view="shop:item", status="200")
+    response = Client().get("/shop/items/3/")
+    assert view_label(response.wsgi_request) == "shop:item"
+    assert sample(TOTAL, method="GET", view="shop:item", status="200") == before + 1
+    assert view_label(RequestFactory().get("/nowhere/")) == UNRESOLVED
+
+
+def test_middleware_must_be_set_up_once() -> None:
+    """A subclass that skips `__init__` gets a clear error; binding twice is refused."""
+
+    class NotSetUp(MetricsMiddleware):
+        def __init__(self, get_response: object) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="not set up"):
+        NotSetUp(None)(RequestFactory().get("/"))
+    handler = MetricsMiddleware(lambda request: HttpResponse(b""))
+    with pytest.raises(RuntimeError, match="already set up"):
+        MetricsMiddleware.__init__(handler, lambda request: HttpResponse(b""))
 
 
 def test_metrics_that_cannot_be_set_up_never_break_the_site(monkeypatch, caplog) -> None:
@@ -289,3 +388,24 @@ def test_cancelled_async_request_is_499_not_500(sample) -> None:
     assert sample(TOTAL, method="GET", view=UNRESOLVED, status="499") == before_499 + 1
     assert sample(TOTAL, method="GET", view=UNRESOLVED, status="500") == before_500
     assert sample("django_http_requests_in_progress", method="GET") == 0
+
+
+def test_request_metrics_keeps_any_method_label_it_is_given(sample) -> None:
+    """`RequestMetrics` used directly records a method outside the standard set under its own name."""
+    from metrics import collectors
+    from metrics.core import RequestMetrics
+
+    recorder = RequestMetrics(
+        collectors.http_requests_total,
+        collectors.http_request_duration_seconds,
+        collectors.http_requests_in_progress,
+        collectors.http_request_size_bytes,
+        collectors.http_response_size_bytes,
+    )
+    labels = {"method": "PROPFIND", "view": "dav", "status": "207"}
+    before = sample(TOTAL, **labels)
+    recorder.begin("PROPFIND")
+    assert sample("django_http_requests_in_progress", method="PROPFIND") == 1
+    recorder.finish("PROPFIND", "dav", 207, 0.01, 0, 10)
+    assert sample(TOTAL, **labels) == before + 1
+    assert sample("django_http_requests_in_progress", method="PROPFIND") == 0

@@ -26,7 +26,9 @@ __all__ = [
     "Histogram",
     "InProgressTracker",
     "Info",
+    "RecordingMiddleware",
     "RequestMetrics",
+    "RequestStart",
     "Summary",
     "Timer",
     "after_fork",
@@ -285,6 +287,66 @@ class RequestMetrics:
         exemplar: dict[str, str] | None = None,
     ) -> None:
         """A request has ended: count, observe duration and sizes, in-progress gauge down when `begun`."""
+
+@final
+class RequestStart:
+    """When a request entered the middleware, its method label, and whether it is counted in progress."""
+
+@disjoint_base
+class RecordingMiddleware:
+    """The base of `metrics.middleware.MetricsMiddleware`: one call into the core per sync request.
+
+    Built unbound; the subclass's `__init__` hands over the stack below and its hooks with `_bind`.
+    """
+
+    UNRESOLVED: str
+    """The `view` label of a request no URL pattern matched (`<unresolved>`)."""
+    OTHER_METHOD: str
+    """The `method` label of every method outside the standard ones (`other`)."""
+
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
+    def _bind(
+        self,
+        get_response: Callable[[Any], Any],
+        *,
+        async_mode: bool,
+        recorder: RequestMetrics | None,
+        settings: Callable[[], tuple[bool, tuple[str, ...], frozenset[str]]],
+        settings_cache: tuple[dict[str, Any], str] | None,
+        plain_content: object,
+        tick: Callable[[], None],
+        exemplar: Callable[[Any], dict[str, str] | None] | None,
+        compat: Callable[[Any, Any, int, float, int, int | None], None] | None,
+        streamed: Callable[[Any, str, str], None],
+        probe: Callable[[Any], Any],
+        logger: Any,
+    ) -> None:
+        """Hand over `get_response` and the hooks; once per middleware.
+
+        `settings()` returns (enabled, excluded path prefixes, probe paths), and keeps it in
+        `settings_cache` (dict, key), read first; `plain_content` is `HttpResponse.content` (a class
+        that keeps it has its body's length summed from its chunks); `tick()` runs at most
+        once a second; `exemplar(request)` gives exemplar labels (None: exemplars off);
+        `compat(request, response, status, duration, request_size, response_size)` records in
+        django-prometheus's families (None: off); `streamed(response, method, view)` counts a
+        streamed body; `probe(request)` answers a probe (None: the stack below does); failures
+        are logged with `logger.error(..., exc_info=...)`.
+        """
+    def __call__(self, request: Any) -> Any:
+        """Serve `request` through `get_response` and record it (async mode: `self.__acall__`)."""
+    def _begin_request(self, request: Any) -> RequestStart:
+        """Count `request` in progress and start its clock (the async path)."""
+    def _end_request(
+        self,
+        request: Any,
+        start: RequestStart,
+        response: Any = None,
+        status_without_response: int = 500,
+    ) -> None:
+        """Record `request`; `response` None: it raised, counted as `status_without_response`."""
+    @staticmethod
+    def view_label(request: Any) -> str:
+        """Return `namespace:name` of the request's URL pattern, else its route, else `<unresolved>`."""
 
 @disjoint_base
 class CollectorRegistry:

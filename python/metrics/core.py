@@ -13,7 +13,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from metrics import _core
-from metrics._core import Bundle, Counter, Enum, Gauge, Histogram, Info, RequestMetrics, Summary
+from metrics._core import (
+    Bundle,
+    Counter,
+    Enum,
+    Gauge,
+    Histogram,
+    Info,
+    RecordingMiddleware,
+    RequestMetrics,
+    Summary,
+)
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -27,6 +37,7 @@ __all__ = [
     "Histogram",
     "Info",
     "PrometheusCollector",
+    "RecordingMiddleware",
     "RequestMetrics",
     "Summary",
     "add_collect_hook",

@@ -1,7 +1,9 @@
 """One middleware, sync and async, recording the spec's five HTTP metrics.
 
-Per request it crosses into the Rust core a constant number of times (in-progress up and down,
-one counter, three histograms), on label children looked up once and kept in dicts. Label
+A sync request costs one call into the Rust core: `MetricsMiddleware` is a subclass of
+`RecordingMiddleware`, whose `__call__` reads the request and response attributes it needs, takes
+the clock, calls the rest of the stack and records, on label children looked up once and kept.
+An async request crosses twice (`_begin_request` and `_end_request` around its `await`). Label
 values are bounded: `view` is the URL pattern's `namespace:name`, else its route, else
 `<unresolved>`; methods outside the standard set are folded into `other`. An exception that
 escapes the stack below counts as status 500 and is re-raised; under ASGI, a request cancelled
@@ -22,12 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from time import perf_counter
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.core.exceptions import DisallowedHost
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from metrics import compat
 from metrics.collectors import (
@@ -40,29 +41,29 @@ from metrics.collectors import (
     http_response_size_bytes,
 )
 from metrics.conf import app_settings
-from metrics.core import RequestMetrics, tick
+from metrics.core import RecordingMiddleware, RequestMetrics, tick
 from metrics.tracing import request_exemplar
 
 logger = logging.getLogger("metrics")
 
-UNRESOLVED = "<unresolved>"
-OTHER_METHOD = "other"
+UNRESOLVED = RecordingMiddleware.UNRESOLVED
+OTHER_METHOD = RecordingMiddleware.OTHER_METHOD
 CLIENT_CLOSED = 499
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
 
 def view_label(request: HttpRequest) -> str:
-    """Return the bounded `view` label: `namespace:name`, else the route, else `<unresolved>`."""
-    match = getattr(request, "resolver_match", None)
-    if match is None:
-        return UNRESOLVED
-    if match.url_name:
-        return match.view_name
-    return match.route or UNRESOLVED
+    """Return the bounded `view` label: `namespace:name`, else the route, else `<unresolved>`.
+
+    The one definition, in the core, that the request path uses too.
+    """
+    return RecordingMiddleware.view_label(request)
 
 
-class MetricsMiddleware:
-    """Record request count, latency, sizes and in-progress gauge, under WSGI and ASGI."""
+class MetricsMiddleware(RecordingMiddleware):
+    """Record request count, latency, sizes and in-progress gauge, under WSGI and ASGI.
+
+    `__call__` is the core's (`RecordingMiddleware`); under ASGI it hands over to `__acall__`.
+    """
 
     sync_capable = True
     async_capable = True
@@ -73,9 +74,10 @@ class MetricsMiddleware:
         if self.async_mode:
             # Lets Django call this instance without wrapping it in a thread.
             markcoroutinefunction(self)
-        # The five HTTP metrics, recorded in one call into the core at each request's end.
+        # The five HTTP metrics and their series, which the core records each request on.
+        recorder: RequestMetrics | None
         try:
-            self._recorder: Any = RequestMetrics(
+            recorder = RequestMetrics(
                 http_requests_total,
                 http_request_duration_seconds,
                 http_requests_in_progress,
@@ -85,55 +87,48 @@ class MetricsMiddleware:
         except Exception:
             # Never a failing site because of its metrics: requests are served, not recorded.
             logger.exception("metrics: the HTTP metrics cannot be recorded")
-            self._recorder = _NotRecorded()
-        # Read once: trace ids as exemplars (metrics.tracing) cost a header read per request.
-        self._exemplars = app_settings.EXEMPLARS
+            recorder = None
         self._compat: compat.RequestRecorder | None = None
         if app_settings.ENABLED and compat.enabled():
-            self._compat = compat.RequestRecorder()
             # Chosen here, so that with compatibility off a request runs exactly the code it ran
             # before compatibility existed.
-            self._finish = self._finish_with_compat  # type: ignore[method-assign]
-
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.async_mode:
-            return self.__acall__(request)
-        enabled, excluded, probes = app_settings.middleware_settings()
-        if request.path_info in probes and not _host_allowed(request):
-            return _probe_view(request)(request)
-        if not enabled or request.path_info.startswith(excluded):
-            return self.get_response(request)
-        method, begun = self._begin(request)
-        start = perf_counter()
-        try:
-            response = self.get_response(request)
-        except BaseException as exc:
-            self._finish(request, method, begun, start, None)
-            self._count_escaped(request, exc)
-            raise
-        self._finish(request, method, begun, start, response)
-        return response
+            self._compat = compat.RequestRecorder()
+        self._bind(
+            get_response,
+            async_mode=self.async_mode,
+            recorder=recorder,
+            settings=app_settings.middleware_settings,
+            # Read per request without a call: the tuple that middleware_settings() caches there.
+            settings_cache=(app_settings._cache, "_middleware"),
+            plain_content=HttpResponse.content,
+            tick=tick,
+            # Read once: trace ids as exemplars (metrics.tracing) cost a header read per request.
+            exemplar=request_exemplar if app_settings.EXEMPLARS else None,
+            compat=None if self._compat is None else self._compat.record,
+            streamed=_count_streamed,
+            probe=_answer_probe,
+            logger=logger,
+        )
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
         enabled, excluded, probes = app_settings.middleware_settings()
         if request.path_info in probes and not _host_allowed(request):
-            return await sync_to_async(_probe_view(request))(request)  # type: ignore[no-any-return]
+            return await sync_to_async(_probe_view(request))(request)
         if not enabled or request.path_info.startswith(excluded):
             return await get_response(request)
-        method, begun = self._begin(request)
-        start = perf_counter()
+        start = self._begin_request(request)
         try:
             response = await get_response(request)
         except asyncio.CancelledError:
             # The client went away (Django cancels the view): nginx's 499, not a server error.
-            self._finish(request, method, begun, start, None, CLIENT_CLOSED)
+            self._end_request(request, start, None, CLIENT_CLOSED)
             raise
         except BaseException as exc:
-            self._finish(request, method, begun, start, None)
+            self._end_request(request, start, None)
             self._count_escaped(request, exc)
             raise
-        self._finish(request, method, begun, start, response)
+        self._end_request(request, start, response)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
@@ -157,100 +152,6 @@ class MetricsMiddleware:
                 self._compat.record_exception(request, type_name)
         except Exception:
             logger.exception("metrics: could not count an exception")
-
-    def _finish_with_compat(
-        self,
-        request: HttpRequest,
-        method: str,
-        begun: bool,
-        start: float,
-        response: HttpResponseBase | None,
-        status_without_response: int = 500,
-    ) -> tuple[float, int, int | None]:
-        """Record the request as `_finish` does, then in django-prometheus's families.
-
-        The duration and sizes `_finish` measured are reused: one clock read, one body length.
-        """
-        # The class's method: the instance attribute `_finish` is this method.
-        measured = MetricsMiddleware._finish(
-            self, request, method, begun, start, response, status_without_response
-        )
-        assert self._compat is not None
-        try:
-            status = status_without_response if response is None else response.status_code
-            self._compat.record(request, response, status, *measured)
-        except Exception:
-            logger.exception("metrics: could not record the request (django-prometheus names)")
-        return measured
-
-    def _begin(self, request: HttpRequest) -> tuple[str, bool]:
-        """Count the request in progress; return its method label and whether that worked."""
-        method: str = request.method or OTHER_METHOD
-        if method not in METHODS:
-            method = OTHER_METHOD
-        try:
-            # Multiprocess mode: refresh this worker's own process metrics when due.
-            tick()
-            self._recorder.begin(method)
-        except Exception:
-            logger.exception("metrics: could not count the request in progress")
-            return method, False
-        return method, True
-
-    def _finish(
-        self,
-        request: HttpRequest,
-        method: str,
-        begun: bool,
-        start: float,
-        response: HttpResponseBase | None,
-        status_without_response: int = 500,
-    ) -> tuple[float, int, int | None]:
-        """Record the request; return its duration, request size and response size (None: streamed)."""
-        duration = perf_counter() - start
-        request_size = 0
-        response_size: int | None = 0
-        try:
-            # Inlined view_label(): this runs on every request.
-            match = request.resolver_match
-            if match is None:
-                view = UNRESOLVED
-            elif match.url_name:
-                view = match.view_name
-            else:
-                view = match.route or UNRESOLVED
-            # No response: the exception escapes every handler above, the client sees a 500.
-            status = status_without_response if response is None else response.status_code
-            length = request.META.get("CONTENT_LENGTH")
-            try:
-                request_size = int(length) if length else 0
-            except ValueError:
-                request_size = 0
-            if response is None:
-                response_size = 0
-            elif response.streaming:
-                response_size = None
-            else:
-                response_size = len(response.content)  # type: ignore[attr-defined]
-            exemplar = request_exemplar(request) if self._exemplars else None
-            self._recorder.finish(
-                method, view, status, duration, request_size, response_size, begun, exemplar
-            )
-            if response_size is None:
-                _count_streamed(response, http_response_size_bytes.labels(method, view))
-        except Exception:
-            logger.exception("metrics: could not record the request")
-        return duration, request_size, response_size
-
-
-class _NotRecorded:
-    """Stands in for RequestMetrics when the HTTP metrics could not be set up."""
-
-    def begin(self, method: str) -> None:
-        pass
-
-    def finish(self, *args: object) -> None:
-        pass
 
 
 def _host_allowed(request: HttpRequest) -> bool:
@@ -281,8 +182,16 @@ def _probe_view(request: HttpRequest) -> Callable[[HttpRequest], HttpResponseBas
     return views.readiness if match.func is views.readiness else views.liveness
 
 
-def _count_streamed(response: Any, size: Any) -> None:
+def _answer_probe(request: HttpRequest) -> HttpResponseBase | None:
+    """Answer a probe whose Host is not in ALLOWED_HOSTS; None: the stack below answers it."""
+    if _host_allowed(request):
+        return None
+    return _probe_view(request)(request)
+
+
+def _count_streamed(response: Any, method: str, view: str) -> None:
     """Observe a streaming response's size without reading it ahead of the client."""
+    size = http_response_size_bytes.labels(method, view)
     length = response.get("Content-Length")
     if length is not None and length.isdigit():
         # FileResponse knows its size; leaving its file alone keeps the server's sendfile path.

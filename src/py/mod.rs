@@ -3,6 +3,7 @@
 mod bundle;
 mod context;
 mod metric;
+mod middleware;
 mod registry;
 mod request;
 
@@ -98,6 +99,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<context::PyInProgress>()?;
     m.add_class::<context::PyExceptionCounter>()?;
     m.add_class::<request::PyRequestMetrics>()?;
+    m.add_class::<middleware::PyRecordingMiddleware>()?;
+    m.add_class::<middleware::PyRequestStart>()?;
     m.add_class::<bundle::PyBundle>()?;
     m.add_function(wrap_pyfunction!(enable_multiprocess, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork, m)?)?;

@@ -1,7 +1,7 @@
-//! `RequestMetrics`: the five HTTP metrics of one request recorded in one crossing at its end.
+//! `RequestMetrics`: the five HTTP metrics of a request, and the series they write to.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -10,6 +10,20 @@ use pyo3::types::PyDict;
 use super::metric::{exemplar_of, family_of, python_time};
 use crate::desc::Kind;
 use crate::family::{Family, Series};
+use crate::sync;
+
+/// The methods the middleware labels by name; any other is labelled [`OTHER_METHOD`].
+pub(crate) const METHODS: [&str; 9] =
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
+/// The label of every method outside [`METHODS`].
+pub(crate) const OTHER_METHOD: &str = "other";
+/// Index of [`OTHER_METHOD`] in [`Recorder`]'s fixed method slots (after the [`METHODS`]).
+pub(crate) const OTHER_INDEX: usize = METHODS.len();
+
+/// Return the slot of a method label: its index in [`METHODS`], else [`OTHER_INDEX`].
+pub(crate) fn method_index(method: &str) -> usize {
+    METHODS.iter().position(|m| *m == method).unwrap_or(OTHER_INDEX)
+}
 
 /// The series one (method, view, status) writes to.
 struct Children {
@@ -19,20 +33,52 @@ struct Children {
     response_size: Arc<Series>,
 }
 
-/// Series by method, then view, then status.
-type ByMethod = HashMap<String, HashMap<String, HashMap<u16, Arc<Children>>>>;
+/// Children by view, then status: a view sees a handful of statuses, scanned in order.
+type ByView = HashMap<String, Vec<(u16, Arc<Children>)>>;
 
-/// The middleware's metrics: `begin(method)` when a request enters, `finish(...)` when it ends.
-#[pyclass(name = "RequestMetrics", module = "metrics._core", frozen)]
-pub struct PyRequestMetrics {
+/// The series of one method label: its in-progress gauge, and its children by view and status.
+struct MethodSeries {
+    name: String,
+    gauge: OnceLock<Arc<Series>>,
+    by_view: RwLock<ByView>,
+}
+
+impl MethodSeries {
+    fn new(name: &str) -> MethodSeries {
+        MethodSeries { name: name.to_owned(), gauge: OnceLock::new(), by_view: RwLock::new(HashMap::new()) }
+    }
+}
+
+/// What one request measured, for [`Recorder::record`].
+pub(crate) struct Measured<'a, 'py> {
+    /// Label value of the view.
+    pub view: &'a str,
+    /// Response status.
+    pub status: u16,
+    /// Seconds from entry to response.
+    pub duration: f64,
+    /// Request body size in bytes.
+    pub request_size: f64,
+    /// Response body size in bytes; None: streamed, observed later by the caller.
+    pub response_size: Option<f64>,
+    /// Exemplar labels for the counter and the duration's bucket.
+    pub exemplar: Option<&'a Bound<'py, PyDict>>,
+}
+
+/// The five HTTP metrics, with their series looked up once per label combination.
+///
+/// Requests are keyed by method slot (no hashing for the standard methods), then view, then
+/// status; each combination's series are created on first use and kept.
+pub(crate) struct Recorder {
     total: Arc<Family>,
     duration: Arc<Family>,
     in_progress: Arc<Family>,
     request_size: Arc<Family>,
     response_size: Arc<Family>,
-    // method -> view -> status -> series: looked up by borrowed strings, no allocation per request.
-    children: RwLock<ByMethod>,
-    gauges: RwLock<HashMap<String, Arc<Series>>>,
+    // METHODS, then OTHER_METHOD.
+    fixed: Vec<MethodSeries>,
+    // Methods outside the fixed slots, for `RequestMetrics` callers that pass any label.
+    extra: RwLock<HashMap<String, Arc<MethodSeries>>>,
 }
 
 fn family(obj: &Bound<'_, PyAny>, kind: Kind, labels: &[&str]) -> PyResult<Arc<Family>> {
@@ -47,61 +93,113 @@ fn family(obj: &Bound<'_, PyAny>, kind: Kind, labels: &[&str]) -> PyResult<Arc<F
     Ok(fam)
 }
 
-fn cached<K: std::hash::Hash + Eq, V: Clone>(
-    map: &RwLock<HashMap<K, V>>,
-    key: K,
-    make: impl FnOnce() -> PyResult<V>,
-) -> PyResult<V> {
-    if let Some(v) = map.read().ok().and_then(|m| m.get(&key).cloned()) {
-        return Ok(v);
-    }
-    let value = make()?;
-    if let Ok(mut m) = map.write() {
-        m.entry(key).or_insert_with(|| value.clone());
-    }
-    Ok(value)
-}
-
-impl PyRequestMetrics {
-    fn children(&self, py: Python<'_>, method: &str, view: &str, status: u16) -> PyResult<Arc<Children>> {
-        let found = self.children.read().ok().and_then(|m| {
-            m.get(method)
-                .and_then(|views| views.get(view))
-                .and_then(|statuses| statuses.get(&status))
-                .cloned()
-        });
-        if let Some(children) = found {
-            return Ok(children);
+impl Recorder {
+    /// Call `f` with the series of the method label `method`.
+    fn with_method<R>(&self, method: &str, f: impl FnOnce(&MethodSeries) -> R) -> R {
+        let index = method_index(method);
+        if index < OTHER_INDEX || method == OTHER_METHOD {
+            return f(&self.fixed[index]);
         }
+        let found = sync::read(&self.extra).get(method).cloned();
+        let series = found.unwrap_or_else(|| {
+            let made = Arc::new(MethodSeries::new(method));
+            Arc::clone(sync::write(&self.extra).entry(method.to_owned()).or_insert(made))
+        });
+        f(&series)
+    }
+
+    // References, not clones, on the way of every request: an `Arc` clone and its drop are two
+    // more atomic read-modify-writes.
+    fn gauge<'m>(&self, py: Python<'_>, method: &'m MethodSeries) -> PyResult<&'m Series> {
+        if let Some(gauge) = method.gauge.get() {
+            return Ok(gauge.as_ref());
+        }
+        let gauge = self.in_progress.series_with(vec![method.name.clone()], || python_time(py))?;
+        Ok(method.gauge.get_or_init(|| gauge).as_ref())
+    }
+
+    /// Create the series of a (method, view, status) seen for the first time, and keep them.
+    fn new_children(
+        &self,
+        py: Python<'_>,
+        method: &MethodSeries,
+        view: &str,
+        status: u16,
+    ) -> PyResult<Arc<Children>> {
         let series = |fam: &Family, labels: Vec<String>| {
             fam.series_with(labels, || python_time(py)).map_err(PyErr::from)
         };
-        let pair = || vec![method.to_owned(), view.to_owned()];
+        let pair = || vec![method.name.clone(), view.to_owned()];
         let children = Arc::new(Children {
-            total: series(&self.total, vec![method.to_owned(), view.to_owned(), status.to_string()])?,
+            total: series(&self.total, vec![method.name.clone(), view.to_owned(), status.to_string()])?,
             duration: series(&self.duration, pair())?,
             request_size: series(&self.request_size, pair())?,
             response_size: series(&self.response_size, pair())?,
         });
-        if let Ok(mut m) = self.children.write() {
-            m.entry(method.to_owned())
-                .or_default()
-                .entry(view.to_owned())
-                .or_default()
-                .entry(status)
-                .or_insert_with(|| Arc::clone(&children));
+        let mut views = sync::write(&method.by_view);
+        let statuses = views.entry(view.to_owned()).or_default();
+        if !statuses.iter().any(|(s, _)| *s == status) {
+            statuses.push((status, Arc::clone(&children)));
         }
+        drop(views);
         Ok(children)
     }
 
-    fn gauge(&self, py: Python<'_>, method: &str) -> PyResult<Arc<Series>> {
-        if let Some(gauge) = self.gauges.read().ok().and_then(|m| m.get(method).cloned()) {
-            return Ok(gauge);
-        }
-        cached(&self.gauges, method.to_owned(), || {
-            self.in_progress.series_with(vec![method.to_owned()], || python_time(py)).map_err(PyErr::from)
-        })
+    /// Move the in-progress gauge of method slot `index` by `delta` (+1 on entry, -1 on exit).
+    pub(crate) fn in_progress(&self, py: Python<'_>, index: usize, delta: f64) -> PyResult<()> {
+        self.gauge(py, &self.fixed[index.min(OTHER_INDEX)])?.inc(delta);
+        Ok(())
     }
+
+    /// Count and observe a finished request of method slot `index`.
+    pub(crate) fn record(&self, py: Python<'_>, index: usize, m: &Measured<'_, '_>) -> PyResult<()> {
+        self.record_in(py, &self.fixed[index.min(OTHER_INDEX)], m)
+    }
+
+    fn record_in(&self, py: Python<'_>, method: &MethodSeries, m: &Measured<'_, '_>) -> PyResult<()> {
+        // Built first: building an exemplar calls into Python, which is never done under a lock.
+        let exemplar = match m.exemplar.filter(|e| !e.is_empty()) {
+            Some(labels) => Some(exemplar_of(py, labels, m.duration)?),
+            None => None,
+        };
+        let buckets = &self.duration.desc.buckets;
+        let write = |children: &Children| {
+            if let Some(ex) = &exemplar {
+                let bucket = Series::bucket_of(buckets, m.duration);
+                if bucket < buckets.len() {
+                    self.duration.set_exemplar(&children.duration, bucket, buckets.len(), ex.clone());
+                }
+                let counted = crate::exemplar::Exemplar { value: 1.0, ..ex.clone() };
+                self.total.set_exemplar(&children.total, 0, 1, counted);
+            }
+            children.total.inc(1.0);
+            children.duration.observe_histogram(buckets, m.duration);
+            children.request_size.observe_histogram(&self.request_size.desc.buckets, m.request_size);
+            if let Some(size) = m.response_size {
+                children.response_size.observe_histogram(&self.response_size.desc.buckets, size);
+            }
+        };
+        // Written under the read lock (atomic cell writes only), without cloning the series.
+        let written = {
+            let views = sync::read(&method.by_view);
+            views.get(m.view).and_then(|statuses| statuses.iter().find(|(s, _)| *s == m.status)).map(
+                |(_, children)| {
+                    write(children);
+                },
+            )
+        };
+        if written.is_none() {
+            let made = self.new_children(py, method, m.view, m.status)?;
+            write(&made);
+        }
+        Ok(())
+    }
+}
+
+/// The middleware's metrics: `begin(method)` when a request enters, `finish(...)` when it ends.
+#[pyclass(name = "RequestMetrics", module = "metrics._core", frozen)]
+pub struct PyRequestMetrics {
+    pub(crate) recorder: Arc<Recorder>,
 }
 
 #[pymethods]
@@ -116,21 +214,23 @@ impl PyRequestMetrics {
         request_size: &Bound<'_, PyAny>,
         response_size: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
-        Ok(PyRequestMetrics {
+        let fixed = METHODS.iter().chain([&OTHER_METHOD]).map(|m| MethodSeries::new(m)).collect();
+        let recorder = Recorder {
             total: family(total, Kind::Counter, &["method", "view", "status"])?,
             duration: family(duration, Kind::Histogram, &["method", "view"])?,
             in_progress: family(in_progress, Kind::Gauge, &["method"])?,
             request_size: family(request_size, Kind::Histogram, &["method", "view"])?,
             response_size: family(response_size, Kind::Histogram, &["method", "view"])?,
-            children: RwLock::new(HashMap::new()),
-            gauges: RwLock::new(HashMap::new()),
-        })
+            fixed,
+            extra: RwLock::new(HashMap::new()),
+        };
+        Ok(PyRequestMetrics { recorder: Arc::new(recorder) })
     }
 
     /// A request with this method has started.
     fn begin(&self, py: Python<'_>, method: &str) -> PyResult<()> {
-        self.gauge(py, method)?.inc(1.0);
-        Ok(())
+        let r = &self.recorder;
+        r.with_method(method, |m| r.gauge(py, m).map(|g| g.inc(1.0)))
     }
 
     /// A request has ended: count it, observe its duration and sizes (a response size of None
@@ -150,25 +250,13 @@ impl PyRequestMetrics {
         begun: bool,
         exemplar: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
-        if begun {
-            self.gauge(py, method)?.inc(-1.0);
-        }
-        let children = self.children(py, method, view, status)?;
-        let buckets = &self.duration.desc.buckets;
-        if let Some(labels) = exemplar.filter(|e| !e.is_empty()) {
-            let ex = exemplar_of(py, labels, duration)?;
-            let bucket = Series::bucket_of(buckets, duration);
-            if bucket < buckets.len() {
-                self.duration.set_exemplar(&children.duration, bucket, buckets.len(), ex.clone());
+        let r = &self.recorder;
+        r.with_method(method, |m| {
+            if begun {
+                r.gauge(py, m)?.inc(-1.0);
             }
-            self.total.set_exemplar(&children.total, 0, 1, crate::exemplar::Exemplar { value: 1.0, ..ex });
-        }
-        children.total.inc(1.0);
-        children.duration.observe_histogram(buckets, duration);
-        children.request_size.observe_histogram(&self.request_size.desc.buckets, request_size);
-        if let Some(size) = response_size {
-            children.response_size.observe_histogram(&self.response_size.desc.buckets, size);
-        }
-        Ok(())
+            let measured = Measured { view, status, duration, request_size, response_size, exemplar };
+            r.record_in(py, m, &measured)
+        })
     }
 }
