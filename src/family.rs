@@ -205,11 +205,14 @@ impl Family {
         if let Some(s) = sync::read(&self.series).get(&labels) {
             return Ok(Arc::clone(s));
         }
+        // The clock first, outside the lock: the bindings pass Python's `time.time`, which, if
+        // patched with Python code, may let another thread run, and that thread must never find
+        // this lock held while it waits for the GIL.
+        let created = clock();
         let mut map = sync::write(&self.series);
         if let Some(s) = map.get(&labels) {
             return Ok(Arc::clone(s));
         }
-        let created = clock();
         let cells = cell::backing().alloc(&self.desc, &labels, created);
         let series = Arc::new(Series {
             labels: labels.clone(),

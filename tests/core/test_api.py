@@ -346,3 +346,37 @@ def test_import_starts_no_threads() -> None:
     code = "import threading, metrics, metrics.collectors; print(threading.active_count())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_a_python_clock_never_runs_under_a_family_lock() -> None:
+    """A new series reads Python's `time.time`; a Python replacement that lets another thread in
+    (freezegun does) must not find the family locked, or both threads hang (the other one waits
+    for the lock holding the GIL). Run in a child process so a regression fails instead of hanging."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import threading, time
+        from metrics import CollectorRegistry, Counter
+
+        c = Counter("c", "C.", ["k"], registry=CollectorRegistry())
+        real, calls, other = time.time, [], []
+
+        def patched():
+            calls.append(1)
+            if len(calls) == 1:
+                t = threading.Thread(target=lambda: other.append(c.labels("b")))
+                t.start()
+                t.join(5)  # releases the GIL: the other thread runs labels() now
+            return real()
+
+        time.time = patched
+        c.labels("a").inc()
+        assert other, "the other thread's labels() did not finish"
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
