@@ -219,3 +219,15 @@ def test_export_port_forms(value: object, expected: object) -> None:
     from metrics.conf import parse_export_address
 
     assert parse_export_address(value) == expected
+
+
+def test_middleware_settings_are_kept_where_the_middleware_reads_them() -> None:
+    """The tuple stays in the cache under its key (read per request by the core), until settings change."""
+    from metrics.conf import MIDDLEWARE_SETTINGS_KEY
+
+    found = app_settings.middleware_settings()
+    assert app_settings._cache[MIDDLEWARE_SETTINGS_KEY] is found
+    assert app_settings.middleware_settings() is found
+    with override_settings(METRICS_ENABLED=False):
+        assert MIDDLEWARE_SETTINGS_KEY not in app_settings._cache
+        assert app_settings.middleware_settings()[0] is False

@@ -452,6 +452,10 @@ SETTINGS: dict[str, Setting[Any]] = {
 }
 
 
+MiddlewareSettings = tuple[bool, tuple[str, ...], frozenset[str]]
+MIDDLEWARE_SETTINGS_KEY = "_middleware"
+
+
 class AppSettings:
     """Typed, lazily parsed view of the settings (`app_settings.ENABLED`...).
 
@@ -462,7 +466,6 @@ class AppSettings:
     def __init__(self) -> None:
         self._cache: dict[str, object] = {}
         self._excluded: tuple[str, ...] | None = None
-        self._middleware: tuple[bool, tuple[str, ...], frozenset[str]] | None = None
 
     def _get(self, setting: Setting[T]) -> T:
         try:
@@ -478,7 +481,6 @@ class AppSettings:
         """Forget parsed values, so the next read sees current settings and environment."""
         self._cache.clear()
         self._excluded = None
-        self._middleware = None
 
     @property
     def ENABLED(self) -> bool:
@@ -600,12 +602,18 @@ class AppSettings:
         """`"*"` or the `app_label.ModelName` labels whose saves and deletes count (`METRICS_MODELS`)."""
         return self._get(METRICS_MODELS)
 
-    def middleware_settings(self) -> tuple[bool, tuple[str, ...], frozenset[str]]:
-        """Return (ENABLED, excluded_paths(), probe_paths()) in one cached lookup, per request."""
-        found = self._middleware
-        if found is None:
-            found = self._middleware = (self.ENABLED, self.excluded_paths(), self.probe_paths())
-        return found
+    def middleware_settings(self) -> MiddlewareSettings:
+        """Return (ENABLED, excluded_paths(), probe_paths()) in one cached lookup, per request.
+
+        Kept in the cache under `MIDDLEWARE_SETTINGS_KEY`, where the middleware's core reads it
+        on every request without calling this method (see `metrics.middleware`).
+        """
+        try:
+            return cast(MiddlewareSettings, self._cache[MIDDLEWARE_SETTINGS_KEY])
+        except KeyError:
+            found = (self.ENABLED, self.excluded_paths(), self.probe_paths())
+            self._cache[MIDDLEWARE_SETTINGS_KEY] = found
+            return found
 
     def probe_paths(self) -> frozenset[str]:
         """Return the paths (as `request.path_info`) of `/metrics/liveness/` and `/metrics/readiness/`.
