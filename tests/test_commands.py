@@ -521,12 +521,17 @@ def test_snapshot_stores_every_sample() -> None:
 @pytest.mark.django_db
 @override_settings(METRICS_STORE_IN_DB=True)
 def test_snapshot_prefix_filter() -> None:
-    """--prefix keeps only the samples whose names start with one of the prefixes."""
+    """--prefix keeps exactly the samples whose names start with one of the prefixes."""
     collectors.custom_metric_gauge.labels(type="prefix").set(1.5)
-    run("snapshot_metrics", "--prefix", "django_custom_metric_current", "--prefix", "django_http_requests")
+    run("snapshot_metrics")
+    everything = set(MetricSample.objects.values_list("name", flat=True))
+    MetricSample.objects.all().delete()
+    prefixes = ("django_custom_metric_current", "django_http_requests")
+    run("snapshot_metrics", "--prefix", prefixes[0], "--prefix", prefixes[1])
     names = set(MetricSample.objects.values_list("name", flat=True))
     assert "django_custom_metric_current" in names
-    assert names <= {"django_custom_metric_current", "django_http_requests_total"}
+    assert names == {n for n in everything if n.startswith(prefixes)}
+    assert len(everything) > len(names)
 
 
 @pytest.mark.django_db
