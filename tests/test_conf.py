@@ -222,12 +222,14 @@ def test_export_port_forms(value: object, expected: object) -> None:
 
 
 def test_middleware_settings_are_kept_where_the_middleware_reads_them() -> None:
-    """The tuple stays in the cache under its key (read per request by the core), until settings change."""
-    from metrics.conf import MIDDLEWARE_SETTINGS_KEY
-
+    """The tuple stays in the slot the middleware's core reads per request, until settings change."""
+    cache, key = app_settings.middleware_settings_slot()
     found = app_settings.middleware_settings()
-    assert app_settings._cache[MIDDLEWARE_SETTINGS_KEY] is found
+    assert cache[key] is found
     assert app_settings.middleware_settings() is found
     with override_settings(METRICS_ENABLED=False):
-        assert MIDDLEWARE_SETTINGS_KEY not in app_settings._cache
+        # The same dict, cleared: the pair the middleware holds stays valid.
+        assert app_settings.middleware_settings_slot()[0] is cache
+        assert key not in cache
         assert app_settings.middleware_settings()[0] is False
+        assert cache[key][0] is False

@@ -615,6 +615,15 @@ class AppSettings:
             self._cache[MIDDLEWARE_SETTINGS_KEY] = found
             return found
 
+    def middleware_settings_slot(self) -> tuple[dict[str, object], str]:
+        """Return the dict and key where `middleware_settings()` keeps its tuple.
+
+        The middleware's core reads the tuple there on every request without a Python call; the
+        dict is this object's cache, cleared (never replaced) when a setting changes, so the
+        pair stays valid for the process's life.
+        """
+        return self._cache, MIDDLEWARE_SETTINGS_KEY
+
     def probe_paths(self) -> frozenset[str]:
         """Return the paths (as `request.path_info`) of `/metrics/liveness/` and `/metrics/readiness/`.
 

@@ -99,7 +99,7 @@ class MetricsMiddleware(RecordingMiddleware):
             recorder=recorder,
             settings=app_settings.middleware_settings,
             # Read per request without a call: the tuple that middleware_settings() caches there.
-            settings_cache=(app_settings._cache, "_middleware"),
+            settings_cache=app_settings.middleware_settings_slot(),
             plain_content=HttpResponse.content,
             tick=tick,
             # Read once: trace ids as exemplars (metrics.tracing) cost a header read per request.
