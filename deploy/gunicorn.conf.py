@@ -13,10 +13,27 @@ max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "0"))
 
 
+def _report_master(server):
+    """Write the master's own process values (memory, threads...) into the store.
+
+    The master is a live process of the store as soon as it imports the site's modules (a Celery
+    app in the project package does), so its process gauges have a series; without this it
+    would show zero bytes of memory for good. Never raises.
+    """
+    try:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from metrics.instrument.system import collect_process
+
+            collect_process()
+    except Exception:
+        server.log.exception("metrics: the master's process values could not be read")
+
+
 def when_ready(server):
     """Serve /metrics/ from the master on METRICS_EXPORT_PORT (if set): answered when workers are busy.
 
-    Never raises (gunicorn stops its master on an exception from a hook).
+    Also reports the master's own process values. Never raises (gunicorn stops its master on an
+    exception from a hook).
     """
     try:
         from metrics.worker_http import start_export_server
@@ -24,6 +41,7 @@ def when_ready(server):
         start_export_server()
     except Exception:
         server.log.exception("metrics: the export port could not start")
+    _report_master(server)
 
 
 def child_exit(server, worker):
@@ -38,3 +56,4 @@ def child_exit(server, worker):
         mark_process_dead(worker.pid)
     except Exception:
         server.log.exception("metrics: folding worker %s's values failed; the next scrape will", worker.pid)
+    _report_master(server)

@@ -170,6 +170,11 @@ def add_process_hook(hook: Callable[[], None]) -> None:
     add_collect_hook(hook)
     if hook not in _process_hooks:
         _process_hooks.append(hook)
+        # A worker reports its own values from the start, not from its first request: its
+        # series exist (at zero) as soon as the module is imported, and a live worker must not
+        # show zero bytes of memory meanwhile.
+        if _multiprocess_dir is not None:
+            _run_process_hook(hook)
 
 
 def tick() -> None:
@@ -182,15 +187,21 @@ def tick() -> None:
         return
     _next_tick = now + PROCESS_REFRESH_SECONDS
     for hook in list(_process_hooks):
-        try:
-            hook()
-        except Exception:
-            logger.exception("metrics process hook %r failed", hook)
+        _run_process_hook(hook)
 
 
-def _reset_tick() -> None:
+def _run_process_hook(hook: Callable[[], None]) -> None:
+    try:
+        hook()
+    except Exception:
+        logger.exception("metrics process hook %r failed", hook)
+
+
+def _refresh_after_fork() -> None:
+    """In a forked child: report this process's own values now (its series start from zero)."""
     global _next_tick
     _next_tick = 0.0
+    tick()
 
 
 def _run_collect_hooks() -> None:
@@ -445,7 +456,7 @@ _core.set_default_registry(REGISTRY)
 # A forked child (gunicorn --preload, Celery prefork, multiprocessing) must not write into its
 # parent's slot of the shared store: it claims its own before running any code.
 os.register_at_fork(after_in_child=_core.after_fork)
-os.register_at_fork(after_in_child=_reset_tick)
+os.register_at_fork(after_in_child=_refresh_after_fork)
 
 
 def set_store_file_mode(mode: int) -> None:

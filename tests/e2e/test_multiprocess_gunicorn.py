@@ -153,6 +153,28 @@ def test_counts_are_exact_under_worker_churn_and_sigkill(tmp_path: Path) -> None
         stop(proc)
 
 
+def test_every_live_worker_reports_its_memory_before_its_first_request(tmp_path: Path) -> None:
+    """A worker that has served nothing yet still shows its own memory, never the zero its
+    series was created with: its values are read as soon as it is up, not at its first request."""
+    proc, base, _ = start_gunicorn(tmp_path, workers=4, max_requests=0)
+    try:
+        deadline = time.monotonic() + 30
+        while len(psutil.Process(proc.pid).children()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # every worker has imported the site by now
+        text = requests.get(f"{base}/metrics/", timeout=10).text  # served by one worker only
+        values = [
+            s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+            if s.name == "django_process_memory_bytes"
+        ]
+        assert len(values) >= 4, text
+        assert all(v > 0 for v in values), [line for line in text.splitlines() if 'django_process_' in line]
+    finally:
+        stop(proc)
+
+
 def test_store_directory_removed_under_a_running_site(tmp_path: Path) -> None:
     """With the store gone: scrapes answer 200, and a worker's exit never stops the master."""
     proc, base, mp_dir = start_gunicorn(tmp_path, workers=2, max_requests=0)
