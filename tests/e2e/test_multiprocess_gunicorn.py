@@ -170,7 +170,7 @@ def test_every_live_worker_reports_its_memory_before_its_first_request(tmp_path:
             if s.name == "django_process_memory_bytes"
         ]
         assert len(values) >= 4, text
-        assert all(v > 0 for v in values), [line for line in text.splitlines() if 'django_process_' in line]
+        assert all(v > 0 for v in values), [line for line in text.splitlines() if "django_process_" in line]
     finally:
         stop(proc)
 
