@@ -340,6 +340,19 @@ def test_async_view_is_recorded(sample) -> None:
     assert sample(TOTAL, **labels) == before + 1
 
 
+def test_async_path_follows_the_same_exclusions(sample) -> None:
+    """Under ASGI the excluded paths and METRICS_ENABLED apply as under WSGI (one rule, in the core)."""
+    labels = {"method": "GET", "view": "async", "status": "200"}
+    before = sample(TOTAL, **labels)
+    with override_settings(METRICS_EXCLUDE_PATHS=["/async/"]):
+        assert asyncio.run(AsyncClient().get("/async/")).status_code == 200
+    with override_settings(METRICS_ENABLED=False):
+        assert asyncio.run(AsyncClient().get("/async/")).status_code == 200
+    assert sample(TOTAL, **labels) == before
+    asyncio.run(AsyncClient().get("/async/"))
+    assert sample(TOTAL, **labels) == before + 1
+
+
 def test_async_middleware_counts_exceptions_and_reraises(sample) -> None:
     """The async path counts a 500 and re-raises, like the sync one."""
 

@@ -334,6 +334,8 @@ class RecordingMiddleware:
         """
     def __call__(self, request: Any) -> Any:
         """Serve `request` through `get_response` and record it (async mode: `self.__acall__`)."""
+    def _route(self, path: str) -> tuple[bool, bool]:
+        """Return (whether `path` is a probe's, whether a request to it is recorded), by the settings."""
     def _begin_request(self, request: Any) -> RequestStart:
         """Count `request` in progress and start its clock (the async path)."""
     def _end_request(

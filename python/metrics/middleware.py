@@ -112,10 +112,10 @@ class MetricsMiddleware(RecordingMiddleware):
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        enabled, excluded, probes = app_settings.middleware_settings()
-        if request.path_info in probes and not _host_allowed(request):
+        probe, recorded = self._route(request.path_info)
+        if probe and not _host_allowed(request):
             return await sync_to_async(_probe_view(request))(request)
-        if not enabled or request.path_info.startswith(excluded):
+        if not recorded:
             return await get_response(request)
         start = self._begin_request(request)
         try:
@@ -133,8 +133,7 @@ class MetricsMiddleware(RecordingMiddleware):
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         """Count an exception raised by the view; return None so Django handles it as usual."""
-        enabled, excluded, _ = app_settings.middleware_settings()
-        if enabled and not request.path_info.startswith(excluded):
+        if self._route(request.path_info)[1]:
             self._count_exception(request, exception)
 
     def _count_escaped(self, request: HttpRequest, exc: BaseException) -> None:

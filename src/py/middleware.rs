@@ -145,6 +145,14 @@ impl Rules {
     }
 }
 
+/// What `Hooks::record` read of a request, kept for the compatibility recorder.
+struct Read {
+    status: Option<u16>,
+    request_size: f64,
+    // None: streamed.
+    response_size: Option<f64>,
+}
+
 /// What the Python middleware hands over when it is built.
 struct Hooks {
     get_response: Py<PyAny>,
@@ -261,26 +269,27 @@ impl Hooks {
                 }
             }
         }
-        let mut sizes = (0.0, Some(0.0));
+        let mut read = Read { status: None, request_size: 0.0, response_size: Some(0.0) };
         if let Err(e) =
-            self.record(py, request, index, duration, response, status_without_response, &mut sizes)
+            self.record(py, request, index, duration, response, status_without_response, &mut read)
         {
             self.log(py, "metrics: could not record the request", e);
         }
         if let Some(compat) = &self.compat {
             let recorded = (|| -> PyResult<()> {
-                let status = match response {
-                    Some(response) => response.getattr(intern!(py, "status_code"))?,
-                    None => status_without_response.into_pyobject(py)?.into_any(),
+                // What `record` read, unless it failed before reading the status.
+                let status = match (read.status, response) {
+                    (Some(status), _) => status.into_pyobject(py)?.into_any(),
+                    (None, Some(response)) => response.getattr(intern!(py, "status_code"))?,
+                    (None, None) => status_without_response.into_pyobject(py)?.into_any(),
                 };
-                let (request_size, response_size) = sizes;
                 let args = (
                     request,
                     response,
                     status,
                     duration,
-                    request_size as i64,
-                    response_size.map(|s| s as i64),
+                    read.request_size as i64,
+                    read.response_size.map(|s| s as i64),
                 );
                 compat.call1(py, args)?;
                 Ok(())
@@ -300,7 +309,7 @@ impl Hooks {
         duration: f64,
         response: Option<&Bound<'_, PyAny>>,
         status_without_response: u16,
-        sizes: &mut (f64, Option<f64>),
+        read: &mut Read,
     ) -> PyResult<()> {
         let view = view_label(request)?;
         // No response: the exception escapes every handler above, the client sees a 500.
@@ -308,8 +317,9 @@ impl Hooks {
             Some(response) => response.getattr(intern!(py, "status_code"))?.extract::<u16>()?,
             None => status_without_response,
         };
-        sizes.0 = request_size(request)?;
-        sizes.1 = response_size(response, &self.plain_content)?;
+        read.status = Some(status);
+        read.request_size = request_size(request)?;
+        read.response_size = response_size(response, &self.plain_content)?;
         let exemplar = match &self.exemplar {
             Some(exemplar) => Some(exemplar.call1(py, (request,))?.into_bound(py)).filter(|e| !e.is_none()),
             None => None,
@@ -320,13 +330,13 @@ impl Hooks {
                 view: view.cast::<PyString>()?.to_str()?,
                 status,
                 duration,
-                request_size: sizes.0,
-                response_size: sizes.1,
+                request_size: read.request_size,
+                response_size: read.response_size,
                 exemplar: exemplar.as_ref(),
             };
             recorder.record(py, index, &measured)?;
         }
-        if let (None, Some(response)) = (sizes.1, response) {
+        if let (None, Some(response)) = (read.response_size, response) {
             self.streamed.call1(py, (response, method_name(index), view))?;
         }
         Ok(())
@@ -449,6 +459,13 @@ impl PyRecordingMiddleware {
                 Err(err)
             }
         }
+    }
+
+    /// Return (whether `path` is a probe's, whether a request to it is recorded) under the
+    /// current settings: the one definition `__call__`, `__acall__` and `process_exception` use.
+    #[pyo3(name = "_route")]
+    fn py_route(&self, py: Python<'_>, path: &str) -> PyResult<(bool, bool)> {
+        self.hooks()?.route(py, path)
     }
 
     /// Count `request` in progress and start its clock (the async path).
