@@ -61,6 +61,10 @@ pub trait Backing: Send + Sync {
     ) -> Option<Box<dyn ExemplarSink>> {
         None
     }
+    /// The series of `desc` with `labels` whose values are `cells` was removed (`remove()`,
+    /// `clear()`): a store shared between processes drops this process's stored values of it,
+    /// so they leave the merge. Writes through `cells` afterwards must stay harmless.
+    fn release(&self, _desc: &Desc, _labels: &[String], _cells: &Cells) {}
 }
 
 /// Where a series' exemplars are written for other processes to read.
