@@ -1,7 +1,7 @@
 //! Metric families, their label sets (series) and the operations on a series' cells.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,9 @@ pub struct Series {
     // Exemplars by position (a counter's one, a histogram's per bucket); empty until the
     // first one. Written and read under the lock, never on a plain inc or observe.
     exemplars: Mutex<ExemplarState>,
+    // Set once the family let go of this series (`remove()`, `clear()`): whoever still holds
+    // it writes where no scrape reads, unless it asks the family again (see `Handle`).
+    detached: AtomicBool,
 }
 
 /// A series' exemplars: this process's copy, and where other processes can read them.
@@ -150,6 +153,12 @@ impl Series {
     pub fn seq(&self) -> u64 {
         self.seq
     }
+
+    /// Whether the family let go of this series (`remove()`, `clear()`).
+    #[inline]
+    pub fn detached(&self) -> bool {
+        self.detached.load(Ordering::Relaxed)
+    }
 }
 
 /// Every family alive in this process, so a store switch or a fork can move their series.
@@ -168,6 +177,9 @@ pub struct Family {
     pub desc: Arc<Desc>,
     series: RwLock<HashMap<Vec<String>, Arc<Series>>>,
     next_seq: AtomicU64,
+    // Handles on this family's series find the new series after a removal (the built-in
+    // families: a user's `clear()` must not switch their counting off).
+    reattach: AtomicBool,
 }
 
 impl Family {
@@ -182,6 +194,7 @@ impl Family {
             desc: Arc::new(desc),
             series: RwLock::new(HashMap::new()),
             next_seq: AtomicU64::new(0),
+            reattach: AtomicBool::new(false),
         });
         sync::lock(&ALL_FAMILIES).push(Arc::downgrade(&fam));
         if fam.desc.labelnames.is_empty() {
@@ -222,6 +235,7 @@ impl Family {
             info: Mutex::new(Vec::new()),
             stamped: self.desc.tracks_time(),
             exemplars: Mutex::new(ExemplarState::default()),
+            detached: AtomicBool::new(false),
         });
         map.insert(labels, Arc::clone(&series));
         Ok(series)
@@ -246,9 +260,38 @@ impl Family {
         }
     }
 
+    /// Make every [`Handle`] on this family's series find the family's new series for its labels
+    /// after a `remove()` or `clear()`, instead of writing on to the removed one.
+    pub fn reattach_handles(&self) {
+        self.reattach.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether handles on this family's series reattach after a removal.
+    #[inline]
+    pub fn reattaches(&self) -> bool {
+        self.reattach.load(Ordering::Relaxed)
+    }
+
+    /// Mark `gone` detached and let the store drop this process's values of them. Called after
+    /// the family's lock is released: the store takes its own locks, and a scrape holding those
+    /// may be waiting for the family's.
+    fn detach(&self, gone: Vec<Arc<Series>>) {
+        if gone.is_empty() {
+            return;
+        }
+        let backing = cell::backing();
+        for series in gone {
+            series.detached.store(true, Ordering::Relaxed);
+            backing.release(&self.desc, &series.labels, &series.cells);
+        }
+    }
+
     /// Forget the series for `labels`; return whether it existed.
     pub fn remove(&self, labels: &[String]) -> bool {
-        sync::write(&self.series).remove(labels).is_some()
+        let gone = sync::write(&self.series).remove(labels);
+        let existed = gone.is_some();
+        self.detach(gone.into_iter().collect());
+        existed
     }
 
     /// Forget every series whose labels at the given positions have the given values; return
@@ -260,15 +303,16 @@ impl Family {
             .filter(|labels| matching.iter().all(|(i, v)| labels.get(*i) == Some(v)))
             .cloned()
             .collect();
-        for labels in &gone {
-            map.remove(labels);
-        }
+        let series: Vec<Arc<Series>> = gone.iter().filter_map(|labels| map.remove(labels)).collect();
+        drop(map);
+        self.detach(series);
         gone
     }
 
     /// Forget every series.
     pub fn clear(&self) {
-        sync::write(&self.series).clear();
+        let gone: Vec<Arc<Series>> = sync::write(&self.series).drain().map(|(_, s)| s).collect();
+        self.detach(gone);
     }
 
     /// All series, in creation order.
@@ -292,6 +336,74 @@ impl Family {
             })
             .collect();
         FamilySnapshot { desc: Arc::clone(&self.desc), series }
+    }
+}
+
+/// A handle on the series of one label set, kept for speed by whoever records on it (a child
+/// returned by `labels()`, the request recorder).
+///
+/// A series the family let go of (`remove()`, `clear()`) is detached: a handle on it finds the
+/// family's new series for the same labels on its next write when the family reattaches
+/// handles (the built-in families), or, for any family, when the handle was made with
+/// `always`. Otherwise it keeps writing to the detached series, which no scrape reads, as a
+/// child of prometheus_client does.
+pub struct Handle {
+    family: Arc<Family>,
+    always: bool,
+    // Points into an `Arc` in `held`.
+    current: AtomicPtr<Series>,
+    // Every series this handle pointed to, kept for the handle's life: a reference returned by
+    // `series` stays valid however often the handle moves on. Only ever appended to.
+    held: Mutex<Vec<Arc<Series>>>,
+}
+
+impl Handle {
+    /// A handle on `series` of `family`; `always`: reattach whatever the family says.
+    pub fn new(family: Arc<Family>, series: Arc<Series>, always: bool) -> Handle {
+        let current = AtomicPtr::new(Arc::as_ptr(&series) as *mut Series);
+        Handle { family, always, current, held: Mutex::new(vec![series]) }
+    }
+
+    /// The family of the series.
+    pub fn family(&self) -> &Arc<Family> {
+        &self.family
+    }
+
+    /// The series to write to: the current one, or, once it is detached and the handle
+    /// reattaches, the family's series for the same labels (created with `clock` if needed).
+    #[inline]
+    pub fn series(&self, clock: impl FnOnce() -> f64) -> &Series {
+        // SAFETY: `current` always points to a series whose `Arc` is in `held`, which is only
+        // appended to and lives as long as `self`, so the series outlives the borrow of `self`.
+        let series = unsafe { &*self.current.load(Ordering::Acquire) };
+        if series.detached() && (self.always || self.family.reattaches()) {
+            return self.reattach(series, clock);
+        }
+        series
+    }
+
+    #[cold]
+    fn reattach<'s>(&'s self, old: &'s Series, clock: impl FnOnce() -> f64) -> &'s Series {
+        // A failure (it cannot happen: the labels fit the family) keeps the detached series.
+        let Ok(new) = self.family.series_with(old.labels.clone(), clock) else { return old };
+        let ptr = Arc::as_ptr(&new) as *mut Series;
+        let mut held = sync::lock(&self.held);
+        held.push(new);
+        // Stored under the lock, so `arc` (which reads `held` under it) agrees with `current`.
+        self.current.store(ptr, Ordering::Release);
+        drop(held);
+        // SAFETY: the `Arc` behind `ptr` was just put in `held` (see `series`).
+        unsafe { &*ptr }
+    }
+
+    /// The current series, shared (for context managers that outlive this call).
+    pub fn arc(&self, clock: impl FnOnce() -> f64) -> Arc<Series> {
+        let current: *const Series = self.series(clock);
+        let held = sync::lock(&self.held);
+        // `current` is in `held`; the last entry is the fallback should a racing reattach have
+        // moved on meanwhile (both are series of the same labels).
+        let found = held.iter().rev().find(|s| Arc::as_ptr(s) == current).or(held.last());
+        found.map_or_else(|| Arc::clone(&held[0]), Arc::clone)
     }
 }
 
@@ -337,5 +449,42 @@ mod tests {
         assert_eq!(fam.series(vec!["x".into()]).unwrap().get(), 2.0);
         assert!(fam.remove(&["x".into()]));
         assert_eq!(fam.series(vec!["x".into()]).unwrap().get(), 0.0);
+    }
+
+    fn counter() -> Arc<Family> {
+        Family::new(Desc::new(Kind::Counter, "c", "", vec!["a".into()], "", "", "").unwrap())
+    }
+
+    fn value(fam: &Family, label: &str) -> Option<f64> {
+        fam.all_series().iter().find(|s| s.labels == [label]).map(|s| s.get())
+    }
+
+    #[test]
+    fn a_handle_stays_detached_unless_it_reattaches() {
+        let fam = counter();
+        let plain = Handle::new(Arc::clone(&fam), fam.series(vec!["x".into()]).unwrap(), false);
+        plain.series(now).inc(1.0);
+        fam.clear();
+        plain.series(now).inc(1.0);
+        assert_eq!(value(&fam, "x"), None, "a prometheus_client child writes nowhere after clear()");
+        fam.reattach_handles();
+        plain.series(now).inc(1.0);
+        assert_eq!(value(&fam, "x"), Some(1.0));
+        assert!(fam.remove(&["x".into()]));
+        plain.series(now).inc(2.0);
+        assert_eq!(value(&fam, "x"), Some(2.0));
+    }
+
+    #[test]
+    fn an_always_handle_reattaches_to_the_series_labels_made_meanwhile() {
+        let fam = counter();
+        let handle = Handle::new(Arc::clone(&fam), fam.series(vec!["x".into()]).unwrap(), true);
+        let before: *const Series = handle.series(now);
+        fam.remove_matching(&[(0, "x".into())]);
+        fam.series(vec!["x".into()]).unwrap().inc(3.0);
+        handle.series(now).inc(1.0);
+        assert_eq!(value(&fam, "x"), Some(4.0));
+        assert!(!std::ptr::eq(before, handle.series(now)));
+        assert!(std::ptr::eq(Arc::as_ptr(&handle.arc(now)), handle.series(now)));
     }
 }

@@ -12,6 +12,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 
 from metrics import middleware
+from metrics.core import REGISTRY
 from metrics.middleware import OTHER_METHOD, UNRESOLVED, MetricsMiddleware, view_label
 
 TOTAL = "django_http_requests_total"
@@ -195,8 +196,8 @@ def test_disabled_collects_nothing(sample) -> None:
     assert sample(TOTAL, method="GET", view="ok", status="200") == before
 
 
-def test_metrics_failure_never_breaks_the_request(monkeypatch, caplog) -> None:
-    """A failing hook on entry and on exit is logged, and the response goes out as if nothing happened."""
+def test_metrics_failure_never_breaks_the_request(monkeypatch, caplog, sample) -> None:
+    """A failing hook on entry and on exit is logged; the response goes out and the request counts."""
 
     def broken_tick() -> None:
         raise RuntimeError("metric store on fire")
@@ -207,14 +208,18 @@ def test_metrics_failure_never_breaks_the_request(monkeypatch, caplog) -> None:
     # Captured when the middleware is built, at the client's first request.
     monkeypatch.setattr(middleware, "tick", broken_tick)
     monkeypatch.setattr(middleware, "request_exemplar", broken_exemplar)
+    labels = {"method": "GET", "view": "ok", "status": "200"}
+    before = sample(TOTAL, **labels)
     with override_settings(METRICS_EXEMPLARS=True), caplog.at_level(logging.ERROR, logger="metrics"):
         response = Client().get("/ok/")
     assert response.status_code == 200
     assert response.content == b"hello"
-    assert "could not count the request in progress" in caplog.text
+    assert "could not refresh this process's metrics" in caplog.text
     assert "metric store on fire" in caplog.text
-    assert "could not record the request" in caplog.text
+    assert "the exemplar source failed; the request is counted without one" in caplog.text
     assert "metric store on fire, again" in caplog.text
+    assert sample(TOTAL, **labels) == before + 1
+    assert sample("django_http_requests_in_progress", method="GET") == 0
 
 
 class _UnreadableResponse(HttpResponse):
@@ -403,22 +408,60 @@ def test_cancelled_async_request_is_499_not_500(sample) -> None:
     assert sample("django_http_requests_in_progress", method="GET") == 0
 
 
-def test_request_metrics_keeps_any_method_label_it_is_given(sample) -> None:
-    """`RequestMetrics` used directly records a method outside the standard set under its own name."""
+@pytest.mark.parametrize("removal", ["clear", "remove"])
+def test_removing_a_series_never_switches_the_request_metrics_off(sample, removal: str) -> None:
+    """After `clear()` or `remove()` on a built-in family, the next requests count from zero again."""
     from metrics import collectors
-    from metrics.core import RequestMetrics
 
-    recorder = RequestMetrics(
-        collectors.http_requests_total,
-        collectors.http_request_duration_seconds,
-        collectors.http_requests_in_progress,
-        collectors.http_request_size_bytes,
-        collectors.http_response_size_bytes,
-    )
-    labels = {"method": "PROPFIND", "view": "dav", "status": "207"}
+    labels = {"method": "GET", "view": "ok"}
+    client = Client()
+    for _ in range(3):
+        client.get("/ok/")
+    assert sample(TOTAL, status="200", **labels) >= 3
+    if removal == "clear":
+        collectors.http_requests_total.clear()
+        collectors.http_request_duration_seconds.clear()
+    else:
+        collectors.http_requests_total.remove("GET", "ok", "200")
+        collectors.http_request_duration_seconds.remove("GET", "ok")
+    assert REGISTRY.get_sample_value(TOTAL, {"status": "200", **labels}) is None
+    for _ in range(5):
+        client.get("/ok/")
+    assert REGISTRY.get_sample_value(TOTAL, {"status": "200", **labels}) == 5
+    assert REGISTRY.get_sample_value(DURATION, labels) == 5
+
+
+def test_clearing_the_in_progress_gauge_mid_request_leaves_no_request_counted(sample) -> None:
+    """A `clear()` while a request runs: the new series neither goes negative nor keeps it."""
+    from metrics import collectors
+
+    def view(request: HttpRequest) -> HttpResponse:
+        collectors.http_requests_in_progress.clear()
+        return HttpResponse(b"ok")
+
+    clearing = MetricsMiddleware(view)
+    request = RequestFactory().get("/ok/")
+    assert clearing(request).status_code == 200
+    assert clearing(request).status_code == 200
+    assert MetricsMiddleware(lambda request: HttpResponse(b"ok"))(request).status_code == 200
+    assert REGISTRY.get_sample_value("django_http_requests_in_progress", {"method": "GET"}) == 0
+
+
+def test_unreadable_settings_serve_the_request_unrecorded(monkeypatch, caplog, sample) -> None:
+    """Settings the middleware cannot read (an attribute gone) cost the record, never the response."""
+    from metrics.conf import app_settings
+
+    def missing() -> object:
+        raise AttributeError("'Settings' object has no attribute 'METRICS_EXCLUDED_PATHS'")
+
+    labels = {"method": "GET", "view": "ok", "status": "200"}
     before = sample(TOTAL, **labels)
-    recorder.begin("PROPFIND")
-    assert sample("django_http_requests_in_progress", method="PROPFIND") == 1
-    recorder.finish("PROPFIND", "dav", 207, 0.01, 0, 10)
-    assert sample(TOTAL, **labels) == before + 1
-    assert sample("django_http_requests_in_progress", method="PROPFIND") == 0
+    monkeypatch.setattr(app_settings, "middleware_settings", missing)
+    app_settings.clear_cache()
+    with caplog.at_level(logging.ERROR, logger="metrics"):
+        sync_response = Client().get("/ok/")
+        async_response = asyncio.run(AsyncClient().get("/ok/"))
+    assert (sync_response.status_code, sync_response.content) == (200, b"hello")
+    assert (async_response.status_code, async_response.content) == (200, b"hello")
+    assert "could not route the request; served unrecorded" in caplog.text
+    assert sample(TOTAL, **labels) == before

@@ -107,6 +107,8 @@ class _Metric:
         """Forget every child whose labels include all of `labels`; ValueError for an unknown name."""
     def clear(self) -> None:
         """Forget every child."""
+    def _reattach_after_removal(self) -> None:
+        """Let children already handed out follow `remove()`/`clear()` to the new series."""
     def collect(self) -> list[Any]:
         """Return this metric as prometheus_client `Metric` objects."""
     @property
@@ -263,7 +265,7 @@ class Bundle:
 
 @final
 class RequestMetrics:
-    """The five HTTP metrics of a request, recorded in one call into the core at its end."""
+    """The five HTTP metrics, handed to `RecordingMiddleware._bind`, which records on them."""
 
     def __new__(
         cls,
@@ -273,20 +275,6 @@ class RequestMetrics:
         request_size: Histogram,
         response_size: Histogram,
     ) -> Self: ...
-    def begin(self, method: str) -> None:
-        """A request with this method has started (in-progress gauge up)."""
-    def finish(
-        self,
-        method: str,
-        view: str,
-        status: int,
-        duration: float,
-        request_size: float,
-        response_size: float | None,
-        begun: bool = True,
-        exemplar: dict[str, str] | None = None,
-    ) -> None:
-        """A request has ended: count, observe duration and sizes, in-progress gauge down when `begun`."""
 
 @final
 class RequestStart:

@@ -419,3 +419,18 @@ migrations_applied = Gauge(
     ["database"],
     multiprocess_mode="mostrecent",
 )
+
+
+def _keep_counting_after_removal() -> None:
+    """Let every built-in family's kept children follow `remove()`/`clear()` to the new series.
+
+    The instruments keep the children they record on (per connection, per cache, per task
+    name); a user's `clear()` on a built-in family must not switch that counting off for the
+    life of the process, so those children find the family's new series on their next write.
+    """
+    for metric in list(globals().values()):
+        if isinstance(metric, (Counter, Gauge, Histogram, Summary)):
+            metric._reattach_after_removal()
+
+
+_keep_counting_after_removal()

@@ -181,7 +181,12 @@ def families() -> Families:
     if _families is None:
         with _lock:
             if _families is None:
-                _families = Families()
+                made = Families()
+                # Kept children (bundles, cache and database counters) follow a user's
+                # `remove()`/`clear()` to the new series, as the built-in families' do.
+                for metric in vars(made).values():
+                    metric._reattach_after_removal()
+                _families = made
     return _families
 
 

@@ -204,17 +204,42 @@ def _refresh_after_fork() -> None:
     tick()
 
 
+# Seconds between two log lines about the same failing collector or hook.
+COLLECTOR_FAILURE_LOG_SECONDS = 60.0
+# Collector (or hook) name -> when its failure was last logged.
+_failure_logged: dict[str, float] = {}
+
+
+def _collector_failed(kind: str, what: object, exc: Exception) -> None:
+    """Log one line naming the failed collector and its error, at most once a minute for each.
+
+    A collector that cannot work yet (a table before `migrate`, a database that is down) fails
+    at every scrape; a traceback each time would bury everything else in the log.
+    """
+    name = getattr(what, "__qualname__", None) or type(what).__qualname__
+    module = getattr(what, "__module__", None) or type(what).__module__
+    key = f"{kind} {module}.{name}"
+    now = time.monotonic()
+    last = _failure_logged.get(key)
+    if last is not None and now - last < COLLECTOR_FAILURE_LOG_SECONDS:
+        return
+    _failure_logged[key] = now
+    logger.warning(
+        "metrics: %s failed, left out of this scrape: %s: %s", key, type(exc).__name__, exc
+    )
+
+
 def _run_collect_hooks() -> None:
     for hook in list(_collect_hooks):
         try:
             hook()
-        except Exception:
-            logger.exception("metrics collect hook %r failed", hook)
+        except Exception as exc:
+            _collector_failed("collect hook", hook, exc)
     for gauge, func in list(_core.gauge_functions()):
         try:
             gauge.set(func())
-        except Exception:
-            logger.exception("Gauge.set_function callback %r failed", func)
+        except Exception as exc:
+            _collector_failed("Gauge.set_function callback", func, exc)
 
 
 def _foreign_families(collectors: Iterable[Any]) -> list[tuple[Any, ...]]:
@@ -223,8 +248,8 @@ def _foreign_families(collectors: Iterable[Any]) -> list[tuple[Any, ...]]:
     for collector in collectors:
         try:
             families = list(collector.collect())
-        except Exception:
-            logger.exception("collector %r failed; its metrics are left out of this scrape", collector)
+        except Exception as exc:
+            _collector_failed("collector", collector, exc)
             continue
         for fam in families:
             samples = [

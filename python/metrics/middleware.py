@@ -112,7 +112,12 @@ class MetricsMiddleware(RecordingMiddleware):
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        probe, recorded = self._route(request.path_info)
+        try:
+            probe, recorded = self._route(request.path_info)
+        except Exception:
+            # Monitoring never changes what the user gets: served unrecorded.
+            logger.exception("metrics: could not route the request; served unrecorded")
+            return await get_response(request)
         if probe and not _host_allowed(request):
             return await sync_to_async(_probe_view(request))(request)
         if not recorded:
@@ -133,7 +138,12 @@ class MetricsMiddleware(RecordingMiddleware):
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         """Count an exception raised by the view; return None so Django handles it as usual."""
-        if self._route(request.path_info)[1]:
+        try:
+            recorded = self._route(request.path_info)[1]
+        except Exception:
+            logger.exception("metrics: could not route the request; exception not counted")
+            return
+        if recorded:
             self._count_exception(request, exception)
 
     def _count_escaped(self, request: HttpRequest, exc: BaseException) -> None:

@@ -1,33 +1,49 @@
 //! `Bundle`: the series one event writes to, recorded together in one call.
 
+use std::sync::Arc;
+
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use super::context::Target;
-use super::metric::target_of;
+use super::metric::{python_time, target_of};
 use crate::desc::Kind;
+use crate::family::Handle;
 
 /// Counters and histograms (children of our metrics) that one event updates: counters go up by
 /// one, histograms observe the event's duration, request size or response size.
+///
+/// A bundle is a cache: after `remove()` or `clear()` on one of the families, it records on the
+/// family's new series for the same labels, as a fresh `labels()` lookup would.
 #[pyclass(name = "Bundle", module = "metrics._core", frozen)]
 pub struct PyBundle {
-    counts: Vec<Target>,
-    durations: Vec<Target>,
-    request_sizes: Vec<Target>,
-    response_sizes: Vec<Target>,
-    streamed: Vec<Target>,
-    ajax: Vec<Target>,
+    counts: Vec<Handle>,
+    durations: Vec<Handle>,
+    request_sizes: Vec<Handle>,
+    response_sizes: Vec<Handle>,
+    streamed: Vec<Handle>,
+    ajax: Vec<Handle>,
 }
 
-fn targets(list: Option<&Bound<'_, PyList>>) -> PyResult<Vec<Target>> {
-    list.map(|l| l.iter().map(|item| target_of(&item)).collect()).unwrap_or(Ok(Vec::new()))
+fn targets(list: Option<&Bound<'_, PyList>>) -> PyResult<Vec<Handle>> {
+    let Some(list) = list else { return Ok(Vec::new()) };
+    list.iter()
+        .map(|item| target_of(&item).map(|t| Handle::new(Arc::clone(&t.family), t.series, true)))
+        .collect()
 }
 
-fn observe(target: &Target, value: f64) {
-    match target.family.desc.kind {
-        Kind::Histogram => target.series.observe_histogram(&target.family.desc.buckets, value),
-        Kind::Summary => target.series.observe_summary(value),
-        _ => target.series.inc(value),
+fn observe(py: Python<'_>, handle: &Handle, value: f64) {
+    let series = handle.series(|| python_time(py));
+    let desc = &handle.family().desc;
+    match desc.kind {
+        Kind::Histogram => series.observe_histogram(&desc.buckets, value),
+        Kind::Summary => series.observe_summary(value),
+        _ => series.inc(value),
+    }
+}
+
+fn count(py: Python<'_>, handles: &[Handle]) {
+    for h in handles {
+        h.series(|| python_time(py)).inc(1.0);
     }
 }
 
@@ -61,35 +77,30 @@ impl PyBundle {
     #[pyo3(signature = (duration, request_size, response_size=None, is_streamed=false, is_ajax=false))]
     fn record(
         &self,
+        py: Python<'_>,
         duration: f64,
         request_size: f64,
         response_size: Option<f64>,
         is_streamed: bool,
         is_ajax: bool,
     ) {
-        for t in &self.counts {
-            t.series.inc(1.0);
+        count(py, &self.counts);
+        for h in &self.durations {
+            observe(py, h, duration);
         }
-        for t in &self.durations {
-            observe(t, duration);
-        }
-        for t in &self.request_sizes {
-            observe(t, request_size);
+        for h in &self.request_sizes {
+            observe(py, h, request_size);
         }
         if let Some(size) = response_size {
-            for t in &self.response_sizes {
-                observe(t, size);
+            for h in &self.response_sizes {
+                observe(py, h, size);
             }
         }
         if is_streamed {
-            for t in &self.streamed {
-                t.series.inc(1.0);
-            }
+            count(py, &self.streamed);
         }
         if is_ajax {
-            for t in &self.ajax {
-                t.series.inc(1.0);
-            }
+            count(py, &self.ajax);
         }
     }
 }

@@ -15,7 +15,7 @@ use super::context::{PyExceptionCounter, PyInProgress, PyTimer, Target};
 use super::registry::{snapshots_to_py, RegistryArg};
 use crate::desc::{Desc, GaugeMode, Kind};
 use crate::exemplar::Exemplar;
-use crate::family::{now, Family, Series};
+use crate::family::{now, Family, Handle, Series};
 use crate::names;
 use crate::store;
 
@@ -32,7 +32,8 @@ type Lookup<'py> = Result<Bound<'py, PyAny>, (Bound<'py, PyTuple>, Metric)>;
 /// The state shared by every metric class.
 pub(crate) struct Metric {
     family: Arc<Family>,
-    series: Option<Arc<Series>>,
+    // None: a labelled parent.
+    series: Option<Handle>,
     children: Option<Py<PyDict>>,
     labelvalues: Vec<String>,
 }
@@ -96,13 +97,19 @@ impl Metric {
         let family = Family::new_with(desc, || python_time(py));
         registry.register(py, &family)?;
         let labelled = !family.desc.labelnames.is_empty();
-        let series = if labelled { None } else { family.series_with(Vec::new(), || python_time(py)).ok() };
+        let series = if labelled {
+            None
+        } else {
+            family
+                .series_with(Vec::new(), || python_time(py))
+                .ok()
+                .map(|s| Handle::new(Arc::clone(&family), s, false))
+        };
         let children = if labelled { Some(PyDict::new(py).unbind()) } else { None };
         Ok(Metric { family, series, children, labelvalues: Vec::new() })
     }
 
-    #[inline]
-    fn series(&self) -> PyResult<&Arc<Series>> {
+    fn handle(&self) -> PyResult<&Handle> {
         self.series.as_ref().ok_or_else(|| {
             PyValueError::new_err(format!(
                 "{} metric is missing label values",
@@ -111,8 +118,15 @@ impl Metric {
         })
     }
 
-    fn target(&self) -> PyResult<Target> {
-        Ok(Target { family: Arc::clone(&self.family), series: Arc::clone(self.series()?) })
+    /// The series to write to (after a removal, the family's new one where handles reattach).
+    #[inline]
+    fn series(&self, py: Python<'_>) -> PyResult<&Series> {
+        Ok(self.handle()?.series(|| python_time(py)))
+    }
+
+    fn target(&self, py: Python<'_>) -> PyResult<Target> {
+        let series = self.handle()?.arc(|| python_time(py));
+        Ok(Target { family: Arc::clone(&self.family), series })
     }
 
     fn describe_self(&self) -> String {
@@ -197,7 +211,7 @@ impl Metric {
         let series = self.family.series_with(values.clone(), || python_time(py))?;
         let child = Metric {
             family: Arc::clone(&self.family),
-            series: Some(series),
+            series: Some(Handle::new(Arc::clone(&self.family), series, false)),
             children: None,
             labelvalues: values,
         };
@@ -301,7 +315,7 @@ pub(crate) fn target_of(obj: &Bound<'_, PyAny>) -> PyResult<Target> {
     macro_rules! try_class {
         ($($ty:ty),*) => {
             $(if let Ok(m) = obj.cast::<$ty>() {
-                return m.get().m.target();
+                return m.get().m.target(obj.py());
             })*
         };
     }
@@ -370,6 +384,13 @@ macro_rules! metric_class {
             /// Forget every child.
             fn clear(&self, py: Python<'_>) -> PyResult<()> {
                 self.m.clear(py)
+            }
+
+            /// Let children already handed out find the new series of their labels after
+            /// `remove()` or `clear()`, instead of writing where no scrape reads (the built-in
+            /// families: code that keeps a child, like the instruments, must go on counting).
+            fn _reattach_after_removal(&self) {
+                self.m.family.reattach_handles();
             }
 
             /// This metric as prometheus_client `Metric` objects.
@@ -443,7 +464,7 @@ metric_class!(PyCounter, "Counter", {
         if amount < 0.0 {
             return Err(PyValueError::new_err("Counters can only be incremented by non-negative amounts."));
         }
-        let series = self.m.series()?;
+        let series = self.m.series(py)?;
         if let Some(labels) = exemplar.filter(|e| !e.is_empty()) {
             self.m.family.set_exemplar(series, 0, 1, exemplar_of(py, labels, amount)?);
         }
@@ -453,7 +474,7 @@ metric_class!(PyCounter, "Counter", {
 
     /// Reset to zero and restart the creation time.
     fn reset(&self, py: Python<'_>) -> PyResult<()> {
-        self.m.series()?.reset(python_time(py));
+        self.m.series(py)?.reset(python_time(py));
         Ok(())
     }
 
@@ -464,12 +485,12 @@ metric_class!(PyCounter, "Counter", {
             Some(e) => e,
             None => py.get_type::<pyo3::exceptions::PyException>().into_any().unbind(),
         };
-        Ok(PyExceptionCounter::new(self.m.target()?, exception))
+        Ok(PyExceptionCounter::new(self.m.target(py)?, exception))
     }
 
     /// The current value (for tests and tools).
-    fn _get(&self) -> PyResult<f64> {
-        Ok(self.m.series()?.get())
+    fn _get(&self, py: Python<'_>) -> PyResult<f64> {
+        Ok(self.m.series(py)?.get())
     }
 });
 
@@ -501,55 +522,55 @@ metric_class!(PyGauge, "Gauge", {
 
     /// Increment by `amount`.
     #[pyo3(signature = (amount=1.0))]
-    fn inc(&self, amount: f64) -> PyResult<()> {
-        let s = self.m.series()?;
+    fn inc(&self, py: Python<'_>, amount: f64) -> PyResult<()> {
+        let s = self.m.series(py)?;
         s.inc(amount);
         Ok(())
     }
 
     /// Decrement by `amount`.
     #[pyo3(signature = (amount=1.0))]
-    fn dec(&self, amount: f64) -> PyResult<()> {
-        let s = self.m.series()?;
+    fn dec(&self, py: Python<'_>, amount: f64) -> PyResult<()> {
+        let s = self.m.series(py)?;
         s.inc(-amount);
         Ok(())
     }
 
     /// Set to `value`.
-    fn set(&self, value: f64) -> PyResult<()> {
-        let s = self.m.series()?;
+    fn set(&self, py: Python<'_>, value: f64) -> PyResult<()> {
+        let s = self.m.series(py)?;
         s.set(value);
         Ok(())
     }
 
     /// Set to the current Unix time in seconds.
-    fn set_to_current_time(&self) -> PyResult<()> {
-        let s = self.m.series()?;
+    fn set_to_current_time(&self, py: Python<'_>) -> PyResult<()> {
+        let s = self.m.series(py)?;
         s.set(now());
         Ok(())
     }
 
     /// Track a block or function as in progress.
-    fn track_inprogress(&self) -> PyResult<PyInProgress> {
-        Ok(PyInProgress::new(self.m.target()?))
+    fn track_inprogress(&self, py: Python<'_>) -> PyResult<PyInProgress> {
+        Ok(PyInProgress::new(self.m.target(py)?))
     }
 
     /// Time a block or function, setting the gauge to its duration in seconds.
     fn time(slf: &Bound<'_, Self>) -> PyTimer {
-        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target().ok())
+        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target(slf.py()).ok())
     }
 
     /// Take the value from `f()` at every collection.
     fn set_function(slf: &Bound<'_, Self>, f: Py<PyAny>) -> PyResult<()> {
-        slf.get().m.series()?;
+        slf.get().m.series(slf.py())?;
         let py = slf.py();
         let list = GAUGE_FUNCTIONS.get_or_init(py, || PyList::empty(py).unbind());
         list.bind(py).append((slf, f))
     }
 
     /// The current value (for tests and tools).
-    fn _get(&self) -> PyResult<f64> {
-        Ok(self.m.series()?.get())
+    fn _get(&self, py: Python<'_>) -> PyResult<f64> {
+        Ok(self.m.series(py)?.get())
     }
 });
 
@@ -588,7 +609,7 @@ metric_class!(PyHistogram, "Histogram", {
     /// Record one observation.
     #[pyo3(signature = (amount, exemplar=None))]
     fn observe(&self, py: Python<'_>, amount: f64, exemplar: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-        let series = self.m.series()?;
+        let series = self.m.series(py)?;
         let buckets = &self.m.family.desc.buckets;
         if let Some(labels) = exemplar.filter(|e| !e.is_empty()) {
             let bucket = Series::bucket_of(buckets, amount);
@@ -602,7 +623,7 @@ metric_class!(PyHistogram, "Histogram", {
 
     /// Time a block or function, observing its duration in seconds.
     fn time(slf: &Bound<'_, Self>) -> PyTimer {
-        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target().ok())
+        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target(slf.py()).ok())
     }
 
     /// The bucket upper bounds.
@@ -632,14 +653,14 @@ metric_class!(PySummary, "Summary", {
     }
 
     /// Record one observation.
-    fn observe(&self, amount: f64) -> PyResult<()> {
-        self.m.series()?.observe_summary(amount);
+    fn observe(&self, py: Python<'_>, amount: f64) -> PyResult<()> {
+        self.m.series(py)?.observe_summary(amount);
         Ok(())
     }
 
     /// Time a block or function, observing its duration in seconds.
     fn time(slf: &Bound<'_, Self>) -> PyTimer {
-        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target().ok())
+        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target(slf.py()).ok())
     }
 });
 
@@ -663,8 +684,8 @@ metric_class!(PyInfo, "Info", {
     }
 
     /// Set the key-value pairs.
-    fn info(&self, val: &Bound<'_, PyDict>) -> PyResult<()> {
-        let series = self.m.series()?;
+    fn info(&self, py: Python<'_>, val: &Bound<'_, PyDict>) -> PyResult<()> {
+        let series = self.m.series(py)?;
         let mut pairs = Vec::with_capacity(val.len());
         for (k, v) in val.iter() {
             let k: String = k.extract()?;
@@ -710,8 +731,8 @@ metric_class!(PyEnum, "Enum", {
     }
 
     /// Set the current state.
-    fn state(&self, state: &str) -> PyResult<()> {
-        let series = self.m.series()?;
+    fn state(&self, py: Python<'_>, state: &str) -> PyResult<()> {
+        let series = self.m.series(py)?;
         let idx = self.m.family.desc.states.iter().position(|s| s == state).ok_or_else(|| {
             PyValueError::new_err(format!("{state:?} is not a state of {}", self.m.family.desc.name))
         })?;

@@ -7,6 +7,7 @@
 //! exemplars, the compatibility recorder, streamed bodies, counting exceptions) stays in Python
 //! and is handed over as callables when the middleware is built.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString, PyTuple};
 
 use super::request::{Measured, PyRequestMetrics, Recorder, METHODS, OTHER_INDEX, OTHER_METHOD};
+use crate::family::Series;
 use crate::sync;
 
 /// The `view` label of a request no URL pattern matched.
@@ -24,6 +26,8 @@ const UNRESOLVED_VIEW: &str = "<unresolved>";
 /// How often a request may call the `tick` hook (which has its own, longer schedule): a
 /// monotonic clock read per request instead of a call into Python.
 const TICK_EVERY: Duration = Duration::from_secs(1);
+/// How often one cause of failure may be logged.
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The label of method slot `index`.
 fn method_name(index: usize) -> &'static str {
@@ -178,6 +182,8 @@ struct Hooks {
     // request -> the probe's response, or None to go on (host allowed).
     probe: Py<PyAny>,
     logger: Py<PyAny>,
+    // When each message was last logged.
+    logged: Mutex<HashMap<&'static str, Instant>>,
 }
 
 impl Hooks {
@@ -204,7 +210,17 @@ impl Hooks {
         Ok(route)
     }
 
-    fn log(&self, py: Python<'_>, message: &str, err: PyErr) {
+    /// Log `err` under `message`, at most once a minute per message: a cause that repeats on
+    /// every request must not flood the log.
+    fn log(&self, py: Python<'_>, message: &'static str, err: PyErr) {
+        let now = Instant::now();
+        {
+            let mut logged = sync::lock(&self.logged);
+            if logged.get(message).is_some_and(|at| now.duration_since(*at) < LOG_EVERY) {
+                return;
+            }
+            logged.insert(message, now);
+        }
         let kwargs = PyDict::new(py);
         if kwargs.set_item(intern!(py, "exc_info"), err.into_value(py)).is_ok() {
             // A logging failure leaves nothing to tell: the request goes on.
@@ -212,12 +228,12 @@ impl Hooks {
         }
     }
 
-    /// Count the request in progress; return its method slot, whether that worked, and its
-    /// start (the one clock read on entry).
-    fn begin(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> (usize, bool, Instant) {
+    /// Count the request in progress; return its method slot, the in-progress series it was
+    /// counted in (None: it was not), and its start (the one clock read on entry).
+    fn begin(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> (usize, Option<&Series>, Instant) {
         let index = method_of(request);
         let start = Instant::now();
-        let begun = (|| -> PyResult<()> {
+        let begun = (|| -> PyResult<Option<&Series>> {
             let now = monotonic_ns(start);
             let due = self.next_tick.load(Ordering::Relaxed);
             if now >= due
@@ -231,19 +247,22 @@ impl Hooks {
                     )
                     .is_ok()
             {
-                // Multiprocess mode: refresh this worker's own process metrics when due.
-                self.tick.call0(py)?;
+                // Multiprocess mode: refresh this worker's own process metrics when due. A
+                // failure there costs the refresh, not the request's count.
+                if let Err(e) = self.tick.call0(py) {
+                    self.log(py, "metrics: could not refresh this process's metrics", e);
+                }
             }
-            if let Some(recorder) = &self.recorder {
-                recorder.in_progress(py, index, 1.0)?;
-            }
-            Ok(())
+            let Some(recorder) = &self.recorder else { return Ok(None) };
+            let gauge = recorder.in_progress(py, index)?;
+            gauge.inc(1.0);
+            Ok(Some(gauge))
         })();
         match begun {
-            Ok(()) => (index, true, start),
+            Ok(gauge) => (index, gauge, start),
             Err(e) => {
                 self.log(py, "metrics: could not count the request in progress", e);
-                (index, false, start)
+                (index, None, start)
             }
         }
     }
@@ -255,19 +274,16 @@ impl Hooks {
         py: Python<'_>,
         request: &Bound<'_, PyAny>,
         index: usize,
-        begun: bool,
+        in_progress: Option<&Series>,
         start: Instant,
         response: Option<&Bound<'_, PyAny>>,
         status_without_response: u16,
     ) {
         let duration = start.elapsed().as_secs_f64();
-        if begun {
-            if let Some(recorder) = &self.recorder {
-                // First, so that no failure below leaves the request in progress for good.
-                if let Err(e) = recorder.in_progress(py, index, -1.0) {
-                    self.log(py, "metrics: could not record the request", e);
-                }
-            }
+        // First, so that no failure below leaves the request in progress for good; on the
+        // series it was counted in, even if a `clear()` replaced it since.
+        if let Some(gauge) = in_progress {
+            gauge.inc(-1.0);
         }
         let mut read = Read { status: None, request_size: 0.0, response_size: Some(0.0) };
         if let Err(e) =
@@ -320,11 +336,28 @@ impl Hooks {
         read.status = Some(status);
         read.request_size = request_size(request)?;
         read.response_size = response_size(response, &self.plain_content)?;
+        // A failing exemplar source costs the request its exemplar, not its count.
         let exemplar = match &self.exemplar {
-            Some(exemplar) => Some(exemplar.call1(py, (request,))?.into_bound(py)).filter(|e| !e.is_none()),
+            Some(source) => match source.call1(py, (request,)).and_then(|e| {
+                let e = e.into_bound(py);
+                if e.is_none() {
+                    Ok(None)
+                } else {
+                    Ok(Some(e.cast_into::<PyDict>()?))
+                }
+            }) {
+                Ok(found) => found,
+                Err(e) => {
+                    self.log(
+                        py,
+                        "metrics: the exemplar source failed; the request is counted without one",
+                        e,
+                    );
+                    None
+                }
+            },
             None => None,
         };
-        let exemplar = exemplar.map(|e| e.cast_into::<PyDict>()).transpose()?;
         if let Some(recorder) = &self.recorder {
             let measured = Measured {
                 view: view.cast::<PyString>()?.to_str()?,
@@ -357,7 +390,8 @@ pub struct PyRecordingMiddleware {
 #[pyclass(name = "RequestStart", module = "metrics._core", frozen)]
 pub struct PyRequestStart {
     index: usize,
-    begun: bool,
+    // The in-progress series the request was counted in (None: it was not).
+    in_progress: Option<Arc<Series>>,
     start: Instant,
 }
 
@@ -421,6 +455,7 @@ impl PyRecordingMiddleware {
             streamed,
             probe,
             logger,
+            logged: Mutex::new(HashMap::new()),
         };
         self.hooks.set(hooks).map_err(|_| PyRuntimeError::new_err("the middleware is already set up"))
     }
@@ -433,25 +468,36 @@ impl PyRecordingMiddleware {
             return Ok(slf.call_method1(intern!(py, "__acall__"), (request,))?.unbind());
         }
         let get_response = hooks.get_response.bind(py);
-        let path = request.getattr(intern!(py, "path_info"))?;
-        let (probe, recorded) = hooks.route(py, path.cast::<PyString>()?.to_str()?)?;
+        // Monitoring never changes what the user gets: a failure to route serves the request
+        // unrecorded, and is logged.
+        let routed = request
+            .getattr(intern!(py, "path_info"))
+            .and_then(|path| hooks.route(py, path.cast::<PyString>()?.to_str()?));
+        let (probe, recorded) = match routed {
+            Ok(routed) => routed,
+            Err(e) => {
+                hooks.log(py, "metrics: could not route the request; served unrecorded", e);
+                (false, false)
+            }
+        };
         if probe {
-            let answer = hooks.probe.call1(py, (request,))?;
-            if !answer.is_none(py) {
-                return Ok(answer);
+            match hooks.probe.call1(py, (request,)) {
+                Ok(answer) if !answer.is_none(py) => return Ok(answer),
+                Ok(_) => {}
+                Err(e) => hooks.log(py, "metrics: could not answer the probe; the site answers it", e),
             }
         }
         if !recorded {
             return Ok(get_response.call1((request,))?.unbind());
         }
-        let (index, begun, start) = hooks.begin(py, request);
+        let (index, in_progress, start) = hooks.begin(py, request);
         match get_response.call1((request,)) {
             Ok(response) => {
-                hooks.finish(py, request, index, begun, start, Some(&response), 500);
+                hooks.finish(py, request, index, in_progress, start, Some(&response), 500);
                 Ok(response.unbind())
             }
             Err(err) => {
-                hooks.finish(py, request, index, begun, start, None, 500);
+                hooks.finish(py, request, index, in_progress, start, None, 500);
                 let exc = err.value(py).clone();
                 if let Err(e) = slf.call_method1(intern!(py, "_count_escaped"), (request, exc)) {
                     hooks.log(py, "metrics: could not count an exception", e);
@@ -471,8 +517,15 @@ impl PyRecordingMiddleware {
     /// Count `request` in progress and start its clock (the async path).
     #[pyo3(name = "_begin_request")]
     fn begin_request(&self, request: &Bound<'_, PyAny>) -> PyResult<PyRequestStart> {
-        let (index, begun, start) = self.hooks()?.begin(request.py(), request);
-        Ok(PyRequestStart { index, begun, start })
+        let py = request.py();
+        let hooks = self.hooks()?;
+        let (index, counted, start) = hooks.begin(py, request);
+        // Shared, to outlive this call: the request awaits between begin and end.
+        let in_progress = match (counted, &hooks.recorder) {
+            (Some(_), Some(recorder)) => recorder.in_progress_arc(py, index).ok(),
+            _ => None,
+        };
+        Ok(PyRequestStart { index, in_progress, start })
     }
 
     /// Record `request`, begun at `start` (the async path; `response` None: it raised).
@@ -489,7 +542,7 @@ impl PyRecordingMiddleware {
             request.py(),
             request,
             s.index,
-            s.begun,
+            s.in_progress.as_deref(),
             s.start,
             response,
             status_without_response,

@@ -9,7 +9,7 @@ use pyo3::types::PyDict;
 
 use super::metric::{exemplar_of, family_of, python_time};
 use crate::desc::Kind;
-use crate::family::{Family, Series};
+use crate::family::{Family, Handle, Series};
 use crate::sync;
 
 /// The methods the middleware labels by name; any other is labelled [`OTHER_METHOD`].
@@ -17,7 +17,7 @@ pub(crate) const METHODS: [&str; 9] =
     ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
 /// The label of every method outside [`METHODS`].
 pub(crate) const OTHER_METHOD: &str = "other";
-/// Index of [`OTHER_METHOD`] in [`Recorder`]'s fixed method slots (after the [`METHODS`]).
+/// Index of [`OTHER_METHOD`] in [`Recorder`]'s method slots (after the [`METHODS`]).
 pub(crate) const OTHER_INDEX: usize = METHODS.len();
 
 /// Return the slot of a method label: its index in [`METHODS`], else [`OTHER_INDEX`].
@@ -33,13 +33,25 @@ struct Children {
     response_size: Arc<Series>,
 }
 
+impl Children {
+    /// Whether a family let go of any of these series (`remove()`, `clear()`): they are
+    /// looked up again, so a user's `clear()` never switches the request metrics off.
+    #[inline]
+    fn detached(&self) -> bool {
+        self.total.detached()
+            || self.duration.detached()
+            || self.request_size.detached()
+            || self.response_size.detached()
+    }
+}
+
 /// Children by view, then status: a view sees a handful of statuses, scanned in order.
 type ByView = HashMap<String, Vec<(u16, Arc<Children>)>>;
 
 /// The series of one method label: its in-progress gauge, and its children by view and status.
 struct MethodSeries {
     name: String,
-    gauge: OnceLock<Arc<Series>>,
+    gauge: OnceLock<Handle>,
     by_view: RwLock<ByView>,
 }
 
@@ -68,7 +80,8 @@ pub(crate) struct Measured<'a, 'py> {
 /// The five HTTP metrics, with their series looked up once per label combination.
 ///
 /// Requests are keyed by method slot (no hashing for the standard methods), then view, then
-/// status; each combination's series are created on first use and kept.
+/// status; each combination's series are created on first use and kept until a family lets go
+/// of one of them (`remove()`, `clear()`), when they are looked up again.
 pub(crate) struct Recorder {
     total: Arc<Family>,
     duration: Arc<Family>,
@@ -77,8 +90,6 @@ pub(crate) struct Recorder {
     response_size: Arc<Family>,
     // METHODS, then OTHER_METHOD.
     fixed: Vec<MethodSeries>,
-    // Methods outside the fixed slots, for `RequestMetrics` callers that pass any label.
-    extra: RwLock<HashMap<String, Arc<MethodSeries>>>,
 }
 
 fn family(obj: &Bound<'_, PyAny>, kind: Kind, labels: &[&str]) -> PyResult<Arc<Family>> {
@@ -94,31 +105,29 @@ fn family(obj: &Bound<'_, PyAny>, kind: Kind, labels: &[&str]) -> PyResult<Arc<F
 }
 
 impl Recorder {
-    /// Call `f` with the series of the method label `method`.
-    fn with_method<R>(&self, method: &str, f: impl FnOnce(&MethodSeries) -> R) -> R {
-        let index = method_index(method);
-        if index < OTHER_INDEX || method == OTHER_METHOD {
-            return f(&self.fixed[index]);
-        }
-        let found = sync::read(&self.extra).get(method).cloned();
-        let series = found.unwrap_or_else(|| {
-            let made = Arc::new(MethodSeries::new(method));
-            Arc::clone(sync::write(&self.extra).entry(method.to_owned()).or_insert(made))
-        });
-        f(&series)
-    }
-
-    // References, not clones, on the way of every request: an `Arc` clone and its drop are two
-    // more atomic read-modify-writes.
-    fn gauge<'m>(&self, py: Python<'_>, method: &'m MethodSeries) -> PyResult<&'m Series> {
+    /// The in-progress gauge of method slot `index`, to move up on entry and down on exit: the
+    /// same series both times, so a `clear()` in between leaves no request counted for good.
+    pub(crate) fn in_progress(&self, py: Python<'_>, index: usize) -> PyResult<&Series> {
+        let method = &self.fixed[index.min(OTHER_INDEX)];
         if let Some(gauge) = method.gauge.get() {
-            return Ok(gauge.as_ref());
+            return Ok(gauge.series(|| python_time(py)));
         }
-        let gauge = self.in_progress.series_with(vec![method.name.clone()], || python_time(py))?;
-        Ok(method.gauge.get_or_init(|| gauge).as_ref())
+        let series = self.in_progress.series_with(vec![method.name.clone()], || python_time(py))?;
+        let handle = method.gauge.get_or_init(|| Handle::new(Arc::clone(&self.in_progress), series, true));
+        Ok(handle.series(|| python_time(py)))
     }
 
-    /// Create the series of a (method, view, status) seen for the first time, and keep them.
+    /// The in-progress gauge of method slot `index`, shared (the async path keeps it across an
+    /// `await`).
+    pub(crate) fn in_progress_arc(&self, py: Python<'_>, index: usize) -> PyResult<Arc<Series>> {
+        self.in_progress(py, index)?;
+        let method = &self.fixed[index.min(OTHER_INDEX)];
+        let gauge = method.gauge.get().ok_or_else(|| PyValueError::new_err("no in-progress gauge"))?;
+        Ok(gauge.arc(|| python_time(py)))
+    }
+
+    /// Create the series of a (method, view, status) seen for the first time (or whose series
+    /// a family let go of), and keep them.
     fn new_children(
         &self,
         py: Python<'_>,
@@ -138,25 +147,17 @@ impl Recorder {
         });
         let mut views = sync::write(&method.by_view);
         let statuses = views.entry(view.to_owned()).or_default();
-        if !statuses.iter().any(|(s, _)| *s == status) {
-            statuses.push((status, Arc::clone(&children)));
+        match statuses.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, kept)) => *kept = Arc::clone(&children),
+            None => statuses.push((status, Arc::clone(&children))),
         }
         drop(views);
         Ok(children)
     }
 
-    /// Move the in-progress gauge of method slot `index` by `delta` (+1 on entry, -1 on exit).
-    pub(crate) fn in_progress(&self, py: Python<'_>, index: usize, delta: f64) -> PyResult<()> {
-        self.gauge(py, &self.fixed[index.min(OTHER_INDEX)])?.inc(delta);
-        Ok(())
-    }
-
     /// Count and observe a finished request of method slot `index`.
     pub(crate) fn record(&self, py: Python<'_>, index: usize, m: &Measured<'_, '_>) -> PyResult<()> {
-        self.record_in(py, &self.fixed[index.min(OTHER_INDEX)], m)
-    }
-
-    fn record_in(&self, py: Python<'_>, method: &MethodSeries, m: &Measured<'_, '_>) -> PyResult<()> {
+        let method = &self.fixed[index.min(OTHER_INDEX)];
         // Built first: building an exemplar calls into Python, which is never done under a lock.
         let exemplar = match m.exemplar.filter(|e| !e.is_empty()) {
             Some(labels) => Some(exemplar_of(py, labels, m.duration)?),
@@ -182,11 +183,11 @@ impl Recorder {
         // Written under the read lock (atomic cell writes only), without cloning the series.
         let written = {
             let views = sync::read(&method.by_view);
-            views.get(m.view).and_then(|statuses| statuses.iter().find(|(s, _)| *s == m.status)).map(
-                |(_, children)| {
-                    write(children);
-                },
-            )
+            views
+                .get(m.view)
+                .and_then(|statuses| statuses.iter().find(|(s, _)| *s == m.status))
+                .filter(|(_, children)| !children.detached())
+                .map(|(_, children)| write(children))
         };
         if written.is_none() {
             let made = self.new_children(py, method, m.view, m.status)?;
@@ -196,7 +197,7 @@ impl Recorder {
     }
 }
 
-/// The middleware's metrics: `begin(method)` when a request enters, `finish(...)` when it ends.
+/// The five HTTP metrics the middleware records on (built once, handed to `RecordingMiddleware`).
 #[pyclass(name = "RequestMetrics", module = "metrics._core", frozen)]
 pub struct PyRequestMetrics {
     pub(crate) recorder: Arc<Recorder>,
@@ -222,41 +223,7 @@ impl PyRequestMetrics {
             request_size: family(request_size, Kind::Histogram, &["method", "view"])?,
             response_size: family(response_size, Kind::Histogram, &["method", "view"])?,
             fixed,
-            extra: RwLock::new(HashMap::new()),
         };
         Ok(PyRequestMetrics { recorder: Arc::new(recorder) })
-    }
-
-    /// A request with this method has started.
-    fn begin(&self, py: Python<'_>, method: &str) -> PyResult<()> {
-        let r = &self.recorder;
-        r.with_method(method, |m| r.gauge(py, m).map(|g| g.inc(1.0)))
-    }
-
-    /// A request has ended: count it, observe its duration and sizes (a response size of None
-    /// is observed later, by the caller: a streamed body), and take it out of the in-progress
-    /// gauge when `begun`. `exemplar` (labels) goes on the counter and the duration's bucket.
-    #[pyo3(signature = (method, view, status, duration, request_size, response_size, begun=true, exemplar=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        py: Python<'_>,
-        method: &str,
-        view: &str,
-        status: u16,
-        duration: f64,
-        request_size: f64,
-        response_size: Option<f64>,
-        begun: bool,
-        exemplar: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        let r = &self.recorder;
-        r.with_method(method, |m| {
-            if begun {
-                r.gauge(py, m)?.inc(-1.0);
-            }
-            let measured = Measured { view, status, duration, request_size, response_size, exemplar };
-            r.record_in(py, m, &measured)
-        })
     }
 }
