@@ -361,3 +361,24 @@ def test_every_database_but_dummy_ones_has_migration_gauges(monkeypatch) -> None
     }
     monkeypatch.setattr(health, "django_setting", {"DATABASES": databases}.get)
     assert health.migration_aliases() == ["default", "replica"]
+
+
+def test_compat_families_count_again_after_clear(compat_on) -> None:
+    """After `clear()` on compatibility families, the request recorder's bundles count in fresh series."""
+    client = Client()
+    assert client.get("/ok/").status_code == 200
+    families = compat.families()
+    families.by_method.clear()
+    families.by_status_view_method.clear()
+    families.latency_by_view_method.clear()
+    for _ in range(3):
+        assert client.get("/ok/").status_code == 200
+    view = {"view": "ok", "method": "GET"}
+    assert REGISTRY.get_sample_value("django_http_requests_total_by_method_total", {"method": "GET"}) == 3
+    assert (
+        REGISTRY.get_sample_value(
+            "django_http_responses_total_by_status_view_method_total", {"status": "200", **view}
+        )
+        == 3
+    )
+    assert REGISTRY.get_sample_value("django_http_requests_latency_seconds_by_view_method_count", view) == 3

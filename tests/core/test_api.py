@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 
@@ -380,3 +381,32 @@ def test_a_python_clock_never_runs_under_a_family_lock() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_failing_collector_logs_one_line_a_minute_and_the_rest_is_served(caplog) -> None:
+    """A collector that raises at every scrape: one warning line naming it, no traceback, others served."""
+    from metrics import core
+
+    class BrokenBeforeMigrate:
+        def describe(self) -> list[object]:
+            return []
+
+        def collect(self) -> list[object]:
+            raise RuntimeError('relation "auth_user" does not exist')
+
+    registry = core.CollectorRegistry(auto_describe=True)
+    working = core.Counter("served_anyway", "Still served.", registry=registry)
+    working.inc()
+    broken = BrokenBeforeMigrate()
+    registry.register(broken)
+    try:
+        with caplog.at_level(logging.WARNING, logger="metrics"):
+            first = registry.encode().decode()
+            second = registry.encode().decode()
+    finally:
+        registry.unregister(broken)
+    assert "served_anyway_total 1.0" in first and "served_anyway_total 1.0" in second
+    lines = [r for r in caplog.records if "BrokenBeforeMigrate" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    assert lines[0].exc_info is None
+    assert 'RuntimeError: relation "auth_user" does not exist' in lines[0].getMessage()

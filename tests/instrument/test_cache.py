@@ -17,6 +17,7 @@ from django.core.management import call_command
 from django.test import Client, override_settings
 
 from metrics import generate_latest
+from metrics.core import REGISTRY
 from metrics.collectors import (
     cache_deletes_total,
     cache_errors_total,
@@ -285,3 +286,17 @@ def test_install_is_idempotent(cache_settings: dict[str, Any]) -> None:
     before = counts("locmem")
     cache.get("nothing")
     assert change(before, counts("locmem"))["misses"] == 1.0
+
+
+def test_cache_operations_count_again_after_clear(alias: str) -> None:
+    """After `clear()` on the cache families, the counters a cache instance keeps count again."""
+    cache = caches[alias]
+    cache.get("metrics-removal-absent")
+    cache_misses_total.clear()
+    cache_sets_total.remove(alias)
+    assert REGISTRY.get_sample_value("django_cache_misses_total", {"cache": alias}) is None
+    cache.get("metrics-removal-absent")
+    cache.get("metrics-removal-absent-too")
+    cache.set("metrics-removal-present", 1)
+    assert REGISTRY.get_sample_value("django_cache_misses_total", {"cache": alias}) == 2
+    assert REGISTRY.get_sample_value("django_cache_sets_total", {"cache": alias}) == 1

@@ -260,3 +260,15 @@ def test_health_check_follows_its_setting() -> None:
         assert "celery" not in {check.name for check in health.checks_for(readiness=True)}
     finally:
         health.unregister_check(instrument.HEALTH_CHECK_NAME)
+
+
+def test_tasks_count_again_after_clear() -> None:
+    """After `clear()` on the task families, the next runs are counted and timed in fresh series."""
+    ok.apply()
+    celery_tasks_total.clear()
+    celery_task_duration_seconds.clear()
+    assert REGISTRY.get_sample_value("celery_tasks_total", {"task": name(ok), "status": "success"}) is None
+    ok.apply()
+    ok.apply()
+    assert REGISTRY.get_sample_value("celery_tasks_total", {"task": name(ok), "status": "success"}) == 2
+    assert REGISTRY.get_sample_value("celery_task_duration_seconds_count", {"task": name(ok)}) == 2

@@ -26,6 +26,7 @@ from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 
 from metrics import generate_latest
+from metrics.core import REGISTRY
 from metrics.collectors import (
     db_connection_errors_total,
     db_connections_total,
@@ -522,3 +523,24 @@ def test_async_orm_queries_are_counted() -> None:
 
     assert async_to_sync(count)() == 0
     assert delta(before, query_counts("default")) == {"select": 1.0}
+
+
+@pytest.mark.parametrize("removal", ["clear", "remove"])
+def test_queries_count_again_after_a_removal(removal: str) -> None:
+    """After `clear()` or `remove()` on the query families, the kept children count the next queries."""
+    alias = connection.alias
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    if removal == "clear":
+        db_queries_total.clear()
+        db_query_duration_seconds.clear()
+    else:
+        db_queries_total.remove(alias, "select")
+        db_query_duration_seconds.remove(alias, "select")
+    labels = {"database": alias, "operation": "select"}
+    assert REGISTRY.get_sample_value("django_db_queries_total", labels) is None
+    with connection.cursor() as cursor:
+        for _ in range(4):
+            cursor.execute("SELECT 1")
+    assert REGISTRY.get_sample_value("django_db_queries_total", labels) == 4
+    assert REGISTRY.get_sample_value("django_db_query_duration_seconds_count", labels) == 4
