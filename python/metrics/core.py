@@ -224,9 +224,7 @@ def _collector_failed(kind: str, what: object, exc: Exception) -> None:
     if last is not None and now - last < COLLECTOR_FAILURE_LOG_SECONDS:
         return
     _failure_logged[key] = now
-    logger.warning(
-        "metrics: %s failed, left out of this scrape: %s: %s", key, type(exc).__name__, exc
-    )
+    logger.warning("metrics: %s failed, left out of this scrape: %s: %s", key, type(exc).__name__, exc)
 
 
 def _run_collect_hooks() -> None:

@@ -17,7 +17,6 @@ from django.core.management import call_command
 from django.test import Client, override_settings
 
 from metrics import generate_latest
-from metrics.core import REGISTRY
 from metrics.collectors import (
     cache_deletes_total,
     cache_errors_total,
@@ -25,6 +24,7 @@ from metrics.collectors import (
     cache_misses_total,
     cache_sets_total,
 )
+from metrics.core import REGISTRY
 from metrics.instrument import cache as cache_instrument
 from tests.instrument.conftest import read_samples
 

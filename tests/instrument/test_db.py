@@ -26,7 +26,6 @@ from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 
 from metrics import generate_latest
-from metrics.core import REGISTRY
 from metrics.collectors import (
     db_connection_errors_total,
     db_connections_total,
@@ -38,6 +37,7 @@ from metrics.collectors import (
     db_query_duration_seconds,
     db_query_errors_total,
 )
+from metrics.core import REGISTRY
 from metrics.instrument import db
 from metrics.instrument.db import OPERATIONS, observer_for, operation_of
 from tests.instrument.conftest import read_samples
