@@ -221,15 +221,15 @@ def test_export_port_forms(value: object, expected: object) -> None:
     assert parse_export_address(value) == expected
 
 
-def test_middleware_settings_are_kept_where_the_middleware_reads_them() -> None:
-    """The tuple stays in the slot the middleware's core reads per request, until settings change."""
+def test_middleware_settings_slot_is_cleared_when_settings_change() -> None:
+    """The slot the middleware keeps its rules in is emptied, not replaced, when a setting changes."""
     cache, key = app_settings.middleware_settings_slot()
-    found = app_settings.middleware_settings()
-    assert cache[key] is found
-    assert app_settings.middleware_settings() is found
+    cache[key] = marker = object()
+    assert app_settings.middleware_settings_slot()[0][key] is marker
     with override_settings(METRICS_ENABLED=False):
         # The same dict, cleared: the pair the middleware holds stays valid.
         assert app_settings.middleware_settings_slot()[0] is cache
         assert key not in cache
         assert app_settings.middleware_settings()[0] is False
-        assert cache[key][0] is False
+    assert key not in cache
+    assert app_settings.middleware_settings()[0] is True

@@ -465,3 +465,58 @@ def test_unreadable_settings_serve_the_request_unrecorded(monkeypatch, caplog, s
     assert (async_response.status_code, async_response.content) == (200, b"hello")
     assert "could not route the request; served unrecorded" in caplog.text
     assert sample(TOTAL, **labels) == before
+
+
+def test_a_renamed_framework_attribute_fails_loudly_and_the_request_is_served(monkeypatch, caplog) -> None:
+    """Fields the glue names wrongly (a Django rename): the response goes out, the log names the attribute."""
+    from metrics.core import RequestFields
+
+    renamed = RequestFields(
+        method="method",
+        path="path_info",
+        url_match="resolver_match",
+        pattern_name="url_name",
+        qualified_name="view_name",
+        route="route",
+        environ="META",
+        content_length="CONTENT_LENGTH",
+        status="status_kode",
+        streaming="streaming",
+        content="content",
+        body_chunks=None,
+        plain_content=HttpResponse.content,
+    )
+    monkeypatch.setattr(middleware, "_FIELDS", renamed)
+    with caplog.at_level(logging.ERROR, logger="metrics"):
+        response = Client().get("/ok/")
+    assert (response.status_code, response.content) == (200, b"hello")
+    assert "could not record the request" in caplog.text
+    assert "status_kode" in caplog.text
+
+
+def test_the_core_names_no_django_attribute() -> None:
+    """`src/` holds no Django attribute name: the glue declares them (`metrics.middleware._fields`)."""
+    from pathlib import Path
+
+    names = (
+        "path_info",
+        "status_code",
+        "_container",
+        "resolver_match",
+        "url_name",
+        "view_name",
+        "META",
+        "CONTENT_LENGTH",
+        "__acall__",
+        "_count_escaped",
+        "HttpResponse",
+        "HttpRequest",
+    )
+    src = Path(__file__).resolve().parents[1] / "src"
+    found = [
+        f"{path.relative_to(src)}: {name}"
+        for path in sorted(src.rglob("*.rs"))
+        for name in names
+        if name in path.read_text()
+    ]
+    assert found == []

@@ -27,7 +27,9 @@ __all__ = [
     "InProgressTracker",
     "Info",
     "RecordingMiddleware",
+    "RequestFields",
     "RequestMetrics",
+    "RequestRules",
     "RequestStart",
     "Summary",
     "Timer",
@@ -280,6 +282,44 @@ class RequestMetrics:
 class RequestStart:
     """When a request entered the middleware, its method label, and whether it is counted in progress."""
 
+@final
+class RequestFields:
+    """Where requests and responses keep what the HTTP metrics read, by attribute name."""
+
+    def __new__(
+        cls,
+        *,
+        method: str,
+        path: str,
+        url_match: str,
+        pattern_name: str,
+        qualified_name: str,
+        route: str,
+        environ: str,
+        content_length: str,
+        status: str,
+        streaming: str,
+        content: str,
+        body_chunks: str | None,
+        plain_content: object,
+    ) -> Self: ...
+    def view_label(self, request: Any) -> str:
+        """Return `namespace:name` of the request's URL pattern, else its route, else `<unresolved>`."""
+
+@final
+class RequestRules:
+    """The middleware's routing rules: recording on or off, excluded path prefixes, probe paths."""
+
+    def __new__(cls, enabled: bool, excluded: list[str], probes: list[str]) -> Self: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def excluded(self) -> list[str]: ...
+    @property
+    def probes(self) -> list[str]: ...
+    def route(self, path: str) -> tuple[bool, bool]:
+        """Return (whether `path` is a probe's, whether a request to it is recorded)."""
+
 @disjoint_base
 class RecordingMiddleware:
     """The base of `metrics.middleware.MetricsMiddleware`: one call into the core per sync request.
@@ -299,9 +339,11 @@ class RecordingMiddleware:
         *,
         async_mode: bool,
         recorder: RequestMetrics | None,
-        settings: Callable[[], tuple[bool, tuple[str, ...], frozenset[str]]],
-        settings_cache: tuple[dict[str, Any], str] | None,
-        plain_content: object,
+        fields: RequestFields,
+        rules: Callable[[], RequestRules],
+        rules_slot: tuple[dict[str, Any], str] | None,
+        acall: Callable[[Any, Any], Any] | None,
+        count_escaped: Callable[[Any, Any, BaseException], None],
         tick: Callable[[], None],
         exemplar: Callable[[Any], dict[str, str] | None] | None,
         compat: Callable[[Any, Any, int, float, int, int | None], None] | None,
@@ -311,9 +353,10 @@ class RecordingMiddleware:
     ) -> None:
         """Hand over `get_response` and the hooks; once per middleware.
 
-        `settings()` returns (enabled, excluded path prefixes, probe paths), and keeps it in
-        `settings_cache` (dict, key), read first; `plain_content` is `HttpResponse.content` (a class
-        that keeps it has its body's length summed from its chunks); `tick()` runs at most
+        `fields` names what is read of requests and responses; `rules()` returns the current
+        routing rules and keeps them in `rules_slot` (dict, key), read first; `acall(self,
+        request)` serves a request in async mode; `count_escaped(self, request, exc)` counts an
+        exception that escaped the stack below; `tick()` runs at most
         once a second; `exemplar(request)` gives exemplar labels (None: exemplars off);
         `compat(request, response, status, duration, request_size, response_size)` records in
         django-prometheus's families (None: off); `streamed(response, method, view)` counts a
@@ -321,7 +364,7 @@ class RecordingMiddleware:
         are logged with `logger.error(..., exc_info=...)`.
         """
     def __call__(self, request: Any) -> Any:
-        """Serve `request` through `get_response` and record it (async mode: `self.__acall__`)."""
+        """Serve `request` through `get_response` and record it (async mode: through `acall`)."""
     def _route(self, path: str) -> tuple[bool, bool]:
         """Return (whether `path` is a probe's, whether a request to it is recorded), by the settings."""
     def _begin_request(self, request: Any) -> RequestStart:
@@ -334,9 +377,6 @@ class RecordingMiddleware:
         status_without_response: int = 500,
     ) -> None:
         """Record `request`; `response` None: it raised, counted as `status_without_response`."""
-    @staticmethod
-    def view_label(request: Any) -> str:
-        """Return `namespace:name` of the request's URL pattern, else its route, else `<unresolved>`."""
 
 @disjoint_base
 class CollectorRegistry:

@@ -454,6 +454,9 @@ SETTINGS: dict[str, Setting[Any]] = {
 
 MiddlewareSettings = tuple[bool, tuple[str, ...], frozenset[str]]
 MIDDLEWARE_SETTINGS_KEY = "_middleware"
+# Where the middleware keeps what it derives from `middleware_settings()` (see
+# `middleware_settings_slot`).
+MIDDLEWARE_RULES_KEY = "_middleware_rules"
 
 
 class AppSettings:
@@ -603,11 +606,7 @@ class AppSettings:
         return self._get(METRICS_MODELS)
 
     def middleware_settings(self) -> MiddlewareSettings:
-        """Return (ENABLED, excluded_paths(), probe_paths()) in one cached lookup, per request.
-
-        Kept in the cache under `MIDDLEWARE_SETTINGS_KEY`, where the middleware's core reads it
-        on every request without calling this method (see `metrics.middleware`).
-        """
+        """Return (ENABLED, excluded_paths(), probe_paths()) in one cached lookup."""
         try:
             return cast(MiddlewareSettings, self._cache[MIDDLEWARE_SETTINGS_KEY])
         except KeyError:
@@ -616,13 +615,13 @@ class AppSettings:
             return found
 
     def middleware_settings_slot(self) -> tuple[dict[str, object], str]:
-        """Return the dict and key where `middleware_settings()` keeps its tuple.
+        """Return a dict and key where the middleware keeps what it makes of `middleware_settings()`.
 
-        The middleware's core reads the tuple there on every request without a Python call; the
-        dict is this object's cache, cleared (never replaced) when a setting changes, so the
-        pair stays valid for the process's life.
+        The middleware's core reads it there on every request without a Python call; the dict
+        is this object's cache, cleared (never replaced) when a setting changes, so the pair
+        stays valid for the process's life and the next request makes it afresh.
         """
-        return self._cache, MIDDLEWARE_SETTINGS_KEY
+        return self._cache, MIDDLEWARE_RULES_KEY
 
     def probe_paths(self) -> frozenset[str]:
         """Return the paths (as `request.path_info`) of `/metrics/liveness/` and `/metrics/readiness/`.

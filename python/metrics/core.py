@@ -21,7 +21,9 @@ from metrics._core import (
     Histogram,
     Info,
     RecordingMiddleware,
+    RequestFields,
     RequestMetrics,
+    RequestRules,
     Summary,
 )
 
@@ -38,7 +40,9 @@ __all__ = [
     "Info",
     "PrometheusCollector",
     "RecordingMiddleware",
+    "RequestFields",
     "RequestMetrics",
+    "RequestRules",
     "Summary",
     "add_collect_hook",
     "add_process_hook",

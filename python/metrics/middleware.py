@@ -41,7 +41,7 @@ from metrics.collectors import (
     http_response_size_bytes,
 )
 from metrics.conf import app_settings
-from metrics.core import RecordingMiddleware, RequestMetrics, tick
+from metrics.core import RecordingMiddleware, RequestFields, RequestMetrics, RequestRules, tick
 from metrics.tracing import request_exemplar
 
 logger = logging.getLogger("metrics")
@@ -51,12 +51,63 @@ OTHER_METHOD = RecordingMiddleware.OTHER_METHOD
 CLIENT_CLOSED = 499
 
 
+def _fields() -> RequestFields:
+    """Return where Django's requests and responses keep what the core reads: Django's names.
+
+    The core names no Django attribute; they are declared here, once, so a Django release that
+    renames one fails here, in Python, with an AttributeError the log shows, not a silent count.
+    """
+    global _FIELDS
+    if _FIELDS is None:
+        _FIELDS = RequestFields(
+            method="method",
+            path="path_info",
+            url_match="resolver_match",
+            pattern_name="url_name",
+            qualified_name="view_name",
+            route="route",
+            environ="META",
+            content_length="CONTENT_LENGTH",
+            status="status_code",
+            streaming="streaming",
+            content="content",
+            body_chunks="_container" if _keeps_body_chunks() else None,
+            plain_content=HttpResponse.content,
+        )
+    return _FIELDS
+
+
+_FIELDS: RequestFields | None = None
+
+
+def _keeps_body_chunks() -> bool:
+    """Return whether HttpResponse keeps its body as the list of byte strings `content` joins.
+
+    Then the core sums their lengths instead of building the joined copy; checked on a real
+    response, so a Django that keeps its body differently only costs the join.
+    """
+    response = HttpResponse(b"ab")
+    response.write(b"c")
+    chunks = getattr(response, "_container", None)
+    return isinstance(chunks, list) and b"".join(chunks) == response.content == b"abc"
+
+
+def _rules() -> RequestRules:
+    """Return the routing rules of the current settings, kept where the core reads them per request."""
+    slot, key = app_settings.middleware_settings_slot()
+    rules = slot.get(key)
+    if not isinstance(rules, RequestRules):
+        enabled, excluded, probes = app_settings.middleware_settings()
+        rules = slot[key] = RequestRules(enabled, list(excluded), sorted(probes))
+    return rules
+
+
 def view_label(request: HttpRequest) -> str:
     """Return the bounded `view` label: `namespace:name`, else the route, else `<unresolved>`.
 
     The one definition, in the core, that the request path uses too.
     """
-    return RecordingMiddleware.view_label(request)
+    return str(_fields().view_label(request))
 
 
 class MetricsMiddleware(RecordingMiddleware):
@@ -97,10 +148,12 @@ class MetricsMiddleware(RecordingMiddleware):
             get_response,
             async_mode=self.async_mode,
             recorder=recorder,
-            settings=app_settings.middleware_settings,
-            # Read per request without a call: the tuple that middleware_settings() caches there.
-            settings_cache=app_settings.middleware_settings_slot(),
-            plain_content=HttpResponse.content,
+            fields=_fields(),
+            rules=_rules,
+            # Read per request without a call: the rules _rules() keeps there.
+            rules_slot=app_settings.middleware_settings_slot(),
+            acall=type(self).__acall__ if self.async_mode else None,
+            count_escaped=type(self)._count_escaped,
             tick=tick,
             # Read once: trace ids as exemplars (metrics.tracing) cost a header read per request.
             exemplar=request_exemplar if app_settings.EXEMPLARS else None,

@@ -1,28 +1,29 @@
 //! `RecordingMiddleware`: the request path of `metrics.middleware.MetricsMiddleware`, one call each.
 //!
-//! Django calls the middleware once per request; this type's `__call__` is that call. It reads the
-//! few request and response attributes the five HTTP metrics need, takes the clock itself, calls
-//! the rest of the stack (`get_response`) and records, so a sync request crosses from Python into
-//! the core once. What is Django policy rather than measurement (settings, probes, tick hooks,
-//! exemplars, the compatibility recorder, streamed bodies, counting exceptions) stays in Python
-//! and is handed over as callables when the middleware is built.
+//! The framework calls the middleware once per request; this type's `__call__` is that call. It
+//! reads the few request and response attributes the five HTTP metrics need (by the names the
+//! glue declared in a `RequestFields`), takes the clock itself, calls the rest of the stack
+//! (`get_response`) and records, so a sync request crosses from Python into the core once. What
+//! is framework policy rather than measurement (settings, probes, tick hooks, exemplars, the
+//! compatibility recorder, streamed bodies, counting exceptions, the async path) stays in Python
+//! and is handed over as values and callables when the middleware is built; the core names no
+//! attribute of the framework's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 
-use super::request::{Measured, PyRequestMetrics, Recorder, METHODS, OTHER_INDEX, OTHER_METHOD};
+use super::fields::{PyRequestFields, PyRequestRules, UNRESOLVED_VIEW};
+use super::request::{Measured, PyRequestMetrics, Recorder, METHODS, OTHER_METHOD};
 use crate::family::Series;
 use crate::sync;
 
-/// The `view` label of a request no URL pattern matched.
-const UNRESOLVED_VIEW: &str = "<unresolved>";
 /// How often a request may call the `tick` hook (which has its own, longer schedule): a
 /// monotonic clock read per request instead of a call into Python.
 const TICK_EVERY: Duration = Duration::from_secs(1);
@@ -34,119 +35,11 @@ fn method_name(index: usize) -> &'static str {
     METHODS.get(index).copied().unwrap_or(OTHER_METHOD)
 }
 
-/// Return the method slot of `request.method` (anything but a standard method: `other`).
-fn method_of(request: &Bound<'_, PyAny>) -> usize {
-    let Ok(method) = request.getattr(intern!(request.py(), "method")) else { return OTHER_INDEX };
-    let Ok(method) = method.cast::<PyString>() else { return OTHER_INDEX };
-    method.to_str().map_or(OTHER_INDEX, super::request::method_index)
-}
-
-/// Return the bounded `view` label: `namespace:name`, else the route, else `<unresolved>`.
-fn view_label<'py>(request: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let py = request.py();
-    let unresolved = || intern!(py, UNRESOLVED_VIEW).clone().into_any();
-    let found = match request.getattr(intern!(py, "resolver_match")) {
-        Ok(found) => found,
-        Err(e) if e.is_instance_of::<PyAttributeError>(py) => return Ok(unresolved()),
-        Err(e) => return Err(e),
-    };
-    if found.is_none() {
-        return Ok(unresolved());
-    }
-    if found.getattr(intern!(py, "url_name"))?.is_truthy()? {
-        return found.getattr(intern!(py, "view_name"));
-    }
-    let route = found.getattr(intern!(py, "route"))?;
-    Ok(if route.is_truthy()? { route } else { unresolved() })
-}
-
-/// Return the request body size from `request.META["CONTENT_LENGTH"]` (absent or not a number: 0).
-fn request_size(request: &Bound<'_, PyAny>) -> PyResult<f64> {
-    let py = request.py();
-    let meta = request.getattr(intern!(py, "META"))?;
-    let key = intern!(py, "CONTENT_LENGTH");
-    let length = match meta.cast::<PyDict>() {
-        Ok(meta) => meta.get_item(key)?,
-        Err(_) => Some(meta.call_method1(intern!(py, "get"), (key,))?),
-    };
-    let Some(length) = length else { return Ok(0.0) };
-    if !length.is_truthy()? {
-        return Ok(0.0);
-    }
-    if let Ok(text) = length.cast::<PyString>() {
-        // The usual header: plain digits. Anything else goes through int(), as it always has.
-        if let Some(digits) =
-            text.to_str().ok().filter(|t| t.len() <= 15 && t.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Ok(digits.parse::<u64>().map_or(0.0, |n| n as f64));
-        }
-    }
-    match py.get_type::<PyInt>().call1((length,)) {
-        Ok(n) => n.extract::<f64>(),
-        Err(e) if e.is_instance_of::<PyValueError>(py) => Ok(0.0),
-        Err(e) => Err(e),
-    }
-}
-
-/// Return the response body size; None for a streamed body (counted as it goes out).
-///
-/// `plain_content` is `HttpResponse.content`: a response class that keeps it holds its body as
-/// the list of byte strings that property joins, so their lengths are summed instead of
-/// building the joined copy; any other class is asked for `content`.
-fn response_size(response: Option<&Bound<'_, PyAny>>, plain_content: &Py<PyAny>) -> PyResult<Option<f64>> {
-    let Some(response) = response else { return Ok(Some(0.0)) };
-    let py = response.py();
-    if response.getattr(intern!(py, "streaming"))?.is_truthy()? {
-        return Ok(None);
-    }
-    let content = intern!(py, "content");
-    if response.get_type().getattr(content)?.as_ptr() == plain_content.as_ptr() {
-        if let Ok(container) = response.getattr(intern!(py, "_container")) {
-            let joined = container.cast::<PyList>().ok().and_then(|chunks| {
-                chunks
-                    .iter()
-                    .try_fold(0usize, |n, c| c.cast::<PyBytes>().ok().map(|b| n + b.as_bytes().len()))
-            });
-            if let Some(size) = joined {
-                return Ok(Some(size as f64));
-            }
-        }
-    }
-    Ok(Some(response.getattr(content)?.len()? as f64))
-}
-
 /// Nanoseconds from the first call in this process to `now`.
 fn monotonic_ns(now: Instant) -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
     let elapsed = now.saturating_duration_since(*BASE.get_or_init(|| now));
     u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// The middleware's settings, as `app_settings.middleware_settings()` returns them.
-struct Rules {
-    enabled: bool,
-    excluded: Vec<String>,
-    probes: Vec<String>,
-}
-
-impl Rules {
-    /// Return whether `path` is a probe's, and whether a request to it is recorded.
-    fn route(&self, path: &str) -> (bool, bool) {
-        let probe = self.probes.iter().any(|p| p == path);
-        let recorded = self.enabled && !self.excluded.iter().any(|prefix| path.starts_with(prefix.as_str()));
-        (probe, recorded)
-    }
-
-    fn read(value: &Bound<'_, PyAny>) -> PyResult<Rules> {
-        let strings = |item: Bound<'_, PyAny>| -> PyResult<Vec<String>> {
-            item.try_iter()?.map(|p| p?.extract::<String>()).collect()
-        };
-        Ok(Rules {
-            enabled: value.get_item(0)?.is_truthy()?,
-            excluded: strings(value.get_item(1)?)?,
-            probes: strings(value.get_item(2)?)?,
-        })
-    }
 }
 
 /// What `Hooks::record` read of a request, kept for the compatibility recorder.
@@ -163,14 +56,17 @@ struct Hooks {
     async_mode: bool,
     // None: the HTTP metrics could not be set up; requests are served, not recorded.
     recorder: Option<Arc<Recorder>>,
-    // () -> (enabled, excluded prefixes, probe paths), cached by Python until settings change.
-    settings: Py<PyAny>,
-    // Where `settings` keeps its answer (dict, key): read directly, it is called only when absent.
-    settings_cache: Option<(Py<PyDict>, Py<PyString>)>,
-    // `HttpResponse.content`, the property whose body list is summed instead of joined.
-    plain_content: Py<PyAny>,
-    // The last settings tuple seen and what was read from it (kept while it is the same object).
-    rules: Mutex<Option<(Py<PyAny>, Rules)>>,
+    // Where the request and response keep what is read of them.
+    fields: Py<PyRequestFields>,
+    // () -> the current `RequestRules`; called only when `rules_slot` holds none.
+    rules: Py<PyAny>,
+    // Where the glue keeps the current `RequestRules` (dict, key) until settings change: read
+    // per request without a call.
+    rules_slot: Option<(Py<PyDict>, Py<PyString>)>,
+    // (middleware, request) -> awaitable: the async path (async mode).
+    acall: Option<Py<PyAny>>,
+    // (middleware, request, exception): counts an exception that escaped the stack below.
+    count_escaped: Py<PyAny>,
     tick: Py<PyAny>,
     next_tick: AtomicU64,
     // request -> exemplar labels or None (METRICS_EXEMPLARS on).
@@ -187,27 +83,24 @@ struct Hooks {
 }
 
 impl Hooks {
+    /// Return whether the path of `request` is a probe's, and whether the request is recorded.
+    fn route(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<(bool, bool)> {
+        let path = self.fields.get().path(request)?;
+        self.route_path(py, path.cast::<PyString>()?.to_str()?)
+    }
+
     /// Return whether `path` is a probe's, and whether a request to it is recorded.
-    fn route(&self, py: Python<'_>, path: &str) -> PyResult<(bool, bool)> {
-        let cached = match &self.settings_cache {
-            Some((cache, key)) => cache.bind(py).get_item(key)?,
+    fn route_path(&self, py: Python<'_>, path: &str) -> PyResult<(bool, bool)> {
+        let kept = match &self.rules_slot {
+            Some((slot, key)) => slot.bind(py).get_item(key)?,
             None => None,
         };
-        let current = match cached {
-            Some(current) => current.unbind(),
-            None => self.settings.call0(py)?,
+        let current = match kept {
+            Some(current) => current,
+            None => self.rules.bind(py).call0()?,
         };
-        if let Some((seen, rules)) = sync::lock(&self.rules).as_ref() {
-            if seen.as_ptr() == current.as_ptr() {
-                return Ok(rules.route(path));
-            }
-        }
-        let rules = Rules::read(current.bind(py))?;
-        let route = rules.route(path);
-        let replaced = sync::lock(&self.rules).replace((current, rules));
-        // The old tuple is released outside the lock.
-        drop(replaced);
-        Ok(route)
+        let rules = current.cast::<PyRequestRules>()?;
+        Ok(rules.get().route(path))
     }
 
     /// Log `err` under `message`, at most once a minute per message: a cause that repeats on
@@ -231,7 +124,7 @@ impl Hooks {
     /// Count the request in progress; return its method slot, the in-progress series it was
     /// counted in (None: it was not), and its start (the one clock read on entry).
     fn begin(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> (usize, Option<&Series>, Instant) {
-        let index = method_of(request);
+        let index = self.fields.get().method_of(request);
         let start = Instant::now();
         let begun = (|| -> PyResult<Option<&Series>> {
             let now = monotonic_ns(start);
@@ -296,7 +189,9 @@ impl Hooks {
                 // What `record` read, unless it failed before reading the status.
                 let status = match (read.status, response) {
                     (Some(status), _) => status.into_pyobject(py)?.into_any(),
-                    (None, Some(response)) => response.getattr(intern!(py, "status_code"))?,
+                    (None, Some(response)) => {
+                        self.fields.get().status(response)?.into_pyobject(py)?.into_any()
+                    }
                     (None, None) => status_without_response.into_pyobject(py)?.into_any(),
                 };
                 let args = (
@@ -327,15 +222,16 @@ impl Hooks {
         status_without_response: u16,
         read: &mut Read,
     ) -> PyResult<()> {
-        let view = view_label(request)?;
+        let fields = self.fields.get();
+        let view = fields.view_label(request)?;
         // No response: the exception escapes every handler above, the client sees a 500.
         let status = match response {
-            Some(response) => response.getattr(intern!(py, "status_code"))?.extract::<u16>()?,
+            Some(response) => fields.status(response)?,
             None => status_without_response,
         };
         read.status = Some(status);
-        read.request_size = request_size(request)?;
-        read.response_size = response_size(response, &self.plain_content)?;
+        read.request_size = fields.request_size(request)?;
+        read.response_size = fields.response_size(response)?;
         // A failing exemplar source costs the request its exemplar, not its count.
         let exemplar = match &self.exemplar {
             Some(source) => match source.call1(py, (request,)).and_then(|e| {
@@ -379,7 +275,7 @@ impl Hooks {
 /// The base of `MetricsMiddleware`: its `__call__` records a sync request in one call.
 ///
 /// Built empty; the Python subclass's `__init__` hands over the stack below and its hooks with
-/// `_bind`. Async requests go to the subclass's `__acall__`, which uses `_begin_request` and
+/// `_bind`. Async requests go to the `acall` hook, which uses `_begin_request` and
 /// `_end_request` around its `await`.
 #[pyclass(name = "RecordingMiddleware", module = "metrics._core", subclass, frozen)]
 pub struct PyRecordingMiddleware {
@@ -422,7 +318,7 @@ impl PyRecordingMiddleware {
     /// Hand over the stack below (`get_response`) and the hooks; once per middleware.
     #[pyo3(
         name = "_bind",
-        signature = (get_response, *, async_mode, recorder, settings, settings_cache, plain_content, tick, exemplar, compat, streamed, probe, logger)
+        signature = (get_response, *, async_mode, recorder, fields, rules, rules_slot, acall, count_escaped, tick, exemplar, compat, streamed, probe, logger)
     )]
     #[allow(clippy::too_many_arguments)]
     fn bind(
@@ -430,9 +326,11 @@ impl PyRecordingMiddleware {
         get_response: Py<PyAny>,
         async_mode: bool,
         recorder: Option<&Bound<'_, PyRequestMetrics>>,
-        settings: Py<PyAny>,
-        settings_cache: Option<(Py<PyDict>, Py<PyString>)>,
-        plain_content: Py<PyAny>,
+        fields: Py<PyRequestFields>,
+        rules: Py<PyAny>,
+        rules_slot: Option<(Py<PyDict>, Py<PyString>)>,
+        acall: Option<Py<PyAny>>,
+        count_escaped: Py<PyAny>,
         tick: Py<PyAny>,
         exemplar: Option<Py<PyAny>>,
         compat: Option<Py<PyAny>>,
@@ -444,10 +342,11 @@ impl PyRecordingMiddleware {
             get_response,
             async_mode,
             recorder: recorder.map(|r| Arc::clone(&r.get().recorder)),
-            settings,
-            settings_cache,
-            plain_content,
-            rules: Mutex::new(None),
+            fields,
+            rules,
+            rules_slot,
+            acall,
+            count_escaped,
             tick,
             next_tick: AtomicU64::new(0),
             exemplar,
@@ -460,19 +359,17 @@ impl PyRecordingMiddleware {
         self.hooks.set(hooks).map_err(|_| PyRuntimeError::new_err("the middleware is already set up"))
     }
 
-    /// Serve `request` through the stack below and record it (async mode: `__acall__`).
+    /// Serve `request` through the stack below and record it (async mode: the `acall` hook).
     fn __call__(slf: &Bound<'_, Self>, request: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let hooks = slf.get().hooks()?;
-        if hooks.async_mode {
-            return Ok(slf.call_method1(intern!(py, "__acall__"), (request,))?.unbind());
+        if let (true, Some(acall)) = (hooks.async_mode, &hooks.acall) {
+            return acall.call1(py, (slf, request));
         }
         let get_response = hooks.get_response.bind(py);
         // Monitoring never changes what the user gets: a failure to route serves the request
         // unrecorded, and is logged.
-        let routed = request
-            .getattr(intern!(py, "path_info"))
-            .and_then(|path| hooks.route(py, path.cast::<PyString>()?.to_str()?));
+        let routed = hooks.route(py, request);
         let (probe, recorded) = match routed {
             Ok(routed) => routed,
             Err(e) => {
@@ -499,7 +396,7 @@ impl PyRecordingMiddleware {
             Err(err) => {
                 hooks.finish(py, request, index, in_progress, start, None, 500);
                 let exc = err.value(py).clone();
-                if let Err(e) = slf.call_method1(intern!(py, "_count_escaped"), (request, exc)) {
+                if let Err(e) = hooks.count_escaped.call1(py, (slf, request, exc)) {
                     hooks.log(py, "metrics: could not count an exception", e);
                 }
                 Err(err)
@@ -508,10 +405,10 @@ impl PyRecordingMiddleware {
     }
 
     /// Return (whether `path` is a probe's, whether a request to it is recorded) under the
-    /// current settings: the one definition `__call__`, `__acall__` and `process_exception` use.
+    /// current settings: the one definition the sync and async paths and exception counting use.
     #[pyo3(name = "_route")]
     fn py_route(&self, py: Python<'_>, path: &str) -> PyResult<(bool, bool)> {
-        self.hooks()?.route(py, path)
+        self.hooks()?.route_path(py, path)
     }
 
     /// Count `request` in progress and start its clock (the async path).
@@ -548,12 +445,5 @@ impl PyRecordingMiddleware {
             status_without_response,
         );
         Ok(())
-    }
-
-    /// Return the bounded `view` label: `namespace:name`, else the route, else `<unresolved>`.
-    #[staticmethod]
-    #[pyo3(name = "view_label")]
-    fn py_view_label<'py>(request: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        view_label(request)
     }
 }

@@ -2,6 +2,7 @@
 
 mod bundle;
 mod context;
+mod fields;
 mod metric;
 mod middleware;
 mod registry;
@@ -101,6 +102,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<request::PyRequestMetrics>()?;
     m.add_class::<middleware::PyRecordingMiddleware>()?;
     m.add_class::<middleware::PyRequestStart>()?;
+    m.add_class::<fields::PyRequestFields>()?;
+    m.add_class::<fields::PyRequestRules>()?;
     m.add_class::<bundle::PyBundle>()?;
     m.add_function(wrap_pyfunction!(enable_multiprocess, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork, m)?)?;

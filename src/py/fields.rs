@@ -1,0 +1,234 @@
+//! `RequestFields` and `RequestRules`: what the web framework's glue declares to the core.
+//!
+//! The core knows no framework. The glue (`metrics.middleware`) names, once, the request and
+//! response attributes that hold what the HTTP metrics need (method, path, URL match, body
+//! size, status), and hands over the routing rules as plain values; the request path then reads
+//! those attributes by the names it was given. A framework release that renames one breaks the
+//! glue's declaration, in Python, with a clear error, never a silent count.
+
+use pyo3::exceptions::{PyAttributeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString};
+
+use super::request::{method_index, OTHER_INDEX};
+
+/// The `view` label of a request no URL pattern matched.
+pub(crate) const UNRESOLVED_VIEW: &str = "<unresolved>";
+
+/// Where the request and response keep what the HTTP metrics read, by attribute name.
+#[pyclass(name = "RequestFields", module = "metrics._core", frozen)]
+pub struct PyRequestFields {
+    method: Py<PyString>,
+    path: Py<PyString>,
+    url_match: Py<PyString>,
+    pattern_name: Py<PyString>,
+    qualified_name: Py<PyString>,
+    route: Py<PyString>,
+    environ: Py<PyString>,
+    content_length: Py<PyString>,
+    status: Py<PyString>,
+    streaming: Py<PyString>,
+    content: Py<PyString>,
+    // A response class whose `content` is `plain_content` keeps its body as a list of byte
+    // strings under this name: their lengths are summed instead of joining a copy.
+    body_chunks: Option<Py<PyString>>,
+    plain_content: Py<PyAny>,
+}
+
+fn interned(py: Python<'_>, name: &str) -> Py<PyString> {
+    PyString::intern(py, name).unbind()
+}
+
+impl PyRequestFields {
+    /// Return the path the request was made to (what the routing rules match).
+    pub(crate) fn path<'py>(&self, request: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        request.getattr(self.path.bind(request.py()))
+    }
+
+    /// Return the method slot of the request's method (anything but a standard one: `other`).
+    pub(crate) fn method_of(&self, request: &Bound<'_, PyAny>) -> usize {
+        let Ok(method) = request.getattr(self.method.bind(request.py())) else { return OTHER_INDEX };
+        let Ok(method) = method.cast::<PyString>() else { return OTHER_INDEX };
+        method.to_str().map_or(OTHER_INDEX, method_index)
+    }
+
+    /// Return the bounded `view` label: `namespace:name`, else the route, else `<unresolved>`.
+    pub(crate) fn view_label<'py>(&self, request: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = request.py();
+        let unresolved = || intern!(py, UNRESOLVED_VIEW).clone().into_any();
+        let found = match request.getattr(self.url_match.bind(py)) {
+            Ok(found) => found,
+            Err(e) if e.is_instance_of::<PyAttributeError>(py) => return Ok(unresolved()),
+            Err(e) => return Err(e),
+        };
+        if found.is_none() {
+            return Ok(unresolved());
+        }
+        if found.getattr(self.pattern_name.bind(py))?.is_truthy()? {
+            return found.getattr(self.qualified_name.bind(py));
+        }
+        let route = found.getattr(self.route.bind(py))?;
+        Ok(if route.is_truthy()? { route } else { unresolved() })
+    }
+
+    /// Return the request body size from its declared length (absent or not a number: 0).
+    pub(crate) fn request_size(&self, request: &Bound<'_, PyAny>) -> PyResult<f64> {
+        let py = request.py();
+        let environ = request.getattr(self.environ.bind(py))?;
+        let key = self.content_length.bind(py);
+        let length = match environ.cast::<PyDict>() {
+            Ok(environ) => environ.get_item(key)?,
+            Err(_) => Some(environ.call_method1(intern!(py, "get"), (key,))?),
+        };
+        let Some(length) = length else { return Ok(0.0) };
+        if !length.is_truthy()? {
+            return Ok(0.0);
+        }
+        if let Ok(text) = length.cast::<PyString>() {
+            // The usual header: plain digits. Anything else goes through int(), as it always has.
+            if let Some(digits) =
+                text.to_str().ok().filter(|t| t.len() <= 15 && t.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Ok(digits.parse::<u64>().map_or(0.0, |n| n as f64));
+            }
+        }
+        match py.get_type::<PyInt>().call1((length,)) {
+            Ok(n) => n.extract::<f64>(),
+            Err(e) if e.is_instance_of::<PyValueError>(py) => Ok(0.0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Return the response status.
+    pub(crate) fn status(&self, response: &Bound<'_, PyAny>) -> PyResult<u16> {
+        response.getattr(self.status.bind(response.py()))?.extract::<u16>()
+    }
+
+    /// Return the response body size; None for a streamed body (counted as it goes out).
+    pub(crate) fn response_size(&self, response: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
+        let Some(response) = response else { return Ok(Some(0.0)) };
+        let py = response.py();
+        if response.getattr(self.streaming.bind(py))?.is_truthy()? {
+            return Ok(None);
+        }
+        let content = self.content.bind(py);
+        if let Some(chunks) = &self.body_chunks {
+            if response.get_type().getattr(content)?.as_ptr() == self.plain_content.as_ptr() {
+                if let Ok(container) = response.getattr(chunks.bind(py)) {
+                    let joined = container.cast::<PyList>().ok().and_then(|chunks| {
+                        chunks
+                            .iter()
+                            .try_fold(0usize, |n, c| c.cast::<PyBytes>().ok().map(|b| n + b.as_bytes().len()))
+                    });
+                    if let Some(size) = joined {
+                        return Ok(Some(size as f64));
+                    }
+                }
+            }
+        }
+        Ok(Some(response.getattr(content)?.len()? as f64))
+    }
+}
+
+#[pymethods]
+impl PyRequestFields {
+    /// Name the attributes the core reads: of the request (`method`, `path`, `url_match`
+    /// with its `pattern_name`, `qualified_name` and `route`, `environ` with its `content_length` key) and
+    /// of the response (`status`, `streaming`, `content`; `body_chunks`, optional, on a class
+    /// whose `content` is `plain_content`).
+    #[new]
+    #[pyo3(signature = (*, method, path, url_match, pattern_name, qualified_name, route, environ, content_length, status, streaming, content, body_chunks, plain_content))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        method: &str,
+        path: &str,
+        url_match: &str,
+        pattern_name: &str,
+        qualified_name: &str,
+        route: &str,
+        environ: &str,
+        content_length: &str,
+        status: &str,
+        streaming: &str,
+        content: &str,
+        body_chunks: Option<&str>,
+        plain_content: Py<PyAny>,
+    ) -> Self {
+        PyRequestFields {
+            method: interned(py, method),
+            path: interned(py, path),
+            url_match: interned(py, url_match),
+            pattern_name: interned(py, pattern_name),
+            qualified_name: interned(py, qualified_name),
+            route: interned(py, route),
+            environ: interned(py, environ),
+            content_length: interned(py, content_length),
+            status: interned(py, status),
+            streaming: interned(py, streaming),
+            content: interned(py, content),
+            body_chunks: body_chunks.map(|name| interned(py, name)),
+            plain_content,
+        }
+    }
+
+    /// Return the bounded `view` label of `request`: `namespace:name`, else the route, else
+    /// `<unresolved>`.
+    #[pyo3(name = "view_label")]
+    fn py_view_label<'py>(&self, request: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.view_label(request)
+    }
+}
+
+/// The middleware's routing rules, made from settings by the glue: whether recording is on,
+/// the path prefixes it skips, and the probes' paths.
+#[pyclass(name = "RequestRules", module = "metrics._core", frozen)]
+pub struct PyRequestRules {
+    enabled: bool,
+    excluded: Vec<String>,
+    probes: Vec<String>,
+}
+
+impl PyRequestRules {
+    /// Return whether `path` is a probe's, and whether a request to it is recorded.
+    pub(crate) fn route(&self, path: &str) -> (bool, bool) {
+        let probe = self.probes.iter().any(|p| p == path);
+        let recorded = self.enabled && !self.excluded.iter().any(|prefix| path.starts_with(prefix.as_str()));
+        (probe, recorded)
+    }
+}
+
+#[pymethods]
+impl PyRequestRules {
+    /// Rules: record when `enabled`, except paths under an `excluded` prefix; `probes` are the
+    /// probe paths answered before any host check.
+    #[new]
+    fn new(enabled: bool, excluded: Vec<String>, probes: Vec<String>) -> Self {
+        PyRequestRules { enabled, excluded, probes }
+    }
+
+    /// Whether requests are recorded at all.
+    #[getter]
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The path prefixes never recorded.
+    #[getter]
+    fn excluded(&self) -> Vec<String> {
+        self.excluded.clone()
+    }
+
+    /// The probes' paths.
+    #[getter]
+    fn probes(&self) -> Vec<String> {
+        self.probes.clone()
+    }
+
+    /// Return (whether `path` is a probe's, whether a request to it is recorded).
+    #[pyo3(name = "route")]
+    fn py_route(&self, path: &str) -> (bool, bool) {
+        self.route(path)
+    }
+}
