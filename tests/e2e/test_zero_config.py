@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -67,9 +68,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _argv(kind: str, site: Path, port: int, *options: str) -> list[str]:
     if kind == "gunicorn":
+        app = "mysite.asgi:application" if any("UvicornWorker" in o for o in options) else "mysite.wsgi"
         # --no-control-socket: gunicorn 23+ shares ~/.gunicorn/gunicorn.ctl between instances.
         return [
-            sys.executable, "-m", "gunicorn", "mysite.wsgi", f"--chdir={site}", f"--bind=127.0.0.1:{port}",
+            sys.executable, "-m", "gunicorn", app, f"--chdir={site}", f"--bind=127.0.0.1:{port}",
             "--no-control-socket", "--graceful-timeout=5", *options,
         ]  # fmt: skip
     return [
@@ -148,6 +150,13 @@ def login_total(server: Server) -> float:
 SERVERS = [
     pytest.param("gunicorn", ("--workers=3", "--max-requests=40"), id="gunicorn -w 3 --max-requests 40"),
     pytest.param("uvicorn", ("--workers=3",), id="uvicorn --workers 3"),
+    # One worker still loses its counts when recycled, unless they are in a shared store.
+    pytest.param("gunicorn", ("--workers=1", "--max-requests=25"), id="gunicorn -w 1 --max-requests 25"),
+    pytest.param(
+        "gunicorn",
+        ("--workers=2", "--worker-class=uvicorn.workers.UvicornWorker"),
+        id="gunicorn uvicorn workers",
+    ),
 ]
 
 
@@ -166,3 +175,85 @@ def test_six_scrapes_agree_on_the_total(site: Path, kind: str, options: tuple[st
         assert oct(info.st_mode & 0o7777) == oct(0o700)
         assert info.st_uid == os.geteuid()
         assert directory.startswith(prefork.base_dir())
+
+
+def test_two_instances_side_by_side_never_share_a_store(site: Path) -> None:
+    """Two gunicorns of the same site, same user: separate directories, separate totals."""
+    with (
+        serving(site, "gunicorn", "--workers=2") as first,
+        serving(site, "gunicorn", "--workers=2") as second,
+    ):
+        assert load(first, 40) == 40
+        first_dirs, second_dirs = store_dirs(first), store_dirs(second)
+        assert len(first_dirs) == 1 and len(second_dirs) == 1, (first_dirs, second_dirs)
+        assert first_dirs != second_dirs
+        first_total, second_total = login_total(first), login_total(second)
+        # The second saw only its own readiness polls.
+        assert first_total >= 40
+        assert second_total < 40
+        assert [login_total(second) for _ in range(4)] == [second_total] * 4
+
+
+def test_a_dead_instance_directory_is_removed_when_a_new_one_starts(site: Path) -> None:
+    """A server killed outright leaves its directory; the next instance's first worker removes it."""
+    with serving(site, "gunicorn", "--workers=2") as dead:
+        (left_behind,) = store_dirs(dead)
+        # SIGKILL the whole group: no process gets to tidy up.
+        os.killpg(dead.process.pid, signal.SIGKILL)
+        dead.process.wait(timeout=10)
+    assert os.path.isdir(left_behind)
+    # A symlink under a dead instance's name is never followed: its target survives.
+    target = site / "not-a-store"
+    target.mkdir()
+    (target / "keep").write_text("x")
+    planted = Path(left_behind + "0")
+    planted.symlink_to(target)
+    try:
+        with serving(site, "gunicorn", "--workers=2") as new:
+            assert store_dirs(new) and left_behind not in store_dirs(new)
+            assert not os.path.exists(left_behind)
+            assert (target / "keep").exists()
+    finally:
+        planted.unlink(missing_ok=True)
+
+
+def test_runserver_and_management_commands_stay_in_process(site: Path) -> None:
+    """`manage.py runserver` (with its autoreloader) and a management command use no shared store."""
+    port = free_port()
+    argv = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}"]
+    server = spawn("runserver", argv, site, port, env=_clean_env())
+    before = set(os.listdir(prefork.base_dir()))
+    try:
+        server.wait_ready("/admin/login/", timeout=60)
+        assert load(server, 20) == 20
+        assert login_total(server) >= 20
+        assert store_dirs(server) == set()
+        assert set(os.listdir(prefork.base_dir())) - before == set()
+    finally:
+        server.stop()
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "from metrics import core; print(core.multiprocess_dir())",
+        ],
+        cwd=site,
+        env=_clean_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Django 5.2's shell first says what it imported.
+    assert printed.stdout.splitlines()[-1] == "None", printed.stderr
+
+
+def test_off_logs_one_warning_and_keeps_workers_apart(site: Path) -> None:
+    """`METRICS_MULTIPROCESS=off` under gunicorn: no shared store, one warning at the first request."""
+    with serving(site, "gunicorn", "--workers=1", METRICS_MULTIPROCESS="off") as server:
+        assert load(server, 30) == 30
+        assert store_dirs(server) == set()
+        log = server.log.read_text()
+        assert log.count(OFF_WARNING) == 1, log
