@@ -107,7 +107,7 @@ def _uwsgi() -> Server | None:
     if "uwsgi" not in sys.modules and not os.path.basename(sys.executable or "").startswith("uwsgi"):
         return None
     try:
-        import uwsgi  # type: ignore[import-not-found]  # only inside uWSGI
+        import uwsgi  # only inside uWSGI
     except ImportError:
         return None
     uwsgi_module: Any = uwsgi
