@@ -245,18 +245,23 @@ _warned = threading.Lock()
 
 
 def _mode_now() -> str | None:
-    """Return METRICS_MULTIPROCESS, or None while Django settings exist but are not loaded yet.
+    """Return METRICS_MULTIPROCESS, or None while the settings module is being imported.
 
-    Loading them from here could happen in the middle of importing the settings module itself
-    (a settings file that imports `metrics`); `AppConfig.ready()` asks again.
+    Loading the settings from the middle of their own import (a settings file that imports
+    `metrics`) would configure Django with half of them; `AppConfig.ready()` asks again.
     """
     from django.conf import settings
 
     from metrics.conf import app_settings
 
-    if not settings.configured and os.environ.get("DJANGO_SETTINGS_MODULE"):
+    module = os.environ.get("DJANGO_SETTINGS_MODULE")
+    if not settings.configured and module and module in sys.modules:
         return None
-    return app_settings.MULTIPROCESS
+    try:
+        return app_settings.MULTIPROCESS
+    except Exception:
+        # Settings that cannot be loaded yet (ImproperlyConfigured...): ready() asks again.
+        return None
 
 
 def choose_store() -> None:
@@ -264,7 +269,8 @@ def choose_store() -> None:
 
     Called when `metrics.core` is imported and again from `AppConfig.ready()`; decides once. An
     explicit `PROMETHEUS_MULTIPROC_DIR` always wins; `METRICS_MULTIPROCESS = "off"` (or "on",
-    which requires the explicit directory) never switches.
+    which requires the explicit directory) never switches. Settings are read only in a
+    process that such a server runs.
     """
     global _decided
     if _decided:
@@ -272,14 +278,15 @@ def choose_store() -> None:
     from metrics import core
     from metrics.conf import app_settings
 
+    server = None if core.multiprocess_dir() is not None else detect()
+    if server is None:
+        _decided = True
+        return
     mode = _mode_now()
     if mode is None:
         return
     _decided = True
-    if core.multiprocess_dir() is not None or app_settings.MULTIPROC_DIR or mode == "on":
-        return
-    server = detect()
-    if server is None:
+    if app_settings.MULTIPROC_DIR or mode == "on":
         return
     if mode == "off":
         _warn_at_first_request(server)
@@ -328,3 +335,15 @@ def _warn_at_first_request(server: Server) -> None:
         )
 
     request_started.connect(warn, dispatch_uid=__name__, weak=False)
+
+
+def _forget_decision_in_child() -> None:
+    """Let a forked child decide again: a master that imported `metrics` early is no worker."""
+    global _decided
+    from metrics import core
+
+    if core.multiprocess_dir() is None:
+        _decided = False
+
+
+os.register_at_fork(after_in_child=_forget_decision_in_child)

@@ -150,6 +150,8 @@ def login_total(server: Server) -> float:
 SERVERS = [
     pytest.param("gunicorn", ("--workers=3", "--max-requests=40"), id="gunicorn -w 3 --max-requests 40"),
     pytest.param("uvicorn", ("--workers=3",), id="uvicorn --workers 3"),
+    # The master loads the site before forking: it makes the store, its workers inherit it.
+    pytest.param("gunicorn", ("--workers=3", "--max-requests=40", "--preload"), id="gunicorn --preload"),
     # One worker still loses its counts when recycled, unless they are in a shared store.
     pytest.param("gunicorn", ("--workers=1", "--max-requests=25"), id="gunicorn -w 1 --max-requests 25"),
     pytest.param(
@@ -257,3 +259,57 @@ def test_off_logs_one_warning_and_keeps_workers_apart(site: Path) -> None:
         assert store_dirs(server) == set()
         log = server.log.read_text()
         assert log.count(OFF_WARNING) == 1, log
+
+
+LIBRARY = """
+from django.http import HttpResponse
+from prometheus_client import Counter
+
+HITS = Counter("library_hits", "Hits a library counts through prometheus_client.")
+
+
+def hit(request):
+    HITS.inc()
+    return HttpResponse("ok")
+"""
+
+
+def test_prometheus_client_metrics_of_a_library_take_part(site: Path, tmp_path: Path) -> None:
+    """A prometheus_client counter of the site's code adds up over workers, recycled ones included."""
+    copy = tmp_path / "site"
+    shutil.copytree(site, copy, ignore=shutil.ignore_patterns("logs"))
+    (copy / "mysite" / "library.py").write_text(LIBRARY)
+    urls = copy / "mysite" / "urls.py"
+    text = urls.read_text().replace(
+        "urlpatterns = [\n", "urlpatterns = [\n    path('library/', library.hit),\n", 1
+    )
+    urls.write_text("from mysite import library\n" + text)
+    with serving(copy, "gunicorn", "--workers=3", "--max-requests=20") as server:
+        assert load(server, 100, "/library/") == 100
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        totals = []
+        for _ in range(6):
+            text = requests.get(server.url + "/metrics/", headers=headers, timeout=30).text
+            totals.append(
+                sum(
+                    sample.value
+                    for family in text_string_to_metric_families(text)
+                    for sample in family.samples
+                    if sample.name == "library_hits_total"
+                )
+            )
+        assert totals == [100.0] * 6
+
+
+def test_the_export_port_of_deploy_gunicorn_conf_serves_the_same_totals(site: Path) -> None:
+    """deploy/gunicorn.conf.py's master export port, without a directory: the workers' merged totals."""
+    export = free_port()
+    conf = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"
+    options = (f"--config={conf}", "--workers=2", "--max-requests=30")
+    env = {"METRICS_EXPORT_PORT": f"127.0.0.1:{export}", "DJANGO_SETTINGS_MODULE": "mysite.settings"}
+    with serving(site, "gunicorn", *options, **env) as server:
+        assert load(server, 100) == 100
+        on_site = login_total(server)
+        exported = login_total(Server("export", server.process, export, server.log, server.workdir))
+        assert on_site == exported >= 100
+        assert len(store_dirs(server)) == 1
