@@ -159,3 +159,14 @@ def test_off_warns_at_the_first_request_only(caplog: pytest.LogCaptureFixture) -
         request_started.send(sender=None)
     assert [r.getMessage().count("METRICS_MULTIPROCESS is off") for r in caplog.records] == [1]
     assert len(request_started.receivers) == receivers
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may give a directory away")
+def test_a_root_master_makes_the_directory_its_workers_user_owns(tmp_path: Path) -> None:
+    """gunicorn --user: the root master's directory is the workers' own, named for their uid."""
+    server = prefork.Server("gunicorn", os.getpid(), uid=65534, gid=65534)
+    path = prefork.instance_dir(server, base=str(tmp_path))
+    info = os.lstat(path)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, 0o700)
+    assert os.path.basename(path).startswith("metrics-65534-")
+    assert prefork.instance_dir(server, base=str(tmp_path)) == path

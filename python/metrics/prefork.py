@@ -45,10 +45,21 @@ SHM = "/dev/shm"
 
 @dataclass(frozen=True)
 class Server:
-    """A pre-forking server instance: its name and its master's pid."""
+    """A pre-forking server instance: its name, its master's pid, and its workers' user and group.
+
+    `uid`/`gid` differ from this process's only in a root master whose workers run as another
+    user (gunicorn `--user`): the directory it makes is theirs.
+    """
 
     name: str
     master: int
+    uid: int = -1
+    gid: int = -1
+
+    @property
+    def owner(self) -> int:
+        """Return the user the directory belongs to."""
+        return os.geteuid() if self.uid < 0 else self.uid
 
 
 def detect() -> Server | None:
@@ -82,7 +93,12 @@ def _gunicorn() -> Server | None:
         arbiter = frame.f_locals.get("self")
         if isinstance(arbiter, arbiter_class):
             # `pid` is set when the arbiter starts; a --preload master loads the site before.
-            return Server("gunicorn", getattr(arbiter, "pid", None) or os.getpid())
+            master = getattr(arbiter, "pid", None) or os.getpid()
+            cfg = getattr(arbiter, "cfg", None)
+            uid, gid = getattr(cfg, "uid", -1), getattr(cfg, "gid", -1)
+            if not (isinstance(uid, int) and isinstance(gid, int)) or os.geteuid() != 0:
+                uid = gid = -1
+            return Server("gunicorn", master, uid, gid)
     return None
 
 
@@ -166,7 +182,7 @@ def instance_name(server: Server) -> str:
     """Return the directory name of `server`'s instance (raise OSError without /proc)."""
     return "-".join(
         (
-            PREFIX + str(os.geteuid()),
+            PREFIX + str(server.owner),
             _boot_id(),
             _pid_namespace(),
             str(server.master),
@@ -189,18 +205,20 @@ def instance_dir(server: Server, base: str | None = None) -> str:
         created = False
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        info = os.fstat(fd)
-        if info.st_uid != os.geteuid():
-            raise PermissionError(f"{path} belongs to uid {info.st_uid}, not to uid {os.geteuid()}")
         if created:
             # mkdir's mode went through the umask.
             os.fchmod(fd, 0o700)
+            if server.owner != os.geteuid():
+                os.fchown(fd, server.owner, server.gid)
+        info = os.fstat(fd)
+        if info.st_uid != server.owner:
+            raise PermissionError(f"{path} belongs to uid {info.st_uid}, not to uid {server.owner}")
         elif stat.S_IMODE(info.st_mode) != 0o700:
             raise PermissionError(f"{path} has mode {stat.S_IMODE(info.st_mode):04o}, not 0700")
     finally:
         os.close(fd)
     if created:
-        remove_stale(base)
+        remove_stale(base, server.owner)
     return path
 
 
@@ -211,9 +229,13 @@ def _running(pid: str, started: str) -> bool:
         return False
 
 
-def remove_stale(base: str) -> list[str]:
-    """Remove this user's instance directories in `base` whose server no longer runs; return them."""
-    mine = f"{PREFIX}{os.geteuid()}-"
+def remove_stale(base: str, owner: int | None = None) -> list[str]:
+    """Remove `owner`'s instance directories in `base` whose server no longer runs; return them.
+
+    `owner` defaults to this process's user.
+    """
+    owner = os.geteuid() if owner is None else owner
+    mine = f"{PREFIX}{owner}-"
     boot, namespace = _boot_id(), _pid_namespace()
     removed = []
     with os.scandir(base) as entries:
@@ -228,7 +250,7 @@ def remove_stale(base: str) -> list[str]:
         path = os.path.join(base, name)
         try:
             info = os.lstat(path)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != owner:
                 continue
             # On Linux rmtree works from directory descriptors and never follows a symlink.
             shutil.rmtree(path)
