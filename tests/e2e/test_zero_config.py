@@ -121,6 +121,16 @@ def store_dirs(server: Server) -> set[str]:
     return found
 
 
+def dirs_named_for(server: Server) -> list[str]:
+    """Return the instance directories named for one of the server's processes."""
+    pids = {str(server.process.pid), *(str(p.pid) for p in workers(server))}
+    return [
+        name
+        for name in os.listdir(prefork.base_dir())
+        if name.startswith("metrics-") and name.split("-")[-2] in pids
+    ]
+
+
 def load(server: Server, n: int, path: str = "/admin/login/") -> int:
     """Send `n` GET requests from 30 threads; return how many were answered 200."""
 
@@ -177,6 +187,9 @@ def test_six_scrapes_agree_on_the_total(site: Path, kind: str, options: tuple[st
         assert oct(info.st_mode & 0o7777) == oct(0o700)
         assert info.st_uid == os.geteuid()
         assert directory.startswith(prefork.base_dir())
+        # Named for the master (gunicorn's arbiter, uvicorn's supervisor): the process we started.
+        assert dirs_named_for(server) == [os.path.basename(directory)]
+        assert os.path.basename(directory).split("-")[-2] == str(server.process.pid)
 
 
 def test_two_instances_side_by_side_never_share_a_store(site: Path) -> None:
@@ -224,13 +237,12 @@ def test_runserver_and_management_commands_stay_in_process(site: Path) -> None:
     port = free_port()
     argv = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}"]
     server = spawn("runserver", argv, site, port, env=_clean_env())
-    before = set(os.listdir(prefork.base_dir()))
     try:
         server.wait_ready("/admin/login/", timeout=60)
         assert load(server, 20) == 20
         assert login_total(server) >= 20
         assert store_dirs(server) == set()
-        assert set(os.listdir(prefork.base_dir())) - before == set()
+        assert dirs_named_for(server) == []
     finally:
         server.stop()
     printed = subprocess.run(
@@ -313,3 +325,12 @@ def test_the_export_port_of_deploy_gunicorn_conf_serves_the_same_totals(site: Pa
         exported = login_total(Server("export", server.process, export, server.log, server.workdir))
         assert on_site == exported >= 100
         assert len(store_dirs(server)) == 1
+
+
+def test_uvicorn_without_workers_stays_in_process(site: Path) -> None:
+    """One uvicorn process: no shared store, no directory."""
+    with serving(site, "uvicorn") as server:
+        assert load(server, 20) == 20
+        assert login_total(server) >= 20
+        assert store_dirs(server) == set()
+        assert dirs_named_for(server) == []
