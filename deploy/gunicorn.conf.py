@@ -1,7 +1,8 @@
 """gunicorn settings for a site using the `metrics` app in multiprocess mode.
 
-Use with `gunicorn -c deploy/gunicorn.conf.py server.wsgi`, with PROMETHEUS_MULTIPROC_DIR set in
-the environment (a directory on local disk, shared by the master and its workers).
+Use with `gunicorn -c deploy/gunicorn.conf.py server.wsgi`. With PROMETHEUS_MULTIPROC_DIR set in the
+environment (a directory on local disk) the master and its workers share it; without it they
+share a private directory of this server instance (docs/multiprocess.md, "Zero configuration").
 """
 
 import os

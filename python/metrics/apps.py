@@ -20,6 +20,7 @@ class MetricsConfig(AppConfig):
         from metrics import (
             checks,  # noqa: F401 (registers the checks on import)
             core,
+            prefork,
         )
         from metrics.conf import app_settings
 
@@ -33,6 +34,9 @@ class MetricsConfig(AppConfig):
                 core.enable_multiprocess(directory)
             except ValueError:
                 pass  # Reported by the system check metrics.E004; metrics stay per-process.
+        # A worker of a pre-forking server shares a private store, unless `metrics` was imported
+        # before the settings were loaded (a settings file importing it): then it is decided now.
+        prefork.choose_store()
 
         from metrics.health import migrations_at_scrape
 

@@ -41,6 +41,7 @@ SETTING_ERROR_IDS = {
     "METRICS_CELERY_QUEUE_TIMEOUT": "metrics.E021",
     "METRICS_COMPAT_DJANGO_PROMETHEUS": "metrics.E022",
     "METRICS_MODELS": "metrics.E023",
+    "METRICS_MULTIPROCESS": "metrics.E025",
 }
 
 _HINTS = {
@@ -68,6 +69,8 @@ _HINTS = {
     "METRICS_LATENCY_BUCKETS": "Use increasing numbers of seconds, e.g. '0.01,0.05,0.1,0.5,1,5'.",
     "METRICS_EXEMPLARS": "Use True or False.",
     "METRICS_EXPORT_PORT": "Use a port (9100) or host:port (127.0.0.1:9100, [::1]:9100); 0 or unset: off.",
+    "METRICS_MULTIPROCESS": "Use 'auto' (the default), 'off', or 'on' together with "
+    "PROMETHEUS_MULTIPROC_DIR.",
     "METRICS_STORE_FILE_MODE": "Use '0600' (the default), or '0640'/'0660' when a second user in the "
     "directory's group must read or write the store.",
 }
@@ -94,6 +97,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
                 )
             )
     errors.extend(_check_multiproc_dir())
+    errors.extend(_check_multiprocess())
     errors.extend(_check_models())
     return errors
 
@@ -123,6 +127,26 @@ def _check_models() -> list[CheckMessage]:
                 )
             )
     return errors
+
+
+def _check_multiprocess() -> list[CheckMessage]:
+    """Report `METRICS_MULTIPROCESS = "on"` without the directory it requires."""
+    setting = SETTINGS["METRICS_MULTIPROCESS"]
+    value, source, error = setting.validate()
+    if error is not None or value is None or setting.parse(value) != "on":
+        return []
+    directory = SETTINGS["PROMETHEUS_MULTIPROC_DIR"]
+    path, _, path_error = directory.validate()
+    if path_error is None and directory.parse(path) is not None:
+        return []
+    return [
+        Error(
+            f"{_describe(setting.name, source)} = {value!r} requires PROMETHEUS_MULTIPROC_DIR, "
+            "which is unset",
+            hint=_HINTS[setting.name],
+            id=SETTING_ERROR_IDS[setting.name],
+        )
+    ]
 
 
 def _check_multiproc_dir() -> list[CheckMessage]:

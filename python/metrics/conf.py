@@ -256,6 +256,19 @@ def parse_file_mode(value: object) -> int:
     return mode
 
 
+MULTIPROCESS_MODES = ("auto", "on", "off")
+
+
+def parse_multiprocess(value: object) -> str:
+    """Return `auto`, `on` or `off` (any case; True/False mean on/off)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word not in MULTIPROCESS_MODES:
+        raise SettingError(f"{value!r} is not one of auto, on, off")
+    return word
+
+
 # Latency buckets in seconds: fine below 100 ms where most Django views live, coarse above.
 DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0,
@@ -383,6 +396,9 @@ METRICS_ALLOWED_IPS = Setting(
 )
 METRICS_AUTH_TOKEN = Setting("METRICS_AUTH_TOKEN", parse_token, "")
 PROMETHEUS_MULTIPROC_DIR = Setting("PROMETHEUS_MULTIPROC_DIR", parse_optional_path, None)
+# auto: a worker of a pre-forking server shares a private store (metrics.prefork); on: require
+# PROMETHEUS_MULTIPROC_DIR; off: never. Read when `metrics` is imported or, at the latest, at start-up.
+METRICS_MULTIPROCESS = Setting("METRICS_MULTIPROCESS", parse_multiprocess, "auto")
 # Trace ids as exemplars on the request counter and latency histogram (metrics.tracing); read when
 # the middleware starts.
 METRICS_EXEMPLARS = Setting("METRICS_EXEMPLARS", parse_bool, False)
@@ -428,6 +444,7 @@ SETTINGS: dict[str, Setting[Any]] = {
         METRICS_ALLOWED_IPS,
         METRICS_AUTH_TOKEN,
         PROMETHEUS_MULTIPROC_DIR,
+        METRICS_MULTIPROCESS,
         METRICS_EXEMPLARS,
         METRICS_EXPORT_PORT,
         METRICS_STORE_FILE_MODE,
@@ -504,6 +521,11 @@ class AppSettings:
     def MULTIPROC_DIR(self) -> str | None:
         """Directory shared by worker processes (`PROMETHEUS_MULTIPROC_DIR`, default unset)."""
         return self._get(PROMETHEUS_MULTIPROC_DIR)
+
+    @property
+    def MULTIPROCESS(self) -> str:
+        """Share a store among a pre-forking server's workers (`METRICS_MULTIPROCESS`, default auto)."""
+        return self._get(METRICS_MULTIPROCESS)
 
     @property
     def EXEMPLARS(self) -> bool:

@@ -491,18 +491,34 @@ def set_store_file_mode(mode: int) -> None:
     _core.set_store_file_mode(mode)
 
 
-# Read before any metric is written, as with prometheus_client. The file mode first: the store
-# creates its first file as soon as it opens. A bad value keeps 0600 (system check E018).
-if os.environ.get("METRICS_STORE_FILE_MODE"):
-    try:
-        set_store_file_mode(int(os.environ["METRICS_STORE_FILE_MODE"].strip().removeprefix("0o"), 8))
-    except ValueError:
-        logger.error("METRICS_STORE_FILE_MODE unusable, the store's files stay 0600")
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    try:
-        enable_multiprocess(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    except ValueError as exc:
-        logger.error("PROMETHEUS_MULTIPROC_DIR unusable, metrics stay per-process: %s", exc)
+def _choose_store() -> None:
+    """Pick the store before any metric is written, as prometheus_client does.
+
+    The file mode first: the store creates its first file as soon as it opens. A bad mode keeps
+    0600 (system check E018), an unusable directory keeps metrics per-process (E004). Only the
+    environment is read for these two; values given in Django settings apply in
+    `AppConfig.ready()`. Without a directory, a worker of a pre-forking server gets a private
+    shared store (`metrics.prefork`).
+    """
+    from metrics import conf, prefork
+
+    mode = os.environ.get(conf.METRICS_STORE_FILE_MODE.name, "").strip()
+    if mode:
+        try:
+            set_store_file_mode(conf.METRICS_STORE_FILE_MODE.parse(mode))
+        except conf.SettingError:
+            logger.error("METRICS_STORE_FILE_MODE unusable, the store's files stay 0600")
+    directory = conf.parse_optional_path(os.environ.get(conf.PROMETHEUS_MULTIPROC_DIR.name))
+    if directory:
+        try:
+            enable_multiprocess(directory)
+        except ValueError as exc:
+            logger.error("PROMETHEUS_MULTIPROC_DIR unusable, metrics stay per-process: %s", exc)
+        return
+    prefork.choose_store()
+
+
+_choose_store()
 
 _store_problems = Counter(
     "django_metrics_store_problems_total",
@@ -554,8 +570,12 @@ def exposition(
 def _foreign_registry() -> Any:
     """Return prometheus_client's metrics: its registry, or in multiprocess mode its files."""
     import prometheus_client
+    from prometheus_client import values
 
-    if _multiprocess_dir and os.environ.get("PROMETHEUS_MULTIPROC_DIR") == _multiprocess_dir:
+    # Its files hold its values only if it chose its multiprocess value class at import, which
+    # it does when the variable was set before prometheus_client was first imported.
+    shared = getattr(values.ValueClass, "_multiprocess", False)
+    if shared and _multiprocess_dir and os.environ.get("PROMETHEUS_MULTIPROC_DIR") == _multiprocess_dir:
         from prometheus_client import multiprocess
 
         registry = prometheus_client.CollectorRegistry()
