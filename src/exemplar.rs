@@ -46,6 +46,11 @@ impl Exemplar {
         Ok(Exemplar { labels, value, timestamp })
     }
 
+    /// The exemplar of a trace: `{trace_id="..."}` with `value`, recorded at `timestamp`.
+    pub fn of_trace(trace_id: &str, value: f64, timestamp: f64) -> Exemplar {
+        Exemplar { labels: vec![("trace_id".to_owned(), trace_id.to_owned())], value, timestamp }
+    }
+
     /// Append ` # {labels} value timestamp`, as OpenMetrics writes an exemplar after a sample.
     pub fn write(&self, out: &mut String) {
         out.push_str(" # {");
@@ -67,6 +72,27 @@ impl Exemplar {
     }
 }
 
+/// Return the trace id of a valid W3C `traceparent` header value (`version-traceid-parentid-flags`,
+/// lower-case hex; version `ff` and all-zero ids are invalid), else None.
+pub fn trace_id_from_traceparent(header: &str) -> Option<&str> {
+    let header = header.trim_matches(|c: char| c.is_ascii_whitespace());
+    let mut parts = header.split('-');
+    let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |part: &str, len: usize| {
+        part.len() == len && part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let zero = |part: &str| part.bytes().all(|b| b == b'0');
+    let valid = parts.next().is_none()
+        && hex(version, 2)
+        && hex(trace_id, 32)
+        && hex(parent_id, 16)
+        && hex(flags, 2)
+        && version != "ff"
+        && !zero(trace_id)
+        && !zero(parent_id);
+    valid.then_some(trace_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +109,25 @@ mod tests {
         assert!(Exemplar::new(pairs(&[("t", &"平".repeat(127))]), 1.0, 0.0, false).is_ok());
         assert!(Exemplar::new(pairs(&[(":o)", "smile")]), 1.0, 0.0, true).is_err());
         assert!(Exemplar::new(pairs(&[(":o)", "smile")]), 1.0, 0.0, false).is_ok());
+    }
+
+    #[test]
+    fn traceparent() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let header = format!("00-{trace}-00f067aa0ba902b7-01");
+        assert_eq!(trace_id_from_traceparent(&header), Some(trace));
+        assert_eq!(trace_id_from_traceparent(&format!(" {header}\t")), Some(trace));
+        for bad in [
+            format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            format!("00-{trace}-{}-01", "0".repeat(16)),
+            format!("ff-{trace}-00f067aa0ba902b7-01"),
+            header.to_uppercase(),
+            format!("{header}-00"),
+            "00-abc-def-01".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(trace_id_from_traceparent(&bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -202,12 +202,12 @@ def test_metrics_failure_never_breaks_the_request(monkeypatch, caplog, sample) -
     def broken_tick() -> None:
         raise RuntimeError("metric store on fire")
 
-    def broken_exemplar(request: HttpRequest) -> None:
+    def broken_span() -> str | None:
         raise RuntimeError("metric store on fire, again")
 
     # Captured when the middleware is built, at the client's first request.
     monkeypatch.setattr(middleware, "tick", broken_tick)
-    monkeypatch.setattr(middleware, "request_exemplar", broken_exemplar)
+    monkeypatch.setattr(middleware.tracing, "span_source", lambda: broken_span)
     labels = {"method": "GET", "view": "ok", "status": "200"}
     before = sample(TOTAL, **labels)
     with override_settings(METRICS_EXEMPLARS=True), caplog.at_level(logging.ERROR, logger="metrics"):
@@ -485,6 +485,7 @@ def test_a_renamed_framework_attribute_fails_loudly_and_the_request_is_served(mo
         content="content",
         body_chunks=None,
         plain_content=HttpResponse.content,
+        traceparent="HTTP_TRACEPARENT",
     )
     monkeypatch.setattr(middleware, "_FIELDS", renamed)
     with caplog.at_level(logging.ERROR, logger="metrics"):
@@ -520,3 +521,36 @@ def test_the_core_names_no_django_attribute() -> None:
         if name in path.read_text()
     ]
     assert found == []
+
+
+def _python_calls_in_the_package(request_count: int, **extra: str) -> list[str]:
+    """Return the package's Python functions run while serving `request_count` requests to /ok/."""
+    import sys
+    from pathlib import Path
+
+    package = str(Path(middleware.__file__).parent)
+    calls: list[str] = []
+
+    def profile(frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "call" and frame.f_code.co_filename.startswith(package):
+            calls.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}")
+
+    client = Client()
+    client.get("/ok/", **extra)  # builds the middleware, runs the tick that is due
+    sys.setprofile(profile)
+    try:
+        for _ in range(request_count):
+            client.get("/ok/", **extra)
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@override_settings(METRICS_EXEMPLARS=True)
+def test_exemplars_cost_no_python_call_per_request(sample) -> None:
+    """With exemplars on and no tracing library, the core reads the traceparent itself: one crossing."""
+    from metrics import tracing
+
+    assert tracing.span_source() is None, "opentelemetry is installed: this test needs it absent"
+    header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert _python_calls_in_the_package(3, HTTP_TRACEPARENT=header) == []

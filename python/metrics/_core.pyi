@@ -41,6 +41,7 @@ __all__ = [
     "set_default_registry",
     "set_store_file_mode",
     "store_kind",
+    "trace_id_from_traceparent",
     "take_store_warnings",
 ]
 
@@ -302,6 +303,7 @@ class RequestFields:
         content: str,
         body_chunks: str | None,
         plain_content: object,
+        traceparent: str,
     ) -> Self: ...
     def view_label(self, request: Any) -> str:
         """Return `namespace:name` of the request's URL pattern, else its route, else `<unresolved>`."""
@@ -345,7 +347,8 @@ class RecordingMiddleware:
         acall: Callable[[Any, Any], Any] | None,
         count_escaped: Callable[[Any, Any, BaseException], None],
         tick: Callable[[], None],
-        exemplar: Callable[[Any], dict[str, str] | None] | None,
+        exemplars: bool,
+        span_trace_id: Callable[[], str | None] | None,
         compat: Callable[[Any, Any, int, float, int, int | None], None] | None,
         streamed: Callable[[Any, str, str], None],
         probe: Callable[[Any], Any],
@@ -357,7 +360,8 @@ class RecordingMiddleware:
         routing rules and keeps them in `rules_slot` (dict, key), read first; `acall(self,
         request)` serves a request in async mode; `count_escaped(self, request, exc)` counts an
         exception that escaped the stack below; `tick()` runs at most
-        once a second; `exemplar(request)` gives exemplar labels (None: exemplars off);
+        once a second; with `exemplars`, the trace id of `span_trace_id()` (when given) or of the
+        request's `traceparent` header goes on the counter and the latency bucket;
         `compat(request, response, status, duration, request_size, response_size)` records in
         django-prometheus's families (None: off); `streamed(response, method, view)` counts a
         streamed body; `probe(request)` answers a probe (None: the stack below does); failures
@@ -408,6 +412,9 @@ def set_default_registry(registry: CollectorRegistry) -> None:
 
 def gauge_functions() -> list[tuple[Gauge, Callable[[], float]]]: ...
 def float_to_go_string(value: float) -> str: ...
+def trace_id_from_traceparent(header: str) -> str | None:
+    """Return the trace id of a valid W3C `traceparent` header value, else None."""
+
 def enable_multiprocess(path: str | os.PathLike[str]) -> None:
     """Keep every value in the shared store under `path`; ValueError if unusable."""
 

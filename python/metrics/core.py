@@ -25,6 +25,7 @@ from metrics._core import (
     RequestMetrics,
     RequestRules,
     Summary,
+    trace_id_from_traceparent,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "multiprocess_dir",
     "set_store_file_mode",
     "tick",
+    "trace_id_from_traceparent",
 ]
 
 logger = logging.getLogger("metrics")

@@ -42,7 +42,7 @@ from metrics.collectors import (
 )
 from metrics.conf import app_settings
 from metrics.core import RecordingMiddleware, RequestFields, RequestMetrics, RequestRules, tick
-from metrics.tracing import request_exemplar
+from metrics import tracing
 
 logger = logging.getLogger("metrics")
 
@@ -73,6 +73,7 @@ def _fields() -> RequestFields:
             content="content",
             body_chunks="_container" if _keeps_body_chunks() else None,
             plain_content=HttpResponse.content,
+            traceparent="HTTP_TRACEPARENT",
         )
     return _FIELDS
 
@@ -155,8 +156,10 @@ class MetricsMiddleware(RecordingMiddleware):
             acall=type(self).__acall__ if self.async_mode else None,
             count_escaped=type(self)._count_escaped,
             tick=tick,
-            # Read once: trace ids as exemplars (metrics.tracing) cost a header read per request.
-            exemplar=request_exemplar if app_settings.EXEMPLARS else None,
+            # Read once: trace ids as exemplars cost a header read per request in the core, plus
+            # a span read where a tracing library is installed (metrics.tracing).
+            exemplars=app_settings.EXEMPLARS,
+            span_trace_id=tracing.span_source() if app_settings.EXEMPLARS else None,
             compat=None if self._compat is None else self._compat.record,
             streamed=_count_streamed,
             probe=_answer_probe,

@@ -8,35 +8,23 @@ bucket in Grafana links to the trace that landed in it.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest
+
+from metrics.core import trace_id_from_traceparent
 
 try:  # Optional: only when the site traces with OpenTelemetry.
     from opentelemetry import trace as _otel_trace
 except ImportError:  # pragma: no cover - depends on what the site installs
     _otel_trace = None
 
-# version-traceid-parentid-flags, lower-case hex (https://www.w3.org/TR/trace-context/).
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_ZERO_TRACE = "0" * 32
-_ZERO_PARENT = "0" * 16
+__all__ = ["request_exemplar", "span_trace_id", "span_source", "trace_id_from_traceparent"]
 
 
-def trace_id_from_traceparent(header: str) -> str | None:
-    """Return the trace id of a valid `traceparent` header value, else None."""
-    match = _TRACEPARENT.fullmatch(header.strip())
-    if match is None:
-        return None
-    version, trace_id, parent_id, _flags = match.groups()
-    # Version ff is forbidden; all-zero ids are invalid.
-    if version == "ff" or trace_id == _ZERO_TRACE or parent_id == _ZERO_PARENT:
-        return None
-    return trace_id
-
-
-def _otel_trace_id() -> str | None:
+def span_trace_id() -> str | None:
+    """Return the trace id of the current OpenTelemetry span if one is recording, else None."""
     if _otel_trace is None:
         return None
     span: Any = _otel_trace.get_current_span()
@@ -48,9 +36,21 @@ def _otel_trace_id() -> str | None:
     return format(context.trace_id, "032x")
 
 
+def span_source() -> Callable[[], str | None] | None:
+    """Return the reader of the current span's trace id, or None when no tracing library is installed.
+
+    The middleware asks it once per request only when it exists; otherwise the core reads the
+    `traceparent` header itself, without a call into Python.
+    """
+    return None if _otel_trace is None else span_trace_id
+
+
 def request_exemplar(request: HttpRequest) -> dict[str, str] | None:
-    """Return `{"trace_id": ...}` for the trace `request` belongs to, or None."""
-    trace_id = _otel_trace_id()
+    """Return `{"trace_id": ...}` for the trace `request` belongs to, or None.
+
+    What the middleware records, for code that wants the same exemplar elsewhere.
+    """
+    trace_id = span_trace_id()
     if trace_id is None:
         header = request.META.get("HTTP_TRACEPARENT")
         if header:

@@ -34,6 +34,8 @@ pub struct PyRequestFields {
     // strings under this name: their lengths are summed instead of joining a copy.
     body_chunks: Option<Py<PyString>>,
     plain_content: Py<PyAny>,
+    // The `environ` key of the W3C `traceparent` header (exemplars).
+    traceparent: Py<PyString>,
 }
 
 fn interned(py: Python<'_>, name: &str) -> Py<PyString> {
@@ -100,6 +102,20 @@ impl PyRequestFields {
         }
     }
 
+    /// Return the trace id of the request's valid `traceparent` header, if any.
+    pub(crate) fn trace_id(&self, request: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+        let py = request.py();
+        let environ = request.getattr(self.environ.bind(py))?;
+        let key = self.traceparent.bind(py);
+        let header = match environ.cast::<PyDict>() {
+            Ok(environ) => environ.get_item(key)?,
+            Err(_) => Some(environ.call_method1(intern!(py, "get"), (key,))?),
+        };
+        let Some(header) = header else { return Ok(None) };
+        let Ok(header) = header.cast::<PyString>() else { return Ok(None) };
+        Ok(crate::exemplar::trace_id_from_traceparent(header.to_str()?).map(str::to_owned))
+    }
+
     /// Return the response status.
     pub(crate) fn status(&self, response: &Bound<'_, PyAny>) -> PyResult<u16> {
         response.getattr(self.status.bind(response.py()))?.extract::<u16>()
@@ -136,9 +152,9 @@ impl PyRequestFields {
     /// Name the attributes the core reads: of the request (`method`, `path`, `url_match`
     /// with its `pattern_name`, `qualified_name` and `route`, `environ` with its `content_length` key) and
     /// of the response (`status`, `streaming`, `content`; `body_chunks`, optional, on a class
-    /// whose `content` is `plain_content`).
+    /// whose `content` is `plain_content`), and the `environ` key of the `traceparent` header.
     #[new]
-    #[pyo3(signature = (*, method, path, url_match, pattern_name, qualified_name, route, environ, content_length, status, streaming, content, body_chunks, plain_content))]
+    #[pyo3(signature = (*, method, path, url_match, pattern_name, qualified_name, route, environ, content_length, status, streaming, content, body_chunks, plain_content, traceparent))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -155,6 +171,7 @@ impl PyRequestFields {
         content: &str,
         body_chunks: Option<&str>,
         plain_content: Py<PyAny>,
+        traceparent: &str,
     ) -> Self {
         PyRequestFields {
             method: interned(py, method),
@@ -170,6 +187,7 @@ impl PyRequestFields {
             content: interned(py, content),
             body_chunks: body_chunks.map(|name| interned(py, name)),
             plain_content,
+            traceparent: interned(py, traceparent),
         }
     }
 

@@ -21,7 +21,8 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::fields::{PyRequestFields, PyRequestRules, UNRESOLVED_VIEW};
 use super::request::{Measured, PyRequestMetrics, Recorder, METHODS, OTHER_METHOD};
-use crate::family::Series;
+use crate::exemplar::Exemplar;
+use crate::family::{now, Series};
 use crate::sync;
 
 /// How often a request may call the `tick` hook (which has its own, longer schedule): a
@@ -69,8 +70,10 @@ struct Hooks {
     count_escaped: Py<PyAny>,
     tick: Py<PyAny>,
     next_tick: AtomicU64,
-    // request -> exemplar labels or None (METRICS_EXEMPLARS on).
-    exemplar: Option<Py<PyAny>>,
+    // Trace ids as exemplars (METRICS_EXEMPLARS on).
+    exemplars: bool,
+    // () -> the trace id of the current span or None (a tracing library is installed).
+    span_trace_id: Option<Py<PyAny>>,
     // (request, response, status, duration, request size, response size) (compatibility on).
     compat: Option<Py<PyAny>>,
     // (response, method, view): counts a streamed body as it goes out.
@@ -101,6 +104,36 @@ impl Hooks {
         };
         let rules = current.cast::<PyRequestRules>()?;
         Ok(rules.get().route(path))
+    }
+
+    /// The exemplar of the request's trace: the current span's, else its `traceparent` header's.
+    /// A failing span source costs the request its exemplar, never its count.
+    fn exemplar(&self, py: Python<'_>, request: &Bound<'_, PyAny>, duration: f64) -> Option<Exemplar> {
+        let from_span = match &self.span_trace_id {
+            Some(source) => match source.call0(py).and_then(|id| id.extract::<Option<String>>(py)) {
+                Ok(found) => found,
+                Err(e) => {
+                    self.log(
+                        py,
+                        "metrics: the exemplar source failed; the request is counted without one",
+                        e,
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let trace_id = match from_span {
+            Some(id) => Some(id),
+            None => match self.fields.get().trace_id(request) {
+                Ok(found) => found,
+                Err(e) => {
+                    self.log(py, "metrics: could not read the traceparent header", e);
+                    None
+                }
+            },
+        };
+        trace_id.map(|id| Exemplar::of_trace(&id, duration, now()))
     }
 
     /// Log `err` under `message`, at most once a minute per message: a cause that repeats on
@@ -232,28 +265,7 @@ impl Hooks {
         read.status = Some(status);
         read.request_size = fields.request_size(request)?;
         read.response_size = fields.response_size(response)?;
-        // A failing exemplar source costs the request its exemplar, not its count.
-        let exemplar = match &self.exemplar {
-            Some(source) => match source.call1(py, (request,)).and_then(|e| {
-                let e = e.into_bound(py);
-                if e.is_none() {
-                    Ok(None)
-                } else {
-                    Ok(Some(e.cast_into::<PyDict>()?))
-                }
-            }) {
-                Ok(found) => found,
-                Err(e) => {
-                    self.log(
-                        py,
-                        "metrics: the exemplar source failed; the request is counted without one",
-                        e,
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
+        let exemplar = if self.exemplars { self.exemplar(py, request, duration) } else { None };
         if let Some(recorder) = &self.recorder {
             let measured = Measured {
                 view: view.cast::<PyString>()?.to_str()?,
@@ -261,7 +273,7 @@ impl Hooks {
                 duration,
                 request_size: read.request_size,
                 response_size: read.response_size,
-                exemplar: exemplar.as_ref(),
+                exemplar,
             };
             recorder.record(py, index, &measured)?;
         }
@@ -318,7 +330,7 @@ impl PyRecordingMiddleware {
     /// Hand over the stack below (`get_response`) and the hooks; once per middleware.
     #[pyo3(
         name = "_bind",
-        signature = (get_response, *, async_mode, recorder, fields, rules, rules_slot, acall, count_escaped, tick, exemplar, compat, streamed, probe, logger)
+        signature = (get_response, *, async_mode, recorder, fields, rules, rules_slot, acall, count_escaped, tick, exemplars, span_trace_id, compat, streamed, probe, logger)
     )]
     #[allow(clippy::too_many_arguments)]
     fn bind(
@@ -332,7 +344,8 @@ impl PyRecordingMiddleware {
         acall: Option<Py<PyAny>>,
         count_escaped: Py<PyAny>,
         tick: Py<PyAny>,
-        exemplar: Option<Py<PyAny>>,
+        exemplars: bool,
+        span_trace_id: Option<Py<PyAny>>,
         compat: Option<Py<PyAny>>,
         streamed: Py<PyAny>,
         probe: Py<PyAny>,
@@ -349,7 +362,8 @@ impl PyRecordingMiddleware {
             count_escaped,
             tick,
             next_tick: AtomicU64::new(0),
-            exemplar,
+            exemplars,
+            span_trace_id,
             compat,
             streamed,
             probe,

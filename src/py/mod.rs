@@ -35,6 +35,12 @@ impl From<Error> for PyErr {
     }
 }
 
+/// Return the trace id of a valid W3C `traceparent` header value, else None.
+#[pyfunction]
+fn trace_id_from_traceparent(header: &str) -> Option<&str> {
+    crate::exemplar::trace_id_from_traceparent(header)
+}
+
 /// Format `value` as prometheus_client's `floatToGoString` does.
 #[pyfunction]
 fn float_to_go_string(value: f64) -> String {
@@ -112,6 +118,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(store_kind, m)?)?;
     m.add_function(wrap_pyfunction!(take_store_warnings, m)?)?;
     m.add_function(wrap_pyfunction!(float_to_go_string, m)?)?;
+    m.add_function(wrap_pyfunction!(trace_id_from_traceparent, m)?)?;
     m.add_function(wrap_pyfunction!(registry::set_default_registry, m)?)?;
     m.add_function(wrap_pyfunction!(metric::gauge_functions, m)?)?;
     m.add("TEXT_CONTENT_TYPE", encode::text::CONTENT_TYPE)?;

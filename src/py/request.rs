@@ -5,10 +5,10 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
-use super::metric::{exemplar_of, family_of, python_time};
+use super::metric::{family_of, python_time};
 use crate::desc::Kind;
+use crate::exemplar::Exemplar;
 use crate::family::{Family, Handle, Series};
 use crate::sync;
 
@@ -62,7 +62,7 @@ impl MethodSeries {
 }
 
 /// What one request measured, for [`Recorder::record`].
-pub(crate) struct Measured<'a, 'py> {
+pub(crate) struct Measured<'a> {
     /// Label value of the view.
     pub view: &'a str,
     /// Response status.
@@ -73,8 +73,8 @@ pub(crate) struct Measured<'a, 'py> {
     pub request_size: f64,
     /// Response body size in bytes; None: streamed, observed later by the caller.
     pub response_size: Option<f64>,
-    /// Exemplar labels for the counter and the duration's bucket.
-    pub exemplar: Option<&'a Bound<'py, PyDict>>,
+    /// The exemplar for the counter and the duration's bucket.
+    pub exemplar: Option<Exemplar>,
 }
 
 /// The five HTTP metrics, with their series looked up once per label combination.
@@ -156,13 +156,9 @@ impl Recorder {
     }
 
     /// Count and observe a finished request of method slot `index`.
-    pub(crate) fn record(&self, py: Python<'_>, index: usize, m: &Measured<'_, '_>) -> PyResult<()> {
+    pub(crate) fn record(&self, py: Python<'_>, index: usize, m: &Measured<'_>) -> PyResult<()> {
         let method = &self.fixed[index.min(OTHER_INDEX)];
-        // Built first: building an exemplar calls into Python, which is never done under a lock.
-        let exemplar = match m.exemplar.filter(|e| !e.is_empty()) {
-            Some(labels) => Some(exemplar_of(py, labels, m.duration)?),
-            None => None,
-        };
+        let exemplar = &m.exemplar;
         let buckets = &self.duration.desc.buckets;
         let write = |children: &Children| {
             if let Some(ex) = &exemplar {
