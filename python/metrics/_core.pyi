@@ -41,8 +41,8 @@ __all__ = [
     "set_default_registry",
     "set_store_file_mode",
     "store_kind",
-    "trace_id_from_traceparent",
     "take_store_warnings",
+    "trace_id_from_traceparent",
 ]
 
 TEXT_CONTENT_TYPE: str

@@ -30,7 +30,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
-from metrics import compat
+from metrics import compat, tracing
 from metrics.collectors import (
     bounded_label,
     http_exceptions_total,
@@ -42,7 +42,6 @@ from metrics.collectors import (
 )
 from metrics.conf import app_settings
 from metrics.core import RecordingMiddleware, RequestFields, RequestMetrics, RequestRules, tick
-from metrics import tracing
 
 logger = logging.getLogger("metrics")
 

@@ -20,7 +20,7 @@ try:  # Optional: only when the site traces with OpenTelemetry.
 except ImportError:  # pragma: no cover - depends on what the site installs
     _otel_trace = None
 
-__all__ = ["request_exemplar", "span_trace_id", "span_source", "trace_id_from_traceparent"]
+__all__ = ["request_exemplar", "span_source", "span_trace_id", "trace_id_from_traceparent"]
 
 
 def span_trace_id() -> str | None:
