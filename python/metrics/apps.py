@@ -31,7 +31,7 @@ class MetricsConfig(AppConfig):
         if directory and core.multiprocess_dir() is None:
             try:
                 core.enable_multiprocess(directory)
-            except ValueError:
+            except (ValueError, OSError):
                 pass  # Reported by the system check metrics.E004; metrics stay per-process.
 
         from metrics.health import migrations_at_scrape

@@ -22,6 +22,7 @@ from metrics._core import (
     Info,
     RecordingMiddleware,
     RequestMetrics,
+    StoreError,
     Summary,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "PrometheusCollector",
     "RecordingMiddleware",
     "RequestMetrics",
+    "StoreError",
     "Summary",
     "add_collect_hook",
     "add_process_hook",
@@ -66,8 +68,9 @@ _multiprocess_dir: str | None = None
 def enable_multiprocess(path: str | os.PathLike[str]) -> None:
     """Keep every metric value in the shared store under `path` (multiprocess mode).
 
-    Values written so far move into the store. Raise ValueError if `path` is not a writable
-    directory. Calling it again with the same path does nothing.
+    Values written so far move into the store. Raise `StoreError` (an `OSError` naming the path)
+    if `path` is not a writable directory, ValueError if another directory is already in use.
+    Calling it again with the same path does nothing.
     """
     global _multiprocess_dir
     path = os.fspath(path)
@@ -100,7 +103,7 @@ def mark_process_dead(pid: int | None = None, path: str | None = None) -> None:
             return
         try:
             warnings = _core.compact(path)
-        except ValueError as exc:
+        except OSError as exc:
             warnings = [f"{exc}; dead workers are folded at the next scrape or worker exit"]
         for warning in warnings:
             logger.warning("metrics store: %s", warning)
@@ -474,7 +477,7 @@ if os.environ.get("METRICS_STORE_FILE_MODE"):
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     try:
         enable_multiprocess(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    except ValueError as exc:
+    except OSError as exc:
         logger.error("PROMETHEUS_MULTIPROC_DIR unusable, metrics stay per-process: %s", exc)
 
 _store_problems = Counter(
