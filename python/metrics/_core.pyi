@@ -29,6 +29,7 @@ __all__ = [
     "RecordingMiddleware",
     "RequestMetrics",
     "RequestStart",
+    "StoreError",
     "Summary",
     "Timer",
     "after_fork",
@@ -380,6 +381,7 @@ def set_default_registry(registry: CollectorRegistry) -> None:
 
 def gauge_functions() -> list[tuple[Gauge, Callable[[], float]]]: ...
 def float_to_go_string(value: float) -> str: ...
+
 class StoreError(OSError):
     """The multiprocess store cannot be used or read: an I/O fault, never a bad argument.
 
