@@ -795,7 +795,9 @@ impl Backing for SharedStore {
         }
         let map = Arc::clone(&slot.map);
         // SAFETY: the entries lie inside the mapping, 8-aligned (records are), were appended by
-        // this process alone, and `map` keeps the mapping alive as long as the slots.
+        // this process alone (one `ExemplarSlots` per record), `map` keeps the mapping alive as
+        // long as the slots, and other processes read them only with `Mapped::word`'s 8-byte
+        // atomic loads.
         Some(Box::new(unsafe { ExemplarSlots::from_raw(map.as_mut_ptr().add(at + entries_at), count, map) }))
     }
 
@@ -1124,84 +1126,107 @@ mod tests {
     }
 
     /// One process's life: counter increments (series 0..3, in quarters, so sums are exact),
-    /// histogram observations (bucket 0..3), and whether it is still alive at the end.
-    type Life = (Vec<(usize, u32)>, Vec<usize>, bool);
+    /// histogram observations (bucket 0..3), the counter series it removes at the end (released
+    /// from the store), whether it writes the live and the `min` gauge (created either way), and
+    /// whether it is still alive at the end.
+    type Life = (Vec<(usize, u32)>, Vec<usize>, [bool; 3], bool, bool);
 
     fn life() -> impl Strategy<Value = Life> {
         (
             proptest::collection::vec((0usize..3, 0u32..400), 0..12),
             proptest::collection::vec(0usize..3, 0..12),
+            any::<[bool; 3]>(),
+            any::<bool>(),
             any::<bool>(),
         )
     }
 
     /// What a fresh reader (a scrape from another process) sees: counter values by series,
-    /// histogram cells, the live gauge.
-    fn scrape(dir: &Path, fams: &[Arc<Family>]) -> ([f64; 3], Vec<f64>, Option<f64>) {
+    /// histogram cells, the live gauge, the `min` gauge.
+    fn scrape(dir: &Path, fams: &[Arc<Family>]) -> ([f64; 3], Vec<f64>, Option<f64>, Option<f64>) {
         let snaps = SharedStore::open(dir).unwrap().collect(fams, false);
         let mut counters = [0.0; 3];
         for (i, c) in counters.iter_mut().enumerate() {
             *c = value_of(&snaps, "c", &[&i.to_string()]).map_or(0.0, |v| v[0]);
         }
         let hist = value_of(&snaps, "h", &[]).unwrap_or_else(|| vec![0.0; 4]);
-        (counters, hist, value_of(&snaps, "g", &[]).map(|v| v[0]))
+        (counters, hist, value_of(&snaps, "g", &[]).map(|v| v[0]), value_of(&snaps, "m", &[]).map(|v| v[0]))
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-        /// Processes write, some die (their slots folded into the archive by whoever scrapes
-        /// next), and every scrape in between and at the end shows exactly what was written:
-        /// counters and histograms from the living and the dead, folded once and never twice;
-        /// the live gauge from the living only.
+        /// Processes write, remove series, some die (their slots folded into the archive by
+        /// whoever scrapes next), and every scrape in between and at the end shows exactly what
+        /// was written: counters and histograms from the living and the dead, folded once and
+        /// never twice, without what was removed; the live gauge from the living only; gauges
+        /// only from the processes that wrote them.
         #[test]
         fn writes_fold_and_merge_exactly(lives in proptest::collection::vec(life(), 1..6)) {
             let dir = TempDir::new("prop");
-            let fams = [counter(), histogram(), live_gauge()];
+            let fams = [counter(), histogram(), live_gauge(), gauge(crate::desc::GaugeMode::Min, "m")];
             let mut alive = Vec::new();
             let mut counters = [0.0; 3];
             let mut hist = vec![0.0; 4];
-            let mut live = 0.0;
-            let mut any_live = false;
-            for (incs, observations, stays) in lives {
+            let mut live = None;
+            let mut min: Option<f64> = None;
+            for (life_index, (incs, observations, removes, writes_live, stays)) in lives.into_iter().enumerate() {
                 let store = SharedStore::open(&dir.0).unwrap();
                 let mut cells: HashMap<usize, Cells> = HashMap::new();
+                let mut mine = [0.0; 3];
                 for (series, quarters) in incs {
                     let c = cells.entry(series).or_insert_with(|| store.alloc(&fams[0].desc, &[series.to_string()], 1.0));
                     cell::add(&c.get()[0], f64::from(quarters) / 4.0);
-                    counters[series] += f64::from(quarters) / 4.0;
+                    mine[series] += f64::from(quarters) / 4.0;
+                }
+                for (series, c) in &cells {
+                    if removes[*series] {
+                        store.release(&fams[0].desc, &[series.to_string()], c);
+                        // A write racing the removal lands nowhere anyone reads.
+                        cell::add(&c.get()[0], 1000.0);
+                    } else {
+                        counters[*series] += mine[*series];
+                    }
                 }
                 let h = store.alloc(&fams[1].desc, &[], 1.0);
                 for bucket in &observations {
                     cell::add(&h.get()[*bucket], 1.0);
                     hist[*bucket] += 1.0;
                 }
-                let g = store.alloc(&fams[2].desc, &[], 1.0);
                 let level = observations.len() as f64;
-                cell::set(&g.get()[0], level);
+                let g = store.alloc(&fams[2].desc, &[], 1.0);
+                let m = store.alloc(&fams[3].desc, &[], 1.0);
+                if writes_live {
+                    cell::set(&g.get()[0], level);
+                    cell::set(&m.get()[0], level - life_index as f64);
+                    min = Some(min.map_or(level - life_index as f64, |v| v.min(level - life_index as f64)));
+                }
                 prop_assert!(store.take_warnings().is_empty());
                 // A process ends when its store and its mappings go (a mapping holds the file,
                 // and with it the slot's lock).
-                let process = (store, cells, h, g);
+                let process = (store, cells, h, g, m);
                 if stays {
-                    live += level;
-                    any_live = true;
+                    if writes_live {
+                        live = Some(live.unwrap_or(0.0) + level);
+                    }
                     alive.push(process);
                 } else {
                     drop(process);
                 }
-                let (seen, seen_hist, gauge) = scrape(&dir.0, &fams);
+                let (seen, seen_hist, gauge, seen_min) = scrape(&dir.0, &fams);
                 prop_assert_eq!(seen, counters);
                 prop_assert_eq!(&seen_hist, &hist);
-                prop_assert_eq!(gauge.unwrap_or(0.0), if any_live { live } else { 0.0 });
+                prop_assert_eq!(gauge, live);
+                prop_assert_eq!(seen_min, min);
             }
             drop(alive);
             // Everyone is gone: the archive alone holds the totals, however often it is folded.
             for _ in 0..2 {
-                let (seen, seen_hist, gauge) = scrape(&dir.0, &fams);
+                let (seen, seen_hist, gauge, seen_min) = scrape(&dir.0, &fams);
                 prop_assert_eq!(seen, counters);
                 prop_assert_eq!(&seen_hist, &hist);
-                prop_assert_eq!(gauge.unwrap_or(0.0), 0.0);
+                prop_assert_eq!(gauge, None);
+                prop_assert_eq!(seen_min, min);
             }
         }
 
