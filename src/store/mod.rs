@@ -45,10 +45,12 @@ pub struct ExemplarSlots {
     _owner: Arc<dyn Send + Sync>,
 }
 
-// SAFETY: `base` points into memory kept alive by `_owner` (itself Send + Sync); every write
-// goes through `write`, which the owning series serialises with its own lock.
+// SAFETY: `base` points into memory kept alive by `_owner` (itself Send + Sync), and the
+// memory is only ever written by `write_entry` with atomic stores, so using it from any thread
+// is no data race (two concurrent writers, which the owning series' lock prevents, could at
+// worst leave an entry that readers discard or find garbled, never undefined behaviour).
 unsafe impl Send for ExemplarSlots {}
-// SAFETY: see above; shared references only read `count`.
+// SAFETY: as above: every access through a shared reference is an atomic store or reads `count`.
 unsafe impl Sync for ExemplarSlots {}
 
 impl ExemplarSink for ExemplarSlots {

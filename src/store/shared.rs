@@ -338,15 +338,17 @@ impl Mapped {
             .map_raw_read_only(file)
             .map_err(|e| Error::store(path, format!("cannot map: {e}")))?;
         let mut mapped = Mapped { map, used: 0 };
-        // Acquire: the records below `used` were written before their writer's release store.
-        let used = mapped.word(format::USED_AT, Ordering::Acquire);
+        let used = mapped.word(format::USED_AT);
+        // Acquire (after the relaxed load: the mapping is read-only): the records below `used`
+        // were written before their writer's release store of it.
+        std::sync::atomic::fence(Ordering::Acquire);
         mapped.used = usize::try_from(used).unwrap_or(usize::MAX).min(mapped.map.len());
         Ok(Some(mapped))
     }
 
     /// The 8-byte word at offset `at`, as stored, by an atomic load; 0 where there is none
     /// (past the mapping, or not 8-aligned: no valid file puts a word there).
-    fn word(&self, at: usize, order: Ordering) -> u64 {
+    fn word(&self, at: usize) -> u64 {
         if at % 8 != 0 || at.checked_add(8).map_or(true, |end| end > self.map.len()) {
             return 0;
         }
@@ -356,8 +358,10 @@ impl Mapped {
         // the archive is replaced by rename), so the pages stay backed. Every process writes a
         // published word (the header's `used`, cells, exemplar entries, a record's first word)
         // only with 8-byte atomic stores, and `word` loads only below `used` or the header, so
-        // this load never races with a plain or a differently sized access.
-        unsafe { (*(self.map.as_ptr().add(at) as *const AtomicU64)).load(order) }
+        // this load never races with a plain or a differently sized access. The mapping is
+        // read-only: the load is Relaxed and 8 bytes wide, which std's atomics documentation
+        // ("Atomic accesses to read-only memory") guarantees never to write.
+        unsafe { (*(self.map.as_ptr().add(at) as *const AtomicU64)).load(Ordering::Relaxed) }
     }
 
     /// A copy of the header and the published records, word by word.
@@ -365,13 +369,13 @@ impl Mapped {
         let end = self.used.max(format::HEADER).min(self.map.len()) / 8 * 8;
         let mut out = Vec::with_capacity(end);
         for at in (0..end).step_by(8) {
-            out.extend_from_slice(&self.word(at, Ordering::Relaxed).to_ne_bytes());
+            out.extend_from_slice(&self.word(at).to_ne_bytes());
         }
         out
     }
 
     fn decode(&self) -> Result<(merge::FileData, Option<String>)> {
-        merge::decode(&self.bytes(), self.used, |at| self.word(at, Ordering::Relaxed))
+        merge::decode(&self.bytes(), self.used, |at| self.word(at))
     }
 }
 
