@@ -398,6 +398,67 @@ mod tests {
         d
     }
 
+    proptest::proptest! {
+        /// Any mix of written and never-written gauge values from live and dead sources merges
+        /// exactly as the mode says over the written ones only; never-written ones add nothing,
+        /// and a series nobody wrote is absent.
+        #[test]
+        fn gauges_merge_only_what_was_written(
+            mode in 0usize..11,
+            inputs in proptest::collection::vec(
+                (proptest::option::of(-1000i32..1000), proptest::option::of(1u32..4)),
+                0..8,
+            ),
+        ) {
+            use GaugeMode::*;
+            let modes = [All, LiveAll, LiveSum, Sum, Max, Min, MostRecent, LiveMax, LiveMin, LiveMostRecent, LiveWorker];
+            let mode = modes[mode];
+            let desc = gauge(mode);
+            let live_only = matches!(mode, All | LiveAll | LiveSum | LiveMax | LiveMin | LiveMostRecent | LiveWorker);
+            let mut m = Merge::default();
+            // (value, time) of every written input the mode keeps, in order.
+            let mut kept: Vec<(f64, f64, u32)> = Vec::new();
+            for (i, (value, pid)) in inputs.iter().enumerate() {
+                let source = pid.map_or(Source::Dead, |p| Source::Live(p, p));
+                let time = i as f64 + 1.0;
+                let cells: Vec<f64> = match value {
+                    Some(v) => vec![f64::from(*v), time],
+                    None => vec![f64::from_bits(cell::UNWRITTEN); 2],
+                };
+                let cells = &cells[..desc.cell_count()];
+                m.add(&desc, &[], 0.0, cells, source);
+                if let Some(v) = value {
+                    if pid.is_some() || !live_only {
+                        kept.push((f64::from(*v), time, pid.unwrap_or(0)));
+                    }
+                }
+            }
+            let snaps = m.snapshots(&[], true);
+            let mut got: Vec<f64> = snaps.first().map_or(Vec::new(), |f| f.series.iter().map(|s| s.values[0]).collect());
+            let values = kept.iter().map(|k| k.0);
+            let mut want: Vec<f64> = match mode {
+                Sum | LiveSum => vec![values.sum()],
+                Max | LiveMax => vec![values.fold(f64::NEG_INFINITY, f64::max)],
+                Min | LiveMin => vec![values.fold(f64::INFINITY, f64::min)],
+                MostRecent | LiveMostRecent => kept.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|k| k.0).into_iter().collect(),
+                All | LiveAll | LiveWorker => {
+                    // One series per process: the last value each wrote.
+                    let mut last: HashMap<u32, f64> = HashMap::new();
+                    for (v, _, pid) in &kept {
+                        last.insert(*pid, *v);
+                    }
+                    last.into_values().collect()
+                }
+            };
+            if kept.is_empty() {
+                want.clear();
+            }
+            got.sort_by(f64::total_cmp);
+            want.sort_by(f64::total_cmp);
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn counters_add_up_and_live_gauges_of_the_dead_vanish() {
         let c = Desc::new(Kind::Counter, "c", "", vec![], "", "", "").unwrap();
