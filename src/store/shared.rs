@@ -157,16 +157,21 @@ struct Slot {
     capacity: usize,
     used: usize,
     families: HashMap<String, u32>,
-    // This process's live records by (family index, label values): where the series record
-    // starts, the address its cells were handed out at (to recognise them in `release`), and
-    // where the series' exemplar record starts, if it has one.
-    series: HashMap<(u32, Vec<String>), Placed>,
+    // This process's live series records by the address their cells were handed out at (what
+    // `release` is given), and that address by (family index, label values) for the newest
+    // series of those labels (what `exemplar_slots` is given).
+    placed: HashMap<usize, Placed>,
+    newest: HashMap<(u32, Vec<String>), usize>,
 }
 
 /// Where one series of this process lies in its slot.
 struct Placed {
+    // Its family index and label values (an address alone could be reused by other memory
+    // once a dropped family's mapping is gone).
+    key: (u32, Vec<String>),
+    // Start of its series record.
     record: usize,
-    cells: usize,
+    // Start of its exemplar record, once it has one.
     exemplars: Option<usize>,
 }
 
@@ -444,7 +449,8 @@ impl SharedStore {
             capacity: INITIAL_SIZE as usize,
             used: format::HEADER,
             families: HashMap::new(),
-            series: HashMap::new(),
+            placed: HashMap::new(),
+            newest: HashMap::new(),
         })
     }
 
@@ -741,8 +747,9 @@ impl SharedStore {
         // SAFETY: `append` placed the record at `at` inside the mapping, so its cells at
         // `at + cells_off` are too (`add` stays within one allocated object).
         let ptr = unsafe { map.as_mut_ptr().add(at + cells_off) } as *mut AtomicU64;
-        slot.series
-            .insert((fam_idx, labels.to_vec()), Placed { record: at, cells: ptr as usize, exemplars: None });
+        let key = (fam_idx, labels.to_vec());
+        slot.newest.insert(key.clone(), ptr as usize);
+        slot.placed.insert(ptr as usize, Placed { key, record: at, exemplars: None });
         // SAFETY: `n` cells follow `ptr` within the published record; records and cell offsets
         // are multiples of 8 in a page-aligned mapping, so the cells are aligned; `map` (the
         // owner) keeps the mapping alive, and the file is never truncated while mapped; every
@@ -794,7 +801,8 @@ impl Backing for SharedStore {
                 return None;
             }
         };
-        if let Some(placed) = slot.series.get_mut(&(family, labels.to_vec())) {
+        let newest = slot.newest.get(&(family, labels.to_vec())).copied();
+        if let Some(placed) = newest.and_then(|cells| slot.placed.get_mut(&cells)) {
             placed.exemplars = Some(at);
         }
         let map = Arc::clone(&slot.map);
@@ -813,13 +821,18 @@ impl Backing for SharedStore {
     fn release(&self, desc: &Desc, labels: &[String], cells: &Cells) {
         let mut guard = sync::lock(&self.slot);
         let Some(slot) = guard.as_mut().filter(|s| s.pid == std::process::id()) else { return };
+        let address = cells.get().as_ptr() as usize;
+        // Found by its cells, so releasing an old series after its labels were used again
+        // releases the old record, not the new one.
         let Some(family) = slot.families.get(&desc.name).copied() else { return };
         let key = (family, labels.to_vec());
-        let address = cells.get().as_ptr() as usize;
-        if slot.series.get(&key).map_or(true, |p| p.cells != address) {
+        if slot.placed.get(&address).map_or(true, |p| p.key != key) {
             return;
         }
-        let Some(placed) = slot.series.remove(&key) else { return };
+        let Some(placed) = slot.placed.remove(&address) else { return };
+        if slot.newest.get(&key) == Some(&address) {
+            slot.newest.remove(&key);
+        }
         Self::release_record(slot, placed.record);
         if let Some(at) = placed.exemplars {
             Self::release_record(slot, at);
@@ -998,6 +1011,15 @@ mod tests {
         assert_eq!(series.created, 2.0);
         assert!(series.exemplars.iter().all(Option::is_none), "{:?}", series.exemplars);
         assert!(store.take_warnings().is_empty());
+        // Old cells released only after their labels were used again: the old record goes, the
+        // new one stays.
+        let other = store.alloc(&c.desc, &["late".into()], 3.0);
+        cell::add(&other.get()[0], 7.0);
+        let again = store.alloc(&c.desc, &["late".into()], 4.0);
+        cell::add(&again.get()[0], 1.0);
+        store.release(&c.desc, &["late".into()], &other);
+        assert_eq!(value_of(&store.collect(&[Arc::clone(&c)], false), "c", &["late"]), Some(vec![1.0]));
+        drop((other, again));
         // Once the process is gone, its slot folds without resurrecting the released record.
         drop((store, old, kept, new));
         for _ in 0..2 {
