@@ -31,6 +31,7 @@ __all__ = [
     "RequestMetrics",
     "RequestRules",
     "RequestStart",
+    "StoreError",
     "Summary",
     "Timer",
     "after_fork",
@@ -415,8 +416,14 @@ def float_to_go_string(value: float) -> str: ...
 def trace_id_from_traceparent(header: str) -> str | None:
     """Return the trace id of a valid W3C `traceparent` header value, else None."""
 
+class StoreError(OSError):
+    """The multiprocess store cannot be used or read: an I/O fault, never a bad argument.
+
+    The message starts with the file or directory concerned.
+    """
+
 def enable_multiprocess(path: str | os.PathLike[str]) -> None:
-    """Keep every value in the shared store under `path`; ValueError if unusable."""
+    """Keep every value in the shared store under `path`; StoreError if unusable."""
 
 def set_store_file_mode(mode: int) -> None:
     """Set the permission bits of files the shared store creates; ValueError unless 0600/0640/0660."""
@@ -425,7 +432,10 @@ def after_fork() -> None:
     """In a forked child: claim a slot of its own before anything is written."""
 
 def compact(path: str | os.PathLike[str]) -> list[str]:
-    """Fold dead processes' slots under `path` into the archive; return the warnings met."""
+    """Fold dead processes' slots under `path` into the archive; return the warnings met.
+
+    Raise StoreError if `path` is unusable or its lock stays held.
+    """
 
 def store_kind() -> Literal["local", "shared"]: ...
 def take_store_warnings() -> list[str]:

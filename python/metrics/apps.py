@@ -32,7 +32,7 @@ class MetricsConfig(AppConfig):
         if directory and core.multiprocess_dir() is None:
             try:
                 core.enable_multiprocess(directory)
-            except ValueError:
+            except (ValueError, OSError):
                 pass  # Reported by the system check metrics.E004; metrics stay per-process.
         # A worker of a pre-forking server shares a private store, unless `metrics` was imported
         # before the settings were loaded (a settings file importing it): then it is decided now.

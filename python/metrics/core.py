@@ -24,6 +24,7 @@ from metrics._core import (
     RequestFields,
     RequestMetrics,
     RequestRules,
+    StoreError,
     Summary,
     trace_id_from_traceparent,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "RequestFields",
     "RequestMetrics",
     "RequestRules",
+    "StoreError",
     "Summary",
     "add_collect_hook",
     "add_process_hook",
@@ -72,8 +74,9 @@ _multiprocess_dir: str | None = None
 def enable_multiprocess(path: str | os.PathLike[str]) -> None:
     """Keep every metric value in the shared store under `path` (multiprocess mode).
 
-    Values written so far move into the store. Raise ValueError if `path` is not a writable
-    directory. Calling it again with the same path does nothing.
+    Values written so far move into the store. Raise `StoreError` (an `OSError` naming the path)
+    if `path` is not a writable directory, ValueError if another directory is already in use.
+    Calling it again with the same path does nothing.
     """
     global _multiprocess_dir
     path = os.fspath(path)
@@ -106,7 +109,7 @@ def mark_process_dead(pid: int | None = None, path: str | None = None) -> None:
             return
         try:
             warnings = _core.compact(path)
-        except ValueError as exc:
+        except OSError as exc:
             warnings = [f"{exc}; dead workers are folded at the next scrape or worker exit"]
         for warning in warnings:
             logger.warning("metrics store: %s", warning)
@@ -514,7 +517,7 @@ def _choose_store() -> None:
     if directory:
         try:
             enable_multiprocess(directory)
-        except ValueError as exc:
+        except OSError as exc:
             logger.error("PROMETHEUS_MULTIPROC_DIR unusable, metrics stay per-process: %s", exc)
         return
     prefork.choose_store()

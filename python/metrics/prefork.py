@@ -335,9 +335,18 @@ def choose_store() -> None:
                 server.name,
             )
     # prometheus_client (imported from now on), the health check and any child process see it.
+    try:
+        core.enable_multiprocess(path)
+    except OSError as exc:
+        # A store that cannot be used must never keep a worker from starting.
+        logger.warning(
+            "metrics: %s worker, but its store is unusable (%s): each worker keeps its own counts",
+            server.name,
+            exc,
+        )
+        return
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     app_settings.clear_cache()
-    core.enable_multiprocess(path)
 
 
 def _warn_at_first_request(server: Server) -> None:

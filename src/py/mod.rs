@@ -13,25 +13,36 @@ use pyo3::prelude::*;
 use crate::encode;
 use crate::error::Error;
 
+pyo3::create_exception!(
+    metrics._core,
+    StoreError,
+    pyo3::exceptions::PyOSError,
+    "The multiprocess store cannot be used or read (an I/O fault); the message starts with the file or directory concerned."
+);
+
 /// The one place engine errors become Python exceptions: a registry clash is
 /// prometheus_client's `DuplicateTimeseries` (a `ValueError`, so code catching either works
-/// unchanged); everything else a `ValueError`, as prometheus_client raises for bad arguments and
-/// as the Django glue catches for store problems.
+/// unchanged); a store fault or an unreadable store file is a `StoreError` (an `OSError`) whose
+/// message starts with the path; a bad argument a `ValueError`, as
+/// prometheus_client raises.
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
-        if let Error::Duplicate(message) = &err {
-            let duplicate = Python::attach(|py| {
-                py.import("prometheus_client.registry")
-                    .and_then(|m| m.getattr("DuplicateTimeseries"))
-                    .and_then(|class| class.call1((message.as_str(),)))
-                    .map(PyErr::from_value)
-                    .ok()
-            });
-            if let Some(duplicate) = duplicate {
-                return duplicate;
+        match &err {
+            Error::Duplicate(message) => {
+                let duplicate = Python::attach(|py| {
+                    py.import("prometheus_client.registry")
+                        .and_then(|m| m.getattr("DuplicateTimeseries"))
+                        .and_then(|class| class.call1((message.as_str(),)))
+                        .map(PyErr::from_value)
+                        .ok()
+                });
+                duplicate.unwrap_or_else(|| pyo3::exceptions::PyValueError::new_err(message.clone()))
             }
+            // Only the message: setting OSError's `filename` would make its `str()` an
+            // "[Errno None] None: ..." line.
+            Error::Store { .. } | Error::Corrupt { .. } => StoreError::new_err(err.to_string()),
+            Error::Invalid(message) => pyo3::exceptions::PyValueError::new_err(message.clone()),
         }
-        pyo3::exceptions::PyValueError::new_err(err.message().to_owned())
     }
 }
 
@@ -111,6 +122,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<fields::PyRequestFields>()?;
     m.add_class::<fields::PyRequestRules>()?;
     m.add_class::<bundle::PyBundle>()?;
+    m.add("StoreError", m.py().get_type::<StoreError>())?;
     m.add_function(wrap_pyfunction!(enable_multiprocess, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(set_store_file_mode, m)?)?;

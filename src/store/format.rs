@@ -9,6 +9,10 @@
 //! series payload:     family index u32 | cell count u32 | label values | pad to 8
 //!                     | created f64 | cells (f64 bits, 8-aligned)
 //! ```
+//! Once published (below the header's `used`), a record changes only in words other processes
+//! read with 8-byte atomic loads: its cells, its exemplar entries, and its first word (len |
+//! tag), which its writer replaces atomically to release the record (`TAG_RELEASED`). A gauge
+//! cell never written holds `cell::UNWRITTEN`.
 //! Strings are `u32` length + UTF-8 bytes; lists are `u32` count + items. All little-endian.
 //! Every read is bounds-checked: a truncated or foreign file yields an error, never a crash.
 
@@ -35,6 +39,9 @@ pub const TAG_SERIES: u32 = 2;
 pub const TAG_FOLDED: u32 = 3;
 /// Record tag of a series' exemplar entries (slot files only; archives keep none).
 pub const TAG_EXEMPLARS: u32 = 4;
+/// Record tag of a series or exemplar record that its process released (`remove()`, `clear()`):
+/// readers skip it. A live record becomes one by an atomic store of its first word.
+pub const TAG_RELEASED: u32 = 5;
 /// Bytes an exemplar's serialized labels may take: 128 characters of at most 4 bytes, plus a
 /// 2-byte length per name and value (at most 128 pairs, each name at least one character).
 pub const EXEMPLAR_DATA: usize = 1024;
@@ -76,14 +83,14 @@ pub fn write_header(h: &Header) -> [u8; HEADER] {
 /// Decode a header; `used` is read separately by callers that need it atomically.
 pub fn read_header(b: &[u8]) -> Result<Header> {
     if b.len() < HEADER {
-        return Err(Error::Corrupt("file shorter than its header".into()));
+        return Err(Error::corrupt("file shorter than its header"));
     }
     if &b[..8] != MAGIC {
-        return Err(Error::Corrupt("not a metrics store file (bad magic)".into()));
+        return Err(Error::corrupt("not a metrics store file (bad magic)"));
     }
     let version = u32::from_le_bytes(arr4(&b[8..12]));
     if version != VERSION {
-        return Err(Error::Corrupt(format!("store file version {version}, expected {VERSION}")));
+        return Err(Error::corrupt(format!("store file version {version}, expected {VERSION}")));
     }
     let host_raw = &b[64..128];
     let end = host_raw.iter().position(|c| *c == 0).unwrap_or(host_raw.len());
@@ -195,8 +202,15 @@ pub fn family_record(index: u32, desc: &Desc) -> Vec<u8> {
     finish_record(r)
 }
 
-/// Encode a series record; return it and the offset of its first cell within it.
-pub fn series_record(family: u32, labels: &[String], created: f64, values: &[f64]) -> (Vec<u8>, usize) {
+/// The first word of a record (len | tag, as stored) with its tag replaced by `TAG_RELEASED`.
+pub fn released_word(word: u64) -> u64 {
+    let len = u64::from_le(word) & 0xffff_ffff;
+    (len | (u64::from(TAG_RELEASED) << 32)).to_le()
+}
+
+/// Encode a series record whose cells hold the f64 bits `values`; return it and the offset of
+/// its first cell within it.
+pub fn series_record(family: u32, labels: &[String], created: f64, values: &[u64]) -> (Vec<u8>, usize) {
     let mut r = Vec::with_capacity(64 + values.len() * 8);
     r.extend_from_slice(&0u32.to_le_bytes());
     r.extend_from_slice(&TAG_SERIES.to_le_bytes());
@@ -207,7 +221,7 @@ pub fn series_record(family: u32, labels: &[String], created: f64, values: &[f64
     r.extend_from_slice(&created.to_bits().to_le_bytes());
     let cells_at = r.len();
     for v in values {
-        r.extend_from_slice(&v.to_bits().to_le_bytes());
+        r.extend_from_slice(&v.to_le_bytes());
     }
     (finish_record(r), cells_at)
 }
@@ -288,7 +302,7 @@ impl<'a> Cursor<'a> {
             .at
             .checked_add(n)
             .filter(|e| *e <= self.b.len())
-            .ok_or_else(|| Error::Corrupt("record truncated".into()))?;
+            .ok_or_else(|| Error::corrupt("record truncated"))?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
@@ -301,13 +315,12 @@ impl<'a> Cursor<'a> {
     }
     fn string(&mut self) -> Result<String> {
         let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec())
-            .map_err(|_| Error::Corrupt("invalid UTF-8 in record".into()))
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Error::corrupt("invalid UTF-8 in record"))
     }
     fn strings(&mut self) -> Result<Vec<String>> {
         let n = self.u32()? as usize;
         if n > self.b.len() {
-            return Err(Error::Corrupt("list longer than its record".into()));
+            return Err(Error::corrupt("list longer than its record"));
         }
         (0..n).map(|_| self.string()).collect()
     }
@@ -366,7 +379,11 @@ pub fn read_records(b: &[u8], used: usize) -> (Vec<Record>, Option<String>) {
             TAG_SERIES => read_series(&mut c, at),
             TAG_FOLDED => read_folded(&mut c),
             TAG_EXEMPLARS => read_exemplars(&mut c, at),
-            other => Err(Error::Corrupt(format!("unknown record tag {other}"))),
+            TAG_RELEASED => {
+                at += len;
+                continue;
+            }
+            other => Err(Error::corrupt(format!("unknown record tag {other}"))),
         };
         match rec {
             Ok(r) => out.push(r),
@@ -380,15 +397,15 @@ pub fn read_records(b: &[u8], used: usize) -> (Vec<Record>, Option<String>) {
 fn read_family(c: &mut Cursor<'_>) -> Result<Record> {
     let index = c.u32()?;
     let head = c.take(4)?;
-    let kind = kind_from(head[0]).ok_or_else(|| Error::Corrupt("unknown metric kind".into()))?;
-    let mode = *MODES.get(head[1] as usize).ok_or_else(|| Error::Corrupt("unknown gauge mode".into()))?;
+    let kind = kind_from(head[0]).ok_or_else(|| Error::corrupt("unknown metric kind"))?;
+    let mode = *MODES.get(head[1] as usize).ok_or_else(|| Error::corrupt("unknown gauge mode"))?;
     let name = c.string()?;
     let help = c.string()?;
     let unit = c.string()?;
     let labelnames = c.strings()?;
     let nb = c.u32()? as usize;
     if nb > c.b.len() {
-        return Err(Error::Corrupt("bucket list longer than its record".into()));
+        return Err(Error::corrupt("bucket list longer than its record"));
     }
     let buckets = (0..nb).map(|_| c.u64().map(f64::from_bits)).collect::<Result<Vec<_>, _>>()?;
     let states = c.strings()?;
@@ -399,7 +416,7 @@ fn read_folded(c: &mut Cursor<'_>) -> Result<Record> {
     let n = c.u32()? as usize;
     c.align8();
     if n > c.b.len() / 8 {
-        return Err(Error::Corrupt("folded list longer than its record".into()));
+        return Err(Error::corrupt("folded list longer than its record"));
     }
     (0..n).map(|_| c.u64()).collect::<Result<Vec<_>, _>>().map(Record::Folded)
 }
@@ -410,9 +427,7 @@ fn read_exemplars(c: &mut Cursor<'_>, record_at: usize) -> Result<Record> {
     let labels = c.strings()?;
     c.align8();
     let entries_at = c.at;
-    c.take(
-        count.checked_mul(EXEMPLAR_ENTRY).ok_or_else(|| Error::Corrupt("exemplar count overflow".into()))?,
-    )?;
+    c.take(count.checked_mul(EXEMPLAR_ENTRY).ok_or_else(|| Error::corrupt("exemplar count overflow"))?)?;
     Ok(Record::Exemplars { family, labels, entries_at: record_at + entries_at, count })
 }
 
@@ -423,7 +438,7 @@ fn read_series(c: &mut Cursor<'_>, record_at: usize) -> Result<Record> {
     c.align8();
     let created = f64::from_bits(c.u64()?);
     let cells_at = c.at;
-    c.take(cells.checked_mul(8).ok_or_else(|| Error::Corrupt("cell count overflow".into()))?)?;
+    c.take(cells.checked_mul(8).ok_or_else(|| Error::corrupt("cell count overflow"))?)?;
     Ok(Record::Series { family, labels, created, cells_at: record_at + cells_at, cells })
 }
 
@@ -457,7 +472,8 @@ mod tests {
             .unwrap();
         let mut file = write_header(&Header { pid: 7, host: "box".into(), ..Header::default() }).to_vec();
         file.extend(family_record(0, &desc));
-        let (series, cells_at) = series_record(0, &["x".into()], 12.5, &[1.0, 2.0, 3.0]);
+        let (series, cells_at) =
+            series_record(0, &["x".into()], 12.5, &[1f64.to_bits(), 2f64.to_bits(), 3f64.to_bits()]);
         let series_at = file.len();
         file.extend(series);
         let used = file.len();

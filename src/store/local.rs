@@ -12,7 +12,7 @@ pub struct LocalStore;
 
 impl Backing for LocalStore {
     fn alloc(&self, desc: &Desc, _labels: &[String], _created: f64) -> Cells {
-        Cells::heap(desc.cell_count())
+        Cells::for_series(desc)
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::format::{self, Header, Record};
+use crate::cell;
 use crate::desc::{Desc, GaugeMode, Kind};
 use crate::error::Result;
 use crate::exemplar::Exemplar;
@@ -97,8 +98,11 @@ pub struct Merge {
 }
 
 impl Merge {
-    /// Add one series.
+    /// Add one series (a gauge whose value is `cell::UNWRITTEN` is left out: never written).
     pub fn add(&mut self, desc: &Desc, labels: &[String], created: f64, values: &[f64], source: Source) {
+        if desc.kind == Kind::Gauge && values.first().is_some_and(|v| cell::is_unwritten(v.to_bits())) {
+            return;
+        }
         let Some((op, per_process)) = rule(desc, source) else { return };
         let idx = match self.index.get(&desc.name) {
             Some(i) => *i,
@@ -211,7 +215,8 @@ impl Merge {
             body.extend(format::family_record(i as u32, &fam.desc));
             for key in &fam.order {
                 if let Some(acc) = fam.series.get(key) {
-                    body.extend(format::series_record(i as u32, key, acc.created, &acc.values).0);
+                    let bits: Vec<u64> = acc.values.iter().map(|v| v.to_bits()).collect();
+                    body.extend(format::series_record(i as u32, key, acc.created, &bits).0);
                 }
             }
         }
@@ -282,6 +287,14 @@ pub struct SeriesData {
     values: Vec<f64>,
 }
 
+impl FileData {
+    /// Label values and first value of every series read, in file order (tests).
+    #[cfg(test)]
+    pub fn series_bits(&self) -> impl Iterator<Item = (&[String], f64)> {
+        self.series.iter().map(|s| (s.labels.as_slice(), s.values.first().copied().unwrap_or(0.0)))
+    }
+}
+
 /// Everything read from one file.
 pub struct FileData {
     /// Its header.
@@ -294,9 +307,11 @@ pub struct FileData {
     pub folded: Vec<u64>,
 }
 
-/// Decode a file whose bytes are `b`, published up to `used`, reading cells with `read_cell`
-/// (volatile reads for live memory). Returns the data and a warning if it was cut short.
-pub fn decode(b: &[u8], used: usize, read_cell: impl Fn(usize) -> f64) -> Result<(FileData, Option<String>)> {
+/// Decode a file whose bytes are `b`, published up to `used`, reading the words other processes
+/// may change (cells, exemplar entries) with `read_word` (the 8-byte word at an offset, as
+/// stored; atomic loads for live memory). A gauge series whose value was never written
+/// (`cell::UNWRITTEN`) is left out. Returns the data and a warning if it was cut short.
+pub fn decode(b: &[u8], used: usize, read_word: impl Fn(usize) -> u64) -> Result<(FileData, Option<String>)> {
     let header = format::read_header(b)?;
     let (records, err) = format::read_records(b, used);
     let mut data = FileData {
@@ -316,13 +331,18 @@ pub fn decode(b: &[u8], used: usize, read_cell: impl Fn(usize) -> f64) -> Result
                 if cells != desc.cell_count() || labels.len() != desc.labelnames.len() {
                     continue;
                 }
-                let values = (0..cells).map(|i| read_cell(cells_at + i * 8)).collect();
+                let bits: Vec<u64> = (0..cells).map(|i| read_word(cells_at + i * 8)).collect();
+                // A gauge this process never wrote does not exist for the merge.
+                if desc.kind == Kind::Gauge && bits.first().is_some_and(|b| cell::is_unwritten(*b)) {
+                    continue;
+                }
+                let values = bits.into_iter().map(read_value).collect();
                 data.series.push(SeriesData { family, labels, created, values });
             }
             Record::Folded(uids) => data.folded.extend(uids),
             Record::Exemplars { family, labels, entries_at, count } => {
                 let entries = (0..count)
-                    .map(|i| read_exemplar(b, entries_at + i * format::EXEMPLAR_ENTRY, &read_cell))
+                    .map(|i| read_exemplar(b, entries_at + i * format::EXEMPLAR_ENTRY, &read_word))
                     .collect();
                 data.exemplars.push((family, labels, entries));
             }
@@ -331,10 +351,20 @@ pub fn decode(b: &[u8], used: usize, read_cell: impl Fn(usize) -> f64) -> Result
     Ok((data, err))
 }
 
+/// The value of a cell read as `bits`; a cell never written reads 0.0 (the time cell of a
+/// `mostrecent` gauge caught between its value and its stamp).
+fn read_value(bits: u64) -> f64 {
+    if cell::is_unwritten(bits) {
+        0.0
+    } else {
+        f64::from_bits(bits)
+    }
+}
+
 /// Read one exemplar entry written under its seqlock (see `format::EXEMPLAR_ENTRY`): None when
 /// empty, being written, or changed while read.
-fn read_exemplar(b: &[u8], at: usize, read_cell: &impl Fn(usize) -> f64) -> Option<Exemplar> {
-    let word = |offset: usize| read_cell(at + offset).to_bits();
+fn read_exemplar(b: &[u8], at: usize, read_word: &impl Fn(usize) -> u64) -> Option<Exemplar> {
+    let word = |offset: usize| read_word(at + offset);
     let seq = word(0);
     if seq == 0 || seq % 2 == 1 {
         return None;
@@ -366,6 +396,67 @@ mod tests {
         let mut d = Desc::new(Kind::Gauge, "g", "", vec![], "", "", "").unwrap();
         d.gauge_mode = mode;
         d
+    }
+
+    proptest::proptest! {
+        /// Any mix of written and never-written gauge values from live and dead sources merges
+        /// exactly as the mode says over the written ones only; never-written ones add nothing,
+        /// and a series nobody wrote is absent.
+        #[test]
+        fn gauges_merge_only_what_was_written(
+            mode in 0usize..11,
+            inputs in proptest::collection::vec(
+                (proptest::option::of(-1000i32..1000), proptest::option::of(1u32..4)),
+                0..8,
+            ),
+        ) {
+            use GaugeMode::*;
+            let modes = [All, LiveAll, LiveSum, Sum, Max, Min, MostRecent, LiveMax, LiveMin, LiveMostRecent, LiveWorker];
+            let mode = modes[mode];
+            let desc = gauge(mode);
+            let live_only = matches!(mode, All | LiveAll | LiveSum | LiveMax | LiveMin | LiveMostRecent | LiveWorker);
+            let mut m = Merge::default();
+            // (value, time) of every written input the mode keeps, in order.
+            let mut kept: Vec<(f64, f64, u32)> = Vec::new();
+            for (i, (value, pid)) in inputs.iter().enumerate() {
+                let source = pid.map_or(Source::Dead, |p| Source::Live(p, p));
+                let time = i as f64 + 1.0;
+                let cells: Vec<f64> = match value {
+                    Some(v) => vec![f64::from(*v), time],
+                    None => vec![f64::from_bits(cell::UNWRITTEN); 2],
+                };
+                let cells = &cells[..desc.cell_count()];
+                m.add(&desc, &[], 0.0, cells, source);
+                if let Some(v) = value {
+                    if pid.is_some() || !live_only {
+                        kept.push((f64::from(*v), time, pid.unwrap_or(0)));
+                    }
+                }
+            }
+            let snaps = m.snapshots(&[], true);
+            let mut got: Vec<f64> = snaps.first().map_or(Vec::new(), |f| f.series.iter().map(|s| s.values[0]).collect());
+            let values = kept.iter().map(|k| k.0);
+            let mut want: Vec<f64> = match mode {
+                Sum | LiveSum => vec![values.sum()],
+                Max | LiveMax => vec![values.fold(f64::NEG_INFINITY, f64::max)],
+                Min | LiveMin => vec![values.fold(f64::INFINITY, f64::min)],
+                MostRecent | LiveMostRecent => kept.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|k| k.0).into_iter().collect(),
+                All | LiveAll | LiveWorker => {
+                    // One series per process: the last value each wrote.
+                    let mut last: HashMap<u32, f64> = HashMap::new();
+                    for (v, _, pid) in &kept {
+                        last.insert(*pid, *v);
+                    }
+                    last.into_values().collect()
+                }
+            };
+            if kept.is_empty() {
+                want.clear();
+            }
+            got.sort_by(f64::total_cmp);
+            want.sort_by(f64::total_cmp);
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]
@@ -430,10 +521,8 @@ mod tests {
         m.folded.insert(42);
         let bytes = m.to_archive(&Header::default());
         let used = format::read_header(&bytes).unwrap().used as usize;
-        let (data, err) = decode(&bytes, used, |at| {
-            f64::from_bits(u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()))
-        })
-        .unwrap();
+        let (data, err) =
+            decode(&bytes, used, |at| u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap())).unwrap();
         assert!(err.is_none());
         assert_eq!(data.folded, vec![42]);
         let mut back = Merge::default();

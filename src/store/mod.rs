@@ -45,10 +45,12 @@ pub struct ExemplarSlots {
     _owner: Arc<dyn Send + Sync>,
 }
 
-// SAFETY: `base` points into memory kept alive by `_owner` (itself Send + Sync); every write
-// goes through `write`, which the owning series serialises with its own lock.
+// SAFETY: `base` points into memory kept alive by `_owner` (itself Send + Sync), and the
+// memory is only ever written by `write_entry` with atomic stores, so using it from any thread
+// is no data race (two concurrent writers, which the owning series' lock prevents, could at
+// worst leave an entry that readers discard or find garbled, never undefined behaviour).
 unsafe impl Send for ExemplarSlots {}
-// SAFETY: see above; shared references only read `count`.
+// SAFETY: as above: every access through a shared reference is an atomic store or reads `count`.
 unsafe impl Sync for ExemplarSlots {}
 
 impl ExemplarSink for ExemplarSlots {
@@ -64,7 +66,8 @@ impl ExemplarSlots {
     ///
     /// # Safety
     /// `base` must be 8-aligned and point to `count * format::EXEMPLAR_ENTRY` writable bytes
-    /// that stay valid while `owner` lives, written by no one else in this process.
+    /// that stay valid while `owner` lives, written by no one else in this process, and read
+    /// by others (other processes) only with 8-byte atomic loads.
     pub unsafe fn from_raw(base: *mut u8, count: usize, owner: Arc<dyn Send + Sync>) -> ExemplarSlots {
         ExemplarSlots { base, count, _owner: owner }
     }
@@ -77,18 +80,25 @@ impl ExemplarSlots {
         }
         // SAFETY: the entry lies within the `count` entries `from_raw` was given.
         let entry = unsafe { self.base.add(position * format::EXEMPLAR_ENTRY) };
-        // SAFETY: `entry` is 8-aligned (entries are multiples of 8 from an 8-aligned base).
-        let seq = unsafe { &*(entry as *const AtomicU64) };
+        let word = |offset: usize| {
+            // SAFETY: every word written lies within the entry (offset + 8 <= EXEMPLAR_ENTRY:
+            // the fields, then labels.len() <= EXEMPLAR_DATA bytes padded to 8) and is 8-aligned
+            // (entries are multiples of 8 from an 8-aligned base); other processes read the
+            // entry only with 8-byte atomic loads (`from_raw`'s contract).
+            unsafe { &*(entry.add(offset) as *const AtomicU64) }
+        };
+        let seq = word(0);
         let start = seq.load(Ordering::Relaxed);
         seq.store(start | 1, Ordering::Relaxed);
         std::sync::atomic::fence(Ordering::Release);
-        // SAFETY: fields and labels lie within the entry (labels.len() <= EXEMPLAR_DATA); readers
-        // in other processes discard what they read while `seq` is odd or has moved.
-        unsafe {
-            std::ptr::write_volatile(entry.add(8) as *mut u64, exemplar.value.to_bits());
-            std::ptr::write_volatile(entry.add(16) as *mut u64, exemplar.timestamp.to_bits());
-            std::ptr::write_volatile(entry.add(24) as *mut u64, labels.len() as u64);
-            std::ptr::copy_nonoverlapping(labels.as_ptr(), entry.add(32), labels.len());
+        // Readers in other processes discard what they read while `seq` is odd or has moved.
+        word(8).store(exemplar.value.to_bits(), Ordering::Relaxed);
+        word(16).store(exemplar.timestamp.to_bits(), Ordering::Relaxed);
+        word(24).store(labels.len() as u64, Ordering::Relaxed);
+        for (i, chunk) in labels.chunks_exact(8).enumerate() {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(chunk);
+            word(32 + i * 8).store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
         }
         seq.store((start | 1) + 1, Ordering::Release);
     }
@@ -132,7 +142,10 @@ fn rebind_all<B: Backing + ?Sized>(store: &B, copy: bool) {
             let cells = store.alloc(&fam.desc, &series.labels, series.created());
             // Per-process kinds stay on the heap in every store; a fork keeps their state.
             let keep = copy || matches!(fam.desc.kind, Kind::Info | Kind::Enum);
-            series.cells.replace_with(cells, keep);
+            // The store allocated `desc.cell_count()` cells, as every series of `fam` has: the
+            // lengths match, so this is never refused (and if it were, the series would keep
+            // the cells it has).
+            let _refused = series.cells.replace_with(cells, keep);
             series.forget_shared_exemplars();
         }
     }

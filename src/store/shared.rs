@@ -32,11 +32,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use memmap2::{Mmap, MmapRaw};
+use memmap2::{MmapOptions, MmapRaw};
 
 use super::format::{self, Header};
 use super::merge::{self, Merge, Source};
 use super::{Backing, Cells, ExemplarSink, ExemplarSlots, Store};
+use crate::cell;
 use crate::desc::{Desc, Kind};
 use crate::error::{Error, Result};
 use crate::family::Family;
@@ -66,7 +67,8 @@ pub const DEFAULT_FILE_MODE: u32 = 0o600;
 /// other users never get access, and nothing in the store is executable.
 pub fn set_file_mode(mode: u32) -> Result<()> {
     if mode & !0o660 != 0 || mode & 0o600 != 0o600 {
-        return Err(Error::Store(format!(
+        // A bad argument, not an I/O fault.
+        return Err(Error::Invalid(format!(
             "store file mode {mode:#o} is not allowed: use 0600 (the default), 0640 or 0660"
         )));
     }
@@ -128,15 +130,18 @@ fn create_replacing(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<F
     }
 }
 
-/// Reserve `len` bytes of disk for `file` (extending it), so writes through a map never fault.
-fn reserve(file: &File, len: u64) -> Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| Error::Store("slot file too large".into()))?;
+/// Reserve `len` bytes of disk for `file` at `path` (extending it), so writes through a map
+/// never fault.
+fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| Error::store(path, "slot file too large"))?;
     // SAFETY: posix_fallocate only reads the descriptor, which `file` keeps open for the call.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
     match rc {
         0 => Ok(()),
-        libc::ENOSPC => Err(Error::Store("no space left on the store's disk".into())),
-        e => Err(Error::Store(format!("cannot reserve space: {}", std::io::Error::from_raw_os_error(e)))),
+        libc::ENOSPC => Err(Error::store(path, "no space left on the store's disk")),
+        e => {
+            Err(Error::store(path, format!("cannot reserve space: {}", std::io::Error::from_raw_os_error(e))))
+        }
     }
 }
 
@@ -146,10 +151,28 @@ struct Slot {
     _file: File,
     file_ref: File,
     pid: u32,
+    // Its published name, for error messages.
+    path: PathBuf,
     map: Arc<MmapRaw>,
     capacity: usize,
     used: usize,
     families: HashMap<String, u32>,
+    // This process's live series records by the address their cells were handed out at (what
+    // `release` is given), and that address by (family index, label values) for the newest
+    // series of those labels (what `exemplar_slots` is given).
+    placed: HashMap<usize, Placed>,
+    newest: HashMap<(u32, Vec<String>), usize>,
+}
+
+/// Where one series of this process lies in its slot.
+struct Placed {
+    // Its family index and label values (an address alone could be reused by other memory
+    // once a dropped family's mapping is gone).
+    key: (u32, Vec<String>),
+    // Start of its series record.
+    record: usize,
+    // Start of its exemplar record, once it has one.
+    exemplars: Option<usize>,
 }
 
 /// Values shared between the processes using one directory.
@@ -214,21 +237,26 @@ impl DirLock {
 
     /// Take the directory lock, waiting at most `wait` (zero: one try).
     fn acquire(dir: &Path, wait: Duration, owner: Option<(u32, u32)>) -> Result<DirLock> {
-        let file = Self::open(dir, owner)
-            .map_err(|e| Error::Store(format!("cannot open {}: {e}", dir.join(LOCK).display())))?;
+        let file =
+            Self::open(dir, owner).map_err(|e| Error::store(dir.join(LOCK), format!("cannot open: {e}")))?;
         let start = Instant::now();
         loop {
             match try_lock(&file) {
                 Ok(true) => return Ok(DirLock { _file: file }),
                 Ok(false) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(1)),
                 Ok(false) => {
-                    return Err(Error::Store(format!(
-                        "{LOCK} was held by another process for {:.1} s (a long compaction, or a process \
+                    return Err(Error::store(
+                        dir.join(LOCK),
+                        format!(
+                            "held by another process for {:.1} s (a long compaction, or a process \
                          of another user holding it): not waiting longer",
-                        wait.as_secs_f64()
-                    )))
+                            wait.as_secs_f64()
+                        ),
+                    ))
                 }
-                Err(e) => return Err(Error::Store(format!("cannot lock the store directory: {e}"))),
+                Err(e) => {
+                    return Err(Error::store(dir.join(LOCK), format!("cannot lock the store directory: {e}")))
+                }
             }
         }
     }
@@ -293,56 +321,81 @@ fn is_slot(name: &str) -> bool {
     name.starts_with(SLOT_PREFIX) && name.ends_with(EXT)
 }
 
-/// A file mapped for reading, with its published length and a volatile cell reader.
+/// A store file mapped for reading, with its published length.
+///
+/// Other processes write into a live slot while it is read, so its memory is never seen
+/// through a Rust reference: every read is an 8-byte atomic load (`word`), and the decoder
+/// works on a copy made of such loads (`bytes`).
 struct Mapped {
-    map: Mmap,
+    map: MmapRaw,
     used: usize,
 }
 
 impl Mapped {
-    fn open(file: &File) -> Result<Option<Mapped>> {
-        let len = file.metadata()?.len() as usize;
+    /// Map `file`, found at `path`.
+    fn open(file: &File, path: &Path) -> Result<Option<Mapped>> {
+        let len = file.metadata().map_err(|e| Error::store(path, e.to_string()))?.len() as usize;
         if len < format::HEADER {
             // Being created by a claim right now, or empty: nothing to read yet.
             return Ok(None);
         }
-        // SAFETY: the file is only ever extended while mapped (never truncated: dead slots are
-        // deleted and the archive is replaced by rename), so the mapped range stays backed.
-        let map = unsafe { Mmap::map(file) }?;
-        // SAFETY: the header is within the mapping (len >= HEADER) and `used` is 8-aligned in a
-        // page-aligned mapping; a volatile read sees a whole value written by an atomic store.
-        let used = unsafe { std::ptr::read_volatile(map.as_ptr().add(format::USED_AT) as *const u64) };
+        let map = MmapOptions::new()
+            .map_raw_read_only(file)
+            .map_err(|e| Error::store(path, format!("cannot map: {e}")))?;
+        let mut mapped = Mapped { map, used: 0 };
+        let used = mapped.word(format::USED_AT);
+        // Acquire (after the relaxed load: the mapping is read-only): the records below `used`
+        // were written before their writer's release store of it.
         std::sync::atomic::fence(Ordering::Acquire);
-        Ok(Some(Mapped { used: (used as usize).min(map.len()), map }))
+        mapped.used = usize::try_from(used).unwrap_or(usize::MAX).min(mapped.map.len());
+        Ok(Some(mapped))
+    }
+
+    /// The 8-byte word at offset `at`, as stored, by an atomic load; 0 where there is none
+    /// (past the mapping, or not 8-aligned: no valid file puts a word there).
+    fn word(&self, at: usize) -> u64 {
+        if at % 8 != 0 || at.checked_add(8).map_or(true, |end| end > self.map.len()) {
+            return 0;
+        }
+        // SAFETY: the mapping starts page-aligned, so `at` (a multiple of 8) makes the pointer
+        // aligned for AtomicU64, and [at, at + 8) lies inside the mapping, which `self.map`
+        // keeps mapped while `self` lives; the file is never truncated (dead slots are deleted,
+        // the archive is replaced by rename), so the pages stay backed. Every process writes a
+        // published word (the header's `used`, cells, exemplar entries, a record's first word)
+        // only with 8-byte atomic stores, and `word` loads only below `used` or the header, so
+        // this load never races with a plain or a differently sized access. The mapping is
+        // read-only: the load is Relaxed and 8 bytes wide, which std's atomics documentation
+        // ("Atomic accesses to read-only memory") guarantees never to write.
+        unsafe { (*(self.map.as_ptr().add(at) as *const AtomicU64)).load(Ordering::Relaxed) }
+    }
+
+    /// A copy of the header and the published records, word by word.
+    fn bytes(&self) -> Vec<u8> {
+        let end = self.used.max(format::HEADER).min(self.map.len()) / 8 * 8;
+        let mut out = Vec::with_capacity(end);
+        for at in (0..end).step_by(8) {
+            out.extend_from_slice(&self.word(at).to_ne_bytes());
+        }
+        out
     }
 
     fn decode(&self) -> Result<(merge::FileData, Option<String>)> {
-        let base = self.map.as_ptr();
-        let len = self.map.len();
-        merge::decode(&self.map, self.used, |at| {
-            if at + 8 > len {
-                return 0.0;
-            }
-            // SAFETY: `at` is 8-aligned (records and cells are) and in bounds; the writer
-            // updates cells with 8-byte atomic stores, so a volatile load never tears.
-            f64::from_bits(unsafe { std::ptr::read_volatile(base.add(at) as *const u64) })
-        })
+        merge::decode(&self.bytes(), self.used, |at| self.word(at))
     }
 }
 
 impl SharedStore {
     /// Use `dir`, which must exist and be writable.
     pub fn open(dir: &Path) -> Result<SharedStore> {
-        let meta = fs::metadata(dir).map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+        let meta = fs::metadata(dir).map_err(|e| Error::store(dir, e.to_string()))?;
         if !meta.is_dir() {
-            return Err(Error::Store(format!("{} is not a directory", dir.display())));
+            return Err(Error::store(dir, "not a directory"));
         }
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
         let owner = (euid == 0 && meta.uid() != 0).then_some((meta.uid(), meta.gid()));
         let probe = dir.join(format!(".probe-{}-{:016x}{TMP_EXT}", std::process::id(), new_uid()));
-        create_new(&probe, owner)
-            .map_err(|e| Error::Store(format!("{} is not writable: {e}", dir.display())))?;
+        create_new(&probe, owner).map_err(|e| Error::store(dir, format!("not writable: {e}")))?;
         let _ = fs::remove_file(&probe);
         let store = SharedStore {
             dir: dir.to_path_buf(),
@@ -379,31 +432,35 @@ impl SharedStore {
         }
         let pid = std::process::id();
         let tmp = self.dir.join(format!("{CLAIM_PREFIX}{pid}-{:016x}{TMP_EXT}", new_uid()));
-        let file = create_new(&tmp, self.owner)
-            .map_err(|e| Error::Store(format!("cannot create {}: {e}", tmp.display())))?;
+        let file =
+            create_new(&tmp, self.owner).map_err(|e| Error::store(&tmp, format!("cannot create: {e}")))?;
         let claimed = self.publish_slot(&file, &tmp, pid);
         // Published under its slot name by a hard link, or failed: the temporary name goes.
         let _ = fs::remove_file(&tmp);
-        let map = claimed?;
-        let file_ref = file.try_clone()?;
+        let (map, path) = claimed?;
+        let file_ref =
+            file.try_clone().map_err(|e| Error::store(&self.dir, format!("cannot reopen a slot: {e}")))?;
         Ok(Slot {
             _file: file,
             file_ref,
             pid,
+            path,
             map: Arc::new(map),
             capacity: INITIAL_SIZE as usize,
             used: format::HEADER,
             families: HashMap::new(),
+            placed: HashMap::new(),
+            newest: HashMap::new(),
         })
     }
 
     /// Lock, reserve, stamp and map the new slot file `file` (created at `tmp`), then give it
     /// the first free slot name.
-    fn publish_slot(&self, file: &File, tmp: &Path, pid: u32) -> Result<MmapRaw> {
-        if !try_lock(file)? {
-            return Err(Error::Store(format!("{} is locked by another process", tmp.display())));
+    fn publish_slot(&self, file: &File, tmp: &Path, pid: u32) -> Result<(MmapRaw, PathBuf)> {
+        if !try_lock(file).map_err(|e| Error::store(tmp, format!("cannot lock: {e}")))? {
+            return Err(Error::store(tmp, "locked by another process"));
         }
-        reserve(file, INITIAL_SIZE)?;
+        reserve(file, tmp, INITIAL_SIZE)?;
         let header = Header {
             pid,
             used: format::HEADER as u64,
@@ -413,18 +470,18 @@ impl SharedStore {
         };
         let mut f = file;
         f.write_all(&format::write_header(&header))
-            .map_err(|e| Error::Store(format!("cannot write a slot header: {e}")))?;
-        let map = MmapRaw::map_raw(file)?;
+            .map_err(|e| Error::store(tmp, format!("cannot write a slot header: {e}")))?;
+        let map = MmapRaw::map_raw(file).map_err(|e| Error::store(tmp, format!("cannot map: {e}")))?;
         for i in 0..1_000_000u32 {
             let path = self.dir.join(format!("{SLOT_PREFIX}{i:04}{EXT}"));
             // link(2) never replaces an existing name (nor follows a planted link there).
             match fs::hard_link(tmp, &path) {
-                Ok(()) => return Ok(map),
+                Ok(()) => return Ok((map, path)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::Store(format!("cannot publish {}: {e}", path.display()))),
+                Err(e) => return Err(Error::store(&path, format!("cannot publish a slot: {e}"))),
             }
         }
-        Err(Error::Store("no free slot file name".into()))
+        Err(Error::store(&self.dir, "no free slot file name"))
     }
 
     /// Fold every dead slot into the archive and delete it. Needs the directory lock.
@@ -447,7 +504,7 @@ impl SharedStore {
                 Ok(true) => {}
                 _ => continue,
             }
-            match Mapped::open(&file) {
+            match Mapped::open(&file, &path) {
                 Ok(None) => dead.push((path, file, None, true)),
                 Ok(Some(m)) => match m.decode() {
                     Ok((data, err)) => {
@@ -465,11 +522,11 @@ impl SharedStore {
                         dead.push((path, file, Some(data), complete));
                     }
                     Err(e) => {
-                        self.warn(format!("{name}: {e}; moved aside as {name}.bad"));
+                        self.warn(format!("{}; moved aside as {name}.bad", e.at(&path)));
                         let _ = fs::rename(&path, self.dir.join(format!("{name}.bad")));
                     }
                 },
-                Err(e) => self.warn(format!("{name}: {e}")),
+                Err(e) => self.warn(e.at(&path).to_string()),
             }
         }
         if dead.is_empty() {
@@ -557,7 +614,7 @@ impl SharedStore {
                 return merge;
             }
         };
-        match Mapped::open(&file).and_then(|m| m.map(|m| m.decode()).transpose()) {
+        match Mapped::open(&file, &path).and_then(|m| m.map(|m| m.decode()).transpose()) {
             Ok(Some((data, err))) => {
                 if let Some(e) = err {
                     self.warn(format!("{ARCHIVE}: {e}; the readable part was kept"));
@@ -567,7 +624,7 @@ impl SharedStore {
             }
             Ok(None) => {}
             Err(e) => {
-                self.warn(format!("{ARCHIVE}: {e}; moved aside as {ARCHIVE}.bad"));
+                self.warn(format!("{}; moved aside as {ARCHIVE}.bad", e.at(&path)));
                 let _ = fs::rename(&path, self.dir.join(format!("{ARCHIVE}.bad")));
             }
         }
@@ -593,18 +650,18 @@ impl SharedStore {
                     continue;
                 }
             };
-            let mapped = match Mapped::open(&file) {
+            let mapped = match Mapped::open(&file, &path) {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
                 Err(e) => {
-                    self.warn(format!("{name}: {e}"));
+                    self.warn(e.at(&path).to_string());
                     continue;
                 }
             };
             let (data, err) = match mapped.decode() {
                 Ok(d) => d,
                 Err(e) => {
-                    self.warn(format!("{name}: {e}; skipped"));
+                    self.warn(format!("{}; skipped", e.at(&path)));
                     continue;
                 }
             };
@@ -640,10 +697,13 @@ impl SharedStore {
             while cap < need {
                 cap *= 2;
             }
-            reserve(&slot.file_ref, cap as u64)
-                .map_err(|e| Error::Store(format!("cannot grow the slot file: {e}")))?;
+            reserve(&slot.file_ref, &slot.path, cap as u64).map_err(|e| {
+                Error::store(&slot.path, format!("cannot grow the slot file: {}", e.message()))
+            })?;
             // The old mapping stays alive (cells point into it); both map the same pages.
-            slot.map = Arc::new(MmapRaw::map_raw(&slot.file_ref)?);
+            let map = MmapRaw::map_raw(&slot.file_ref)
+                .map_err(|e| Error::store(&slot.path, format!("cannot map the grown slot file: {e}")))?;
+            slot.map = Arc::new(map);
             slot.capacity = cap;
         }
         let at = slot.used;
@@ -669,7 +729,7 @@ impl SharedStore {
         if guard.is_none() {
             *guard = Some(self.claim()?);
         }
-        let Some(slot) = guard.as_mut() else { return Err(Error::Store("no slot".into())) };
+        let Some(slot) = guard.as_mut() else { return Err(Error::store(&self.dir, "no slot")) };
         let fam_idx = match slot.families.get(&desc.name) {
             Some(i) => *i,
             None => {
@@ -680,14 +740,36 @@ impl SharedStore {
             }
         };
         let n = desc.cell_count();
-        let (rec, cells_off) = format::series_record(fam_idx, labels, created, &vec![0.0; n]);
+        let fill = if cell::starts_unwritten(desc) { cell::UNWRITTEN } else { 0 };
+        let (rec, cells_off) = format::series_record(fam_idx, labels, created, &vec![fill; n]);
         let at = Self::append(slot, &rec)?;
         let map = Arc::clone(&slot.map);
-        // SAFETY: the cells lie inside the mapping, 8-aligned (records and cell offsets are),
-        // and `map` (the owner) keeps the mapping alive as long as the cells.
-        let ptr = unsafe { map.as_mut_ptr().add(at + cells_off) as *mut AtomicU64 };
-        // SAFETY: see above; `len` cells follow `ptr` within the published record.
+        // SAFETY: `append` placed the record at `at` inside the mapping, so its cells at
+        // `at + cells_off` are too (`add` stays within one allocated object).
+        let ptr = unsafe { map.as_mut_ptr().add(at + cells_off) } as *mut AtomicU64;
+        let key = (fam_idx, labels.to_vec());
+        slot.newest.insert(key.clone(), ptr as usize);
+        slot.placed.insert(ptr as usize, Placed { key, record: at, exemplars: None });
+        // SAFETY: `n` cells follow `ptr` within the published record; records and cell offsets
+        // are multiples of 8 in a page-aligned mapping, so the cells are aligned; `map` (the
+        // owner) keeps the mapping alive, and the file is never truncated while mapped; every
+        // process accesses published cells only atomically (the decoder's loads, `cell`'s
+        // operations).
         Ok(unsafe { Cells::from_raw(ptr, n, map) })
+    }
+
+    /// Replace the first word of this process's record at `at` by its released form.
+    fn release_record(slot: &Slot, at: usize) {
+        if at % 8 != 0 || at + 8 > slot.used {
+            return;
+        }
+        // SAFETY: `at` is the 8-aligned start of a record this process published inside its
+        // mapping (checked against `used` above), so the pointer is aligned and in bounds; once
+        // published, a record's first word is only accessed atomically (readers load it with
+        // 8-byte atomic loads).
+        let word = unsafe { &*(slot.map.as_mut_ptr().add(at) as *const AtomicU64) };
+        let current = word.load(Ordering::Relaxed);
+        word.store(format::released_word(current), Ordering::Release);
     }
 }
 
@@ -700,7 +782,7 @@ impl Backing for SharedStore {
             Ok(c) => c,
             Err(e) => {
                 self.warn(format!("metric {}: {e}; this series is kept in process memory only", desc.name));
-                Cells::heap(desc.cell_count())
+                Cells::for_series(desc)
             }
         }
     }
@@ -719,10 +801,42 @@ impl Backing for SharedStore {
                 return None;
             }
         };
+        let newest = slot.newest.get(&(family, labels.to_vec())).copied();
+        if let Some(placed) = newest.and_then(|cells| slot.placed.get_mut(&cells)) {
+            placed.exemplars = Some(at);
+        }
         let map = Arc::clone(&slot.map);
         // SAFETY: the entries lie inside the mapping, 8-aligned (records are), were appended by
-        // this process alone, and `map` keeps the mapping alive as long as the slots.
+        // this process alone (one `ExemplarSlots` per record), `map` keeps the mapping alive as
+        // long as the slots, and other processes read them only with `Mapped::word`'s 8-byte
+        // atomic loads.
         Some(Box::new(unsafe { ExemplarSlots::from_raw(map.as_mut_ptr().add(at + entries_at), count, map) }))
+    }
+
+    /// Tombstone this process's records of the series (its values and exemplars), so no merge
+    /// sees them again; a later `alloc` of the same labels appends a fresh record. Cells other
+    /// than the ones this store handed out for it (the heap, another store's, a parent's) are
+    /// left alone. Writes through `cells` afterwards land in the released record, which nobody
+    /// reads.
+    fn release(&self, desc: &Desc, labels: &[String], cells: &Cells) {
+        let mut guard = sync::lock(&self.slot);
+        let Some(slot) = guard.as_mut().filter(|s| s.pid == std::process::id()) else { return };
+        let address = cells.get().as_ptr() as usize;
+        // Found by its cells, so releasing an old series after its labels were used again
+        // releases the old record, not the new one.
+        let Some(family) = slot.families.get(&desc.name).copied() else { return };
+        let key = (family, labels.to_vec());
+        if slot.placed.get(&address).map_or(true, |p| p.key != key) {
+            return;
+        }
+        let Some(placed) = slot.placed.remove(&address) else { return };
+        if slot.newest.get(&key) == Some(&address) {
+            slot.newest.remove(&key);
+        }
+        Self::release_record(slot, placed.record);
+        if let Some(at) = placed.exemplars {
+            Self::release_record(slot, at);
+        }
     }
 }
 
@@ -863,6 +977,143 @@ mod tests {
         assert_eq!(series.exemplars, vec![Some(Exemplar { timestamp: 43.5, ..ex })]);
     }
 
+    #[test]
+    fn released_series_leave_the_merge_and_come_back_fresh() {
+        let dir = TempDir::new("release");
+        let c = counter();
+        let store = SharedStore::open(&dir.0).unwrap();
+        let labels = vec!["a".to_string()];
+        let old = store.alloc(&c.desc, &labels, 1.0);
+        cell::add(&old.get()[0], 3.0);
+        let kept = store.alloc(&c.desc, &["b".into()], 1.0);
+        cell::add(&kept.get()[0], 1.0);
+        let ex = Exemplar::new(vec![("trace_id".into(), "old".into())], 3.0, 1.0, true).unwrap();
+        store.exemplar_slots(&c.desc, &labels, 1).unwrap().write(0, &ex);
+        assert_eq!(value_of(&store.collect(&[Arc::clone(&c)], false), "c", &["a"]), Some(vec![3.0]));
+        store.release(&c.desc, &labels, &old);
+        let snaps = store.collect(&[Arc::clone(&c)], false);
+        assert_eq!(value_of(&snaps, "c", &["a"]), None, "released values leave the merge");
+        assert_eq!(value_of(&snaps, "c", &["b"]), Some(vec![1.0]), "other series stay");
+        // Writes through the old cells are harmless: they land in the released record.
+        cell::add(&old.get()[0], 100.0);
+        assert_eq!(value_of(&store.collect(&[Arc::clone(&c)], false), "c", &["a"]), None);
+        // Releasing twice, or cells this store did not hand out, changes nothing.
+        store.release(&c.desc, &labels, &old);
+        store.release(&c.desc, &["b".into()], &Cells::heap(1));
+        assert_eq!(value_of(&store.collect(&[Arc::clone(&c)], false), "c", &["b"]), Some(vec![1.0]));
+        // The same labels again: a fresh record from 0, merged, without the old exemplar.
+        let new = store.alloc(&c.desc, &labels, 2.0);
+        assert_eq!(cell::get(&new.get()[0]), 0.0);
+        cell::add(&new.get()[0], 2.0);
+        let merged = store.merged().snapshots(&[Arc::clone(&c)], false);
+        let series = merged[0].series.iter().find(|s| s.labels == labels).unwrap();
+        assert_eq!(series.values, vec![2.0]);
+        assert_eq!(series.created, 2.0);
+        assert!(series.exemplars.iter().all(Option::is_none), "{:?}", series.exemplars);
+        assert!(store.take_warnings().is_empty());
+        // Old cells released only after their labels were used again: the old record goes, the
+        // new one stays.
+        let other = store.alloc(&c.desc, &["late".into()], 3.0);
+        cell::add(&other.get()[0], 7.0);
+        let again = store.alloc(&c.desc, &["late".into()], 4.0);
+        cell::add(&again.get()[0], 1.0);
+        store.release(&c.desc, &["late".into()], &other);
+        assert_eq!(value_of(&store.collect(&[Arc::clone(&c)], false), "c", &["late"]), Some(vec![1.0]));
+        drop((other, again));
+        // Once the process is gone, its slot folds without resurrecting the released record.
+        drop((store, old, kept, new));
+        for _ in 0..2 {
+            let snaps = SharedStore::open(&dir.0).unwrap().collect(&[Arc::clone(&c)], false);
+            assert_eq!(value_of(&snaps, "c", &["a"]), Some(vec![2.0]));
+            assert_eq!(value_of(&snaps, "c", &["b"]), Some(vec![1.0]));
+        }
+    }
+
+    #[test]
+    fn a_release_takes_only_the_releasing_process_values() {
+        let dir = TempDir::new("release-two");
+        let (c, g) = (counter(), gauge(crate::desc::GaugeMode::LiveAll, "ga"));
+        let one = SharedStore::open(&dir.0).unwrap();
+        let two = SharedStore::open(&dir.0).unwrap();
+        let labels = vec!["x".to_string()];
+        let (c1, c2) = (one.alloc(&c.desc, &labels, 1.0), two.alloc(&c.desc, &labels, 1.0));
+        cell::add(&c1.get()[0], 1.0);
+        cell::add(&c2.get()[0], 10.0);
+        let (g1, g2) = (one.alloc(&g.desc, &[], 1.0), two.alloc(&g.desc, &[], 1.0));
+        cell::set(&g1.get()[0], 4.0);
+        cell::set(&g2.get()[0], 5.0);
+        let fams = [Arc::clone(&c), Arc::clone(&g)];
+        assert_eq!(value_of(&one.collect(&fams, false), "c", &["x"]), Some(vec![11.0]));
+        one.release(&c.desc, &labels, &c1);
+        one.release(&g.desc, &[], &g1);
+        let snaps = one.collect(&fams, false);
+        assert_eq!(value_of(&snaps, "c", &["x"]), Some(vec![10.0]));
+        let gauges = &snaps.iter().find(|f| f.desc.name == "ga").unwrap().series;
+        assert_eq!(gauges.len(), 1, "only the other process's gauge is left");
+        assert_eq!(gauges[0].values, vec![5.0]);
+        // The releasing process dies: nothing of its released series is folded.
+        drop((one, c1, g1));
+        let snaps = two.collect(&fams, false);
+        assert_eq!(value_of(&snaps, "c", &["x"]), Some(vec![10.0]));
+        drop((c2, g2));
+    }
+
+    fn gauge(mode: crate::desc::GaugeMode, name: &str) -> Arc<Family> {
+        let mut desc = Desc::new(Kind::Gauge, name, "G.", vec![], "", "", "").unwrap();
+        desc.gauge_mode = mode;
+        Family::new(desc)
+    }
+
+    #[test]
+    fn gauges_never_written_contribute_nothing() {
+        use crate::desc::GaugeMode::*;
+        for mode in
+            [All, LiveAll, LiveSum, Sum, Max, Min, MostRecent, LiveMax, LiveMin, LiveMostRecent, LiveWorker]
+        {
+            let dir = TempDir::new("lazy");
+            let g = gauge(mode, "lazy");
+            let idle = SharedStore::open(&dir.0).unwrap();
+            let busy = SharedStore::open(&dir.0).unwrap();
+            let idle_cells = idle.alloc(&g.desc, &[], 1.0);
+            // In-process reads of a gauge never written are 0, as in prometheus_client.
+            assert!(idle_cells.get().iter().all(|c| cell::get(c) == 0.0));
+            let snaps = idle.collect(&[Arc::clone(&g)], false);
+            assert!(snaps[0].series.is_empty(), "{mode:?}: a gauge nobody wrote is absent");
+            let busy_cells = busy.alloc(&g.desc, &[], 1.0);
+            cell::set(&busy_cells.get()[0], 5.0);
+            if let Some(stamp) = busy_cells.get().get(1) {
+                cell::set(stamp, 10.0);
+            }
+            let snaps = idle.collect(&[Arc::clone(&g)], false);
+            assert_eq!(snaps[0].series.len(), 1, "{mode:?}: only the writer's series");
+            assert_eq!(snaps[0].series[0].values[0], 5.0, "{mode:?}");
+            // `add` starts a never-written gauge from 0.
+            cell::add(&idle_cells.get()[0], -2.0);
+            let snaps = idle.collect(&[Arc::clone(&g)], false);
+            let want = match mode {
+                Sum | LiveSum => vec![3.0],
+                Min | LiveMin => vec![-2.0],
+                Max | LiveMax | MostRecent | LiveMostRecent => vec![5.0],
+                // Both "processes" have this test's pid: one series, the later slot's value.
+                All | LiveAll => vec![5.0],
+                LiveWorker => vec![-2.0, 5.0],
+            };
+            let mut seen: Vec<f64> = snaps[0].series.iter().map(|s| s.values[0]).collect();
+            seen.sort_by(f64::total_cmp);
+            assert_eq!(seen, want, "{mode:?}");
+            // The idle process dies without writing: folding keeps no zero of it either.
+            drop((idle, idle_cells));
+            let fresh = SharedStore::open(&dir.0).unwrap();
+            let spare = fresh.alloc(&g.desc, &[], 1.0);
+            drop(busy);
+            drop(busy_cells);
+            let snaps = fresh.collect(&[Arc::clone(&g)], false);
+            let values: Vec<f64> = snaps[0].series.iter().map(|s| s.values[0]).collect();
+            assert!(!values.contains(&0.0), "{mode:?}: {values:?}");
+            drop(spare);
+        }
+    }
+
     /// A tiny deterministic generator (xorshift), so failures reproduce.
     fn bytes(seed: &mut u64, n: usize) -> Vec<u8> {
         (0..n)
@@ -901,84 +1152,156 @@ mod tests {
     }
 
     /// One process's life: counter increments (series 0..3, in quarters, so sums are exact),
-    /// histogram observations (bucket 0..3), and whether it is still alive at the end.
-    type Life = (Vec<(usize, u32)>, Vec<usize>, bool);
+    /// histogram observations (bucket 0..3), the counter series it removes at the end (released
+    /// from the store), whether it writes the live and the `min` gauge (created either way), and
+    /// whether it is still alive at the end.
+    type Life = (Vec<(usize, u32)>, Vec<usize>, [bool; 3], bool, bool);
 
     fn life() -> impl Strategy<Value = Life> {
         (
             proptest::collection::vec((0usize..3, 0u32..400), 0..12),
             proptest::collection::vec(0usize..3, 0..12),
+            any::<[bool; 3]>(),
+            any::<bool>(),
             any::<bool>(),
         )
     }
 
     /// What a fresh reader (a scrape from another process) sees: counter values by series,
-    /// histogram cells, the live gauge.
-    fn scrape(dir: &Path, fams: &[Arc<Family>]) -> ([f64; 3], Vec<f64>, Option<f64>) {
+    /// histogram cells, the live gauge, the `min` gauge.
+    fn scrape(dir: &Path, fams: &[Arc<Family>]) -> ([f64; 3], Vec<f64>, Option<f64>, Option<f64>) {
         let snaps = SharedStore::open(dir).unwrap().collect(fams, false);
         let mut counters = [0.0; 3];
         for (i, c) in counters.iter_mut().enumerate() {
             *c = value_of(&snaps, "c", &[&i.to_string()]).map_or(0.0, |v| v[0]);
         }
         let hist = value_of(&snaps, "h", &[]).unwrap_or_else(|| vec![0.0; 4]);
-        (counters, hist, value_of(&snaps, "g", &[]).map(|v| v[0]))
+        (counters, hist, value_of(&snaps, "g", &[]).map(|v| v[0]), value_of(&snaps, "m", &[]).map(|v| v[0]))
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-        /// Processes write, some die (their slots folded into the archive by whoever scrapes
-        /// next), and every scrape in between and at the end shows exactly what was written:
-        /// counters and histograms from the living and the dead, folded once and never twice;
-        /// the live gauge from the living only.
+        /// Processes write, remove series, some die (their slots folded into the archive by
+        /// whoever scrapes next), and every scrape in between and at the end shows exactly what
+        /// was written: counters and histograms from the living and the dead, folded once and
+        /// never twice, without what was removed; the live gauge from the living only; gauges
+        /// only from the processes that wrote them.
         #[test]
         fn writes_fold_and_merge_exactly(lives in proptest::collection::vec(life(), 1..6)) {
             let dir = TempDir::new("prop");
-            let fams = [counter(), histogram(), live_gauge()];
+            let fams = [counter(), histogram(), live_gauge(), gauge(crate::desc::GaugeMode::Min, "m")];
             let mut alive = Vec::new();
             let mut counters = [0.0; 3];
             let mut hist = vec![0.0; 4];
-            let mut live = 0.0;
-            let mut any_live = false;
-            for (incs, observations, stays) in lives {
+            let mut live = None;
+            let mut min: Option<f64> = None;
+            for (life_index, (incs, observations, removes, writes_live, stays)) in lives.into_iter().enumerate() {
                 let store = SharedStore::open(&dir.0).unwrap();
                 let mut cells: HashMap<usize, Cells> = HashMap::new();
+                let mut mine = [0.0; 3];
                 for (series, quarters) in incs {
                     let c = cells.entry(series).or_insert_with(|| store.alloc(&fams[0].desc, &[series.to_string()], 1.0));
                     cell::add(&c.get()[0], f64::from(quarters) / 4.0);
-                    counters[series] += f64::from(quarters) / 4.0;
+                    mine[series] += f64::from(quarters) / 4.0;
+                }
+                for (series, c) in &cells {
+                    if removes[*series] {
+                        store.release(&fams[0].desc, &[series.to_string()], c);
+                        // A write racing the removal lands nowhere anyone reads.
+                        cell::add(&c.get()[0], 1000.0);
+                    } else {
+                        counters[*series] += mine[*series];
+                    }
                 }
                 let h = store.alloc(&fams[1].desc, &[], 1.0);
                 for bucket in &observations {
                     cell::add(&h.get()[*bucket], 1.0);
                     hist[*bucket] += 1.0;
                 }
-                let g = store.alloc(&fams[2].desc, &[], 1.0);
                 let level = observations.len() as f64;
-                cell::set(&g.get()[0], level);
+                let g = store.alloc(&fams[2].desc, &[], 1.0);
+                let m = store.alloc(&fams[3].desc, &[], 1.0);
+                if writes_live {
+                    cell::set(&g.get()[0], level);
+                    cell::set(&m.get()[0], level - life_index as f64);
+                    min = Some(min.map_or(level - life_index as f64, |v| v.min(level - life_index as f64)));
+                }
                 prop_assert!(store.take_warnings().is_empty());
                 // A process ends when its store and its mappings go (a mapping holds the file,
                 // and with it the slot's lock).
-                let process = (store, cells, h, g);
+                let process = (store, cells, h, g, m);
                 if stays {
-                    live += level;
-                    any_live = true;
+                    if writes_live {
+                        live = Some(live.unwrap_or(0.0) + level);
+                    }
                     alive.push(process);
                 } else {
                     drop(process);
                 }
-                let (seen, seen_hist, gauge) = scrape(&dir.0, &fams);
+                let (seen, seen_hist, gauge, seen_min) = scrape(&dir.0, &fams);
                 prop_assert_eq!(seen, counters);
                 prop_assert_eq!(&seen_hist, &hist);
-                prop_assert_eq!(gauge.unwrap_or(0.0), if any_live { live } else { 0.0 });
+                prop_assert_eq!(gauge, live);
+                prop_assert_eq!(seen_min, min);
             }
             drop(alive);
             // Everyone is gone: the archive alone holds the totals, however often it is folded.
             for _ in 0..2 {
-                let (seen, seen_hist, gauge) = scrape(&dir.0, &fams);
+                let (seen, seen_hist, gauge, seen_min) = scrape(&dir.0, &fams);
                 prop_assert_eq!(seen, counters);
                 prop_assert_eq!(&seen_hist, &hist);
-                prop_assert_eq!(gauge.unwrap_or(0.0), 0.0);
+                prop_assert_eq!(gauge, None);
+                prop_assert_eq!(seen_min, min);
+            }
+        }
+
+        /// Series records with any label values and any cell bits decode exactly (bit for bit)
+        /// from a file read as a live slot is, released ones are left out, and a cut anywhere
+        /// yields an exact prefix of them and never a panic.
+        #[test]
+        fn files_decode_exactly(
+            series in proptest::collection::vec(
+                (proptest::collection::vec("[a-zé😀]{0,6}", 1), proptest::collection::vec(any::<u64>(), 1..5), any::<bool>()),
+                0..12,
+            ),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let dir = TempDir::new("exact");
+            let desc = Desc::new(Kind::Counter, "c", "C.", vec!["l".into()], "", "", "").unwrap();
+            let mut file = format::write_header(&Header { pid: 1, used: 0, boot: 1, uid: 7, host: "h".into() }).to_vec();
+            file.extend(format::family_record(0, &desc));
+            let mut expected = Vec::new();
+            for (labels, bits, released) in &series {
+                let (mut rec, _) = format::series_record(0, labels, 1.0, &bits[..1]);
+                if *released {
+                    let word = u64::from_ne_bytes(rec[..8].try_into().unwrap());
+                    rec[..8].copy_from_slice(&format::released_word(word).to_ne_bytes());
+                }
+                let end = file.len() + rec.len();
+                file.extend(rec);
+                expected.push((labels.clone(), bits[0], *released, end));
+            }
+            let used = file.len();
+            file[format::USED_AT..format::USED_AT + 8].copy_from_slice(&(used as u64).to_le_bytes());
+            // Cut anywhere from the header on: the published length says more than there is.
+            let at = format::HEADER + cut.index(used - format::HEADER + 1);
+            for (bytes, whole) in [(&file[..], true), (&file[..at], false)] {
+                let path = dir.0.join("slot-0001.mrs");
+                fs::write(&path, bytes).unwrap();
+                let mapped = Mapped::open(&open_read(&path).unwrap(), &path).unwrap().unwrap();
+                let (data, err) = mapped.decode().unwrap();
+                if whole {
+                    prop_assert!(err.is_none());
+                }
+                let want: Vec<(Vec<String>, u64)> = expected
+                    .iter()
+                    .filter(|(_, _, released, end)| !released && *end <= bytes.len())
+                    .map(|(labels, bits, _, _)| (labels.clone(), *bits))
+                    .collect();
+                let got: Vec<(Vec<String>, u64)> =
+                    data.series_bits().map(|(labels, value)| (labels.to_vec(), value.to_bits())).collect();
+                prop_assert_eq!(got, want);
             }
         }
 
@@ -990,7 +1313,7 @@ mod tests {
             let mut data = if with_header { header.to_vec() } else { Vec::new() };
             data.extend(tail);
             let cells = data.len() / 8;
-            let _ = merge::decode(&data, used, |i| if i < cells { 1.0 } else { f64::NAN });
+            let _ = merge::decode(&data, used, |i| if i < cells { 1f64.to_bits() } else { f64::NAN.to_bits() });
             let _ = format::read_header(&data);
         }
     }

@@ -236,6 +236,60 @@ def test_gauge_modes(tmp_path: Path, mode: str, live: str, dead: str | None) -> 
 
 
 @pytest.mark.parametrize(
+    ("mode", "written", "dead"),
+    [
+        ("livemin", 5.0, None),
+        ("min", 5.0, 5.0),
+        ("max", -5.0, -5.0),
+        ("livemax", -5.0, None),
+        ("liveall", 5.0, None),
+        ("all", 5.0, None),
+        ("liveworker", 5.0, None),
+        ("sum", 5.0, 5.0),
+        ("mostrecent", 5.0, 5.0),
+    ],
+)
+def test_a_gauge_a_process_never_wrote_contributes_nothing(
+    tmp_path: Path, mode: str, written: float, dead: float | None
+) -> None:
+    """Only the process that wrote a gauge shows in the merge; one that only created it adds no 0.
+
+    The parent plays gunicorn's master: it imports the gauge (creating its series) and never
+    writes it; a forked worker sets it.
+    """
+    out = run(
+        tmp_path,
+        f"""
+        g = Gauge("g", "G.", multiprocess_mode="{mode}")
+        assert g._get() == 0.0, "in-process reads of a new gauge are 0"
+        def samples():
+            return [(s.labels, s.value) for m in REGISTRY.collect() if m.name == "g" for s in m.samples]
+        alone = samples()
+        r, w = os.pipe()
+        r2, w2 = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            g.set({written})
+            os.write(w, b"x")
+            os.read(r2, 1)
+            os._exit(0)
+        os.read(r, 1)
+        live = samples()
+        os.write(w2, b"x")
+        os.waitpid(pid, 0)
+        emit([alone, live, samples(), pid, g._get()])
+        """,
+    )
+    alone, live, after, child, own = out
+    assert alone == [], "a gauge no process wrote is absent"
+    assert [value for _, value in live] == [written], live
+    if mode in ("liveall", "all"):
+        assert live[0][0] == {"pid": str(child)}, live
+    assert [value for _, value in after] == ([] if dead is None else [dead]), after
+    assert own == 0.0
+
+
+@pytest.mark.parametrize(
     "block",
     [
         "with g.track_inprogress():\n    pass",
@@ -300,18 +354,47 @@ def test_bad_files_in_the_directory_never_fail_a_scrape(tmp_path: Path) -> None:
     assert "slot-0102.mrs.bad" in files, "garbage is moved aside"
 
 
-def test_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
-    """A missing directory, or a file in its place, is refused with a message naming it."""
-    with pytest.raises(ValueError, match="missing"):
-        _check(str(tmp_path / "missing"))
+def test_unusable_directory_is_a_store_error_naming_it(tmp_path: Path) -> None:
+    """A missing directory, or a file in its place, is an OSError (StoreError) naming the path."""
+    from metrics import _core
+    from metrics.core import StoreError
+
+    assert issubclass(StoreError, OSError)
+    assert not issubclass(StoreError, ValueError)
+    missing = str(tmp_path / "missing")
+    with pytest.raises(StoreError, match="missing") as info:
+        _check(missing)
+    assert str(info.value).startswith(missing), str(info.value)
     plain = tmp_path / "file"
     plain.write_text("x")
-    with pytest.raises(ValueError, match="not a directory"):
+    with pytest.raises(OSError, match="not a directory") as info:
         _check(str(plain))
+    assert isinstance(info.value, StoreError)
+    assert str(plain) in str(info.value)
+    # A bad argument stays a ValueError.
+    with pytest.raises(ValueError, match="0o644"):
+        _core.set_store_file_mode(0o644)
+
+
+def test_enable_multiprocess_on_a_file_is_a_store_error(tmp_path: Path) -> None:
+    """enable_multiprocess raises StoreError with the path; the env var path logs and carries on."""
+    plain = tmp_path / "file"
+    plain.write_text("x")
+    out = run(
+        tmp_path,
+        f"""
+        try:
+            core.enable_multiprocess({str(plain)!r})
+        except core.StoreError as exc:
+            emit([type(exc).__name__, isinstance(exc, OSError), str(exc)])
+        """,
+        via_env=False,
+    )
+    assert out == ["StoreError", True, f"{plain}: not a directory"]
 
 
 def _check(path: str) -> None:
-    """Validate a directory the way enable_multiprocess does, without switching this process."""
+    """Open a store directory the way enable_multiprocess does, without switching this process."""
     from metrics import _core
 
     _core.compact(path)
