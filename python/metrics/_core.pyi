@@ -17,8 +17,8 @@ _M = TypeVar("_M")
 __all__ = [
     "OPENMETRICS_CONTENT_TYPE",
     "TEXT_CONTENT_TYPE",
-    "Bundle",
     "CollectorRegistry",
+    "CompatRecorder",
     "Counter",
     "Enum",
     "ExceptionCounter",
@@ -245,27 +245,29 @@ class Enum(_Metric):
     def state(self, state: str) -> None: ...
 
 @final
-class Bundle:
-    """Children of our counters and histograms that one event updates, in one call."""
+class CompatRecorder:
+    """django-prometheus's request families, recorded by the middleware in its own call."""
 
     def __new__(
         cls,
-        counts: list[Any] | None = None,
-        durations: list[Any] | None = None,
-        request_sizes: list[Any] | None = None,
-        response_sizes: list[Any] | None = None,
-        streamed: list[Any] | None = None,
-        ajax: list[Any] | None = None,
+        *,
+        requests_before: Counter,
+        responses_before: Counter,
+        latency_including: Histogram,
+        request_body: Histogram,
+        response_body: Histogram,
+        streaming: Counter,
+        ajax: Counter,
+        by_method: Counter,
+        by_transport: Counter,
+        by_status: Counter,
+        by_status_view_method: Counter,
+        by_view_transport_method: Counter,
+        latency_by_view_method: Histogram,
+        by_charset: Counter,
+        by_templatename: Counter,
+        scheme_from_environ: bool,
     ) -> Self: ...
-    def record(
-        self,
-        duration: float,
-        request_size: float,
-        response_size: float | None = None,
-        is_streamed: bool = False,
-        is_ajax: bool = False,
-    ) -> None:
-        """Counts +1; histograms observe the duration and sizes; streamed/ajax counters when true."""
 
 @final
 class RequestMetrics:
@@ -305,6 +307,14 @@ class RequestFields:
         body_chunks: str | None,
         plain_content: object,
         traceparent: str,
+        scheme: str,
+        scheme_key: str,
+        requested_with: str,
+        charset_override: str,
+        charset: str,
+        headers: str,
+        content_type: str,
+        template_name: str,
     ) -> Self: ...
     def view_label(self, request: Any) -> str:
         """Return `namespace:name` of the request's URL pattern, else its route, else `<unresolved>`."""
@@ -350,7 +360,7 @@ class RecordingMiddleware:
         tick: Callable[[], None],
         exemplars: bool,
         span_trace_id: Callable[[], str | None] | None,
-        compat: Callable[[Any, Any, int, float, int, int | None], None] | None,
+        compat: CompatRecorder | None,
         streamed: Callable[[Any, str, str], None],
         probe: Callable[[Any], Any],
         logger: Any,
@@ -360,13 +370,12 @@ class RecordingMiddleware:
         `fields` names what is read of requests and responses; `rules()` returns the current
         routing rules and keeps them in `rules_slot` (dict, key), read first; `acall(self,
         request)` serves a request in async mode; `count_escaped(self, request, exc)` counts an
-        exception that escaped the stack below; `tick()` runs at most
-        once a second; with `exemplars`, the trace id of `span_trace_id()` (when given) or of the
-        request's `traceparent` header goes on the counter and the latency bucket;
-        `compat(request, response, status, duration, request_size, response_size)` records in
-        django-prometheus's families (None: off); `streamed(response, method, view)` counts a
-        streamed body; `probe(request)` answers a probe (None: the stack below does); failures
-        are logged with `logger.error(..., exc_info=...)`.
+        exception that escaped the stack below; `tick()` runs at most once a second; with
+        `exemplars`, the trace id of `span_trace_id()` (when given) or of the request's
+        `traceparent` header goes on the counter and the latency bucket; `compat` records
+        django-prometheus's families in the same call (None: off); `streamed(response, method,
+        view)` counts a streamed body; `probe(request)` answers a probe (None: the stack below
+        does); failures are logged with `logger.error(..., exc_info=...)`.
         """
     def __call__(self, request: Any) -> Any:
         """Serve `request` through `get_response` and record it (async mode: through `acall`)."""

@@ -23,7 +23,7 @@ import logging
 import threading
 from typing import Any
 
-from metrics.core import Bundle, Counter, Gauge, Histogram
+from metrics.core import CompatRecorder, Counter, Gauge, Histogram
 
 __all__ = ["ExportModelOperationsMixin", "enabled", "families"]
 
@@ -199,113 +199,38 @@ def created() -> Families | None:
 
 
 class RequestRecorder:
-    """Record one finished request in the HTTP compatibility families.
+    """The HTTP compatibility families, recorded by `MetricsMiddleware` in its own call into the core.
 
-    Called by `MetricsMiddleware` after its own recording, with the duration it measured, so
-    both views of a request agree. Label children are looked up once per label combination.
+    `core` is the core's `CompatRecorder`: the middleware hands it over when it is built, and
+    every request then counts in django-prometheus's families from what the middleware read of
+    it, with the duration it measured, so both views of a request agree. Exceptions raised by
+    views are counted here, from Python (rare).
     """
 
     def __init__(self) -> None:
         f = self.families = families()
-        self._requests_before = f.requests_before
-        self._responses_before = f.responses_before
-        self._latency_including = f.latency_including_middlewares
-        self._request_body = f.request_body
-        self._response_body = f.response_body
-        self._streaming = f.streaming
-        self._ajax = f.ajax
-        # (method, view, status, secure, resolved) -> the series a request of that kind updates.
-        self._bundles: dict[tuple[str, str, int, bool, bool], Bundle] = {}
-        self._charsets: dict[str, Any] = {}
-        self._templates: dict[str, Any] = {}
-        # Content-Type -> charset: `response.charset` reads settings on every call (microseconds).
-        self._charset_of_type: dict[str | None, str] = {}
-        # Without a proxy header to trust, the scheme is the server's (`request.is_secure()`
-        # reads settings on every call); with one, Django's own answer.
+        # Without a proxy header to trust, the scheme is the server's (read from the WSGI
+        # environ); with one, Django's own answer (`request.scheme`).
         from metrics.conf import django_setting
 
-        self._proxy_header = django_setting("SECURE_PROXY_SSL_HEADER")
-
-    def _bundle_for(self, method: str, view: str, status: int, secure: bool, resolved: bool) -> Bundle:
-        f = self.families
-        transport = "https" if secure else "http"
-        status_text = str(status)
-        counts = [
-            self._requests_before,
-            f.by_method.labels(method),
-            f.by_transport.labels(transport),
-            f.by_status.labels(status_text),
-            f.by_status_view_method.labels(status_text, view, method),
-            self._responses_before,
-        ]
-        if resolved:
-            counts.append(f.by_view_transport_method.labels(view, transport, method))
-        bundle = Bundle(
-            counts=counts,
-            durations=[f.latency_by_view_method.labels(view, method), self._latency_including],
-            request_sizes=[self._request_body],
-            response_sizes=[self._response_body],
-            streamed=[self._streaming],
-            ajax=[self._ajax],
+        self.core = CompatRecorder(
+            requests_before=f.requests_before,
+            responses_before=f.responses_before,
+            latency_including=f.latency_including_middlewares,
+            request_body=f.request_body,
+            response_body=f.response_body,
+            streaming=f.streaming,
+            ajax=f.ajax,
+            by_method=f.by_method,
+            by_transport=f.by_transport,
+            by_status=f.by_status,
+            by_status_view_method=f.by_status_view_method,
+            by_view_transport_method=f.by_view_transport_method,
+            latency_by_view_method=f.latency_by_view_method,
+            by_charset=f.by_charset,
+            by_templatename=f.by_templatename,
+            scheme_from_environ=not django_setting("SECURE_PROXY_SSL_HEADER"),
         )
-        self._bundles[(method, view, status, secure, resolved)] = bundle
-        return bundle
-
-    def record(
-        self,
-        request: Any,
-        response: Any,
-        status: int,
-        duration: float,
-        request_size: int,
-        response_size: int | None,
-    ) -> None:
-        """Record a request the middleware measured (`response` may be None; a None size: streamed).
-
-        Every family but the charset and template counters is updated by one call into the core
-        (a `Bundle` per label combination).
-        """
-        method = request.method
-        if method not in METHODS:
-            method = INVALID_METHOD
-        match = request.resolver_match
-        if match is None:
-            view = UNNAMED_VIEW
-            resolved = False
-        else:
-            # `namespace:name`, else the view's dotted path (Django's ResolverMatch.view_name).
-            view = match.view_name or UNNAMED_VIEW
-            resolved = True
-        meta = request.META
-        secure = request.is_secure() if self._proxy_header else request._get_scheme() == "https"
-        key = (method, view, status, secure, resolved)
-        bundle = self._bundles.get(key)
-        if bundle is None:
-            bundle = self._bundle_for(method, view, status, secure, resolved)
-        ajax = meta.get("HTTP_X_REQUESTED_WITH") == "XMLHttpRequest"
-        if response is None:
-            bundle.record(duration, request_size, None, False, ajax)
-            return
-        bundle.record(duration, request_size, response_size, response_size is None, ajax)
-        charset = response._charset
-        if charset is None:
-            content_type = response.headers.get("Content-Type")
-            charset = self._charset_of_type.get(content_type)
-            if charset is None:
-                charset = response.charset
-                if len(self._charset_of_type) < 64:
-                    self._charset_of_type[content_type] = charset
-        counter = self._charsets.get(charset)
-        if counter is None:
-            counter = self._charsets[charset] = self.families.by_charset.labels(str(charset))
-        counter.inc()
-        template = getattr(response, "template_name", None)
-        if template is not None:
-            name = str(template)
-            counter = self._templates.get(name)
-            if counter is None:
-                counter = self._templates[name] = self.families.by_templatename.labels(name)
-            counter.inc()
 
     def record_exception(self, request: Any, type_name: str) -> None:
         """Count an exception raised by the view of `request`."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from metrics import _core
 from metrics._core import (
-    Bundle,
+    CompatRecorder,
     Counter,
     Enum,
     Gauge,
@@ -33,8 +33,8 @@ __all__ = [
     "CONTENT_TYPE_LATEST",
     "OPENMETRICS_CONTENT_TYPE",
     "REGISTRY",
-    "Bundle",
     "CollectorRegistry",
+    "CompatRecorder",
     "Counter",
     "Enum",
     "Gauge",

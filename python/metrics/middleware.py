@@ -73,6 +73,15 @@ def _fields() -> RequestFields:
             body_chunks="_container" if _keeps_body_chunks() else None,
             plain_content=HttpResponse.content,
             traceparent="HTTP_TRACEPARENT",
+            # What django-prometheus's families read besides (METRICS_COMPAT_DJANGO_PROMETHEUS).
+            scheme="scheme",
+            scheme_key="wsgi.url_scheme",
+            requested_with="HTTP_X_REQUESTED_WITH",
+            charset_override="_charset",
+            charset="charset",
+            headers="headers",
+            content_type="Content-Type",
+            template_name="template_name",
         )
     return _FIELDS
 
@@ -159,7 +168,7 @@ class MetricsMiddleware(RecordingMiddleware):
             # a span read where a tracing library is installed (metrics.tracing).
             exemplars=app_settings.EXEMPLARS,
             span_trace_id=tracing.span_source() if app_settings.EXEMPLARS else None,
-            compat=None if self._compat is None else self._compat.record,
+            compat=None if self._compat is None else self._compat.core,
             streamed=_count_streamed,
             probe=_answer_probe,
             logger=logger,

@@ -36,6 +36,32 @@ pub struct PyRequestFields {
     plain_content: Py<PyAny>,
     // The `environ` key of the W3C `traceparent` header (exemplars).
     traceparent: Py<PyString>,
+    // What django-prometheus's families read besides (compatibility): the request's scheme
+    // (attribute, and the `environ` key the server sets), the `environ` key of the
+    // X-Requested-With header, the response's explicit charset and its derived one, its
+    // headers mapping and Content-Type key, and its template name.
+    scheme: Py<PyString>,
+    scheme_key: Py<PyString>,
+    requested_with: Py<PyString>,
+    charset_override: Py<PyString>,
+    charset: Py<PyString>,
+    headers: Py<PyString>,
+    content_type: Py<PyString>,
+    template_name: Py<PyString>,
+}
+
+/// Return `environ[key]` of a mapping (a dict, or anything with `get`), None when absent.
+fn environ_get<'py>(
+    environ: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match environ.cast::<PyDict>() {
+        Ok(environ) => environ.get_item(key),
+        Err(_) => {
+            let found = environ.call_method1(intern!(environ.py(), "get"), (key,))?;
+            Ok(if found.is_none() { None } else { Some(found) })
+        }
+    }
 }
 
 fn interned(py: Python<'_>, name: &str) -> Py<PyString> {
@@ -116,6 +142,75 @@ impl PyRequestFields {
         Ok(crate::exemplar::trace_id_from_traceparent(header.to_str()?).map(str::to_owned))
     }
 
+    /// Return the `qualified_name` of the request's URL match (possibly empty); None: no match.
+    pub(crate) fn qualified_view(&self, request: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+        let py = request.py();
+        let Some(found) = request.getattr_opt(self.url_match.bind(py))? else { return Ok(None) };
+        if found.is_none() {
+            return Ok(None);
+        }
+        let name = found.getattr(self.qualified_name.bind(py))?;
+        Ok(Some(if name.is_truthy()? { name.str()?.to_cow()?.into_owned() } else { String::new() }))
+    }
+
+    /// Return whether the request came over HTTPS: from the server's `environ` when
+    /// `from_environ` (and the server set it), else from the request's scheme attribute (which
+    /// trusts the configured proxy header).
+    pub(crate) fn is_secure(&self, request: &Bound<'_, PyAny>, from_environ: bool) -> PyResult<bool> {
+        let py = request.py();
+        if from_environ {
+            let environ = request.getattr(self.environ.bind(py))?;
+            if let Some(scheme) = environ_get(&environ, self.scheme_key.bind(py))? {
+                if let Ok(scheme) = scheme.cast::<PyString>() {
+                    return Ok(scheme.to_str()? == "https");
+                }
+            }
+        }
+        let scheme = request.getattr(self.scheme.bind(py))?;
+        Ok(scheme.cast::<PyString>().is_ok_and(|s| s.to_str().is_ok_and(|s| s == "https")))
+    }
+
+    /// Return whether the request says it was made by a script (`X-Requested-With: XMLHttpRequest`).
+    pub(crate) fn is_ajax(&self, request: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = request.py();
+        let environ = request.getattr(self.environ.bind(py))?;
+        Ok(match environ_get(&environ, self.requested_with.bind(py))? {
+            Some(value) => {
+                value.cast::<PyString>().is_ok_and(|v| v.to_str().is_ok_and(|v| v == "XMLHttpRequest"))
+            }
+            None => false,
+        })
+    }
+
+    /// Return the charset set explicitly on the response, if any.
+    pub(crate) fn charset_override(&self, response: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+        match response.getattr_opt(self.charset_override.bind(response.py()))? {
+            Some(set) if !set.is_none() => Ok(Some(set.str()?.to_cow()?.into_owned())),
+            _ => Ok(None),
+        }
+    }
+
+    /// Return the response's Content-Type header ("" when absent).
+    pub(crate) fn content_type(&self, response: &Bound<'_, PyAny>) -> PyResult<String> {
+        let py = response.py();
+        let headers = response.getattr(self.headers.bind(py))?;
+        let found = headers.call_method1(intern!(py, "get"), (self.content_type.bind(py),))?;
+        Ok(if found.is_none() { String::new() } else { found.str()?.to_cow()?.into_owned() })
+    }
+
+    /// Return the response's charset as the framework derives it.
+    pub(crate) fn charset(&self, response: &Bound<'_, PyAny>) -> PyResult<String> {
+        Ok(response.getattr(self.charset.bind(response.py()))?.str()?.to_cow()?.into_owned())
+    }
+
+    /// Return the response's template name, if it has one.
+    pub(crate) fn template_name(&self, response: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+        match response.getattr_opt(self.template_name.bind(response.py()))? {
+            Some(name) if !name.is_none() => Ok(Some(name.str()?.to_cow()?.into_owned())),
+            _ => Ok(None),
+        }
+    }
+
     /// Return the response status.
     pub(crate) fn status(&self, response: &Bound<'_, PyAny>) -> PyResult<u16> {
         response.getattr(self.status.bind(response.py()))?.extract::<u16>()
@@ -152,9 +247,12 @@ impl PyRequestFields {
     /// Name the attributes the core reads: of the request (`method`, `path`, `url_match`
     /// with its `pattern_name`, `qualified_name` and `route`, `environ` with its `content_length` key) and
     /// of the response (`status`, `streaming`, `content`; `body_chunks`, optional, on a class
-    /// whose `content` is `plain_content`), and the `environ` key of the `traceparent` header.
+    /// whose `content` is `plain_content`), the `environ` key of the `traceparent` header, and
+    /// what the compatibility families read: the request's `scheme` (and its `environ` key
+    /// `scheme_key`), the `environ` key of `requested_with`, the response's `charset_override`
+    /// and `charset`, its `headers` mapping with the `content_type` key, and `template_name`.
     #[new]
-    #[pyo3(signature = (*, method, path, url_match, pattern_name, qualified_name, route, environ, content_length, status, streaming, content, body_chunks, plain_content, traceparent))]
+    #[pyo3(signature = (*, method, path, url_match, pattern_name, qualified_name, route, environ, content_length, status, streaming, content, body_chunks, plain_content, traceparent, scheme, scheme_key, requested_with, charset_override, charset, headers, content_type, template_name))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -172,6 +270,14 @@ impl PyRequestFields {
         body_chunks: Option<&str>,
         plain_content: Py<PyAny>,
         traceparent: &str,
+        scheme: &str,
+        scheme_key: &str,
+        requested_with: &str,
+        charset_override: &str,
+        charset: &str,
+        headers: &str,
+        content_type: &str,
+        template_name: &str,
     ) -> Self {
         PyRequestFields {
             method: interned(py, method),
@@ -188,6 +294,14 @@ impl PyRequestFields {
             body_chunks: body_chunks.map(|name| interned(py, name)),
             plain_content,
             traceparent: interned(py, traceparent),
+            scheme: interned(py, scheme),
+            scheme_key: interned(py, scheme_key),
+            requested_with: interned(py, requested_with),
+            charset_override: interned(py, charset_override),
+            charset: interned(py, charset),
+            headers: interned(py, headers),
+            content_type: interned(py, content_type),
+            template_name: interned(py, template_name),
         }
     }
 

@@ -4,8 +4,8 @@
 //! reads the few request and response attributes the five HTTP metrics need (by the names the
 //! glue declared in a `RequestFields`), takes the clock itself, calls the rest of the stack
 //! (`get_response`) and records, so a sync request crosses from Python into the core once. What
-//! is framework policy rather than measurement (settings, probes, tick hooks, exemplars, the
-//! compatibility recorder, streamed bodies, counting exceptions, the async path) stays in Python
+//! is framework policy rather than measurement (settings, probes, tick hooks, a span reader,
+//! streamed bodies, counting exceptions, the async path) stays in Python
 //! and is handed over as values and callables when the middleware is built; the core names no
 //! attribute of the framework's.
 
@@ -19,6 +19,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
+use super::compat::PyCompatRecorder;
 use super::fields::{PyRequestFields, PyRequestRules, UNRESOLVED_VIEW};
 use super::request::{Measured, PyRequestMetrics, Recorder, METHODS, OTHER_METHOD};
 use crate::exemplar::Exemplar;
@@ -74,8 +75,8 @@ struct Hooks {
     exemplars: bool,
     // () -> the trace id of the current span or None (a tracing library is installed).
     span_trace_id: Option<Py<PyAny>>,
-    // (request, response, status, duration, request size, response size) (compatibility on).
-    compat: Option<Py<PyAny>>,
+    // django-prometheus's families (compatibility on), recorded in the same call.
+    compat: Option<Py<PyCompatRecorder>>,
     // (response, method, view): counts a streamed body as it goes out.
     streamed: Py<PyAny>,
     // request -> the probe's response, or None to go on (host allowed).
@@ -220,23 +221,23 @@ impl Hooks {
         if let Some(compat) = &self.compat {
             let recorded = (|| -> PyResult<()> {
                 // What `record` read, unless it failed before reading the status.
+                let fields = self.fields.get();
                 let status = match (read.status, response) {
-                    (Some(status), _) => status.into_pyobject(py)?.into_any(),
-                    (None, Some(response)) => {
-                        self.fields.get().status(response)?.into_pyobject(py)?.into_any()
-                    }
-                    (None, None) => status_without_response.into_pyobject(py)?.into_any(),
+                    (Some(status), _) => status,
+                    (None, Some(response)) => fields.status(response)?,
+                    (None, None) => status_without_response,
                 };
-                let args = (
+                compat.get().record(
+                    py,
+                    fields,
                     request,
                     response,
+                    index,
                     status,
                     duration,
-                    read.request_size as i64,
-                    read.response_size.map(|s| s as i64),
-                );
-                compat.call1(py, args)?;
-                Ok(())
+                    read.request_size,
+                    read.response_size,
+                )
             })();
             if let Err(e) = recorded {
                 self.log(py, "metrics: could not record the request (django-prometheus names)", e);
@@ -346,7 +347,7 @@ impl PyRecordingMiddleware {
         tick: Py<PyAny>,
         exemplars: bool,
         span_trace_id: Option<Py<PyAny>>,
-        compat: Option<Py<PyAny>>,
+        compat: Option<Py<PyCompatRecorder>>,
         streamed: Py<PyAny>,
         probe: Py<PyAny>,
         logger: Py<PyAny>,

@@ -1,6 +1,6 @@
 //! PyO3 bindings: `metrics._core`. Converts Python objects at the edge, then calls the engine.
 
-mod bundle;
+mod compat;
 mod context;
 mod fields;
 mod metric;
@@ -120,8 +120,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<middleware::PyRecordingMiddleware>()?;
     m.add_class::<middleware::PyRequestStart>()?;
     m.add_class::<fields::PyRequestFields>()?;
+    m.add_class::<compat::PyCompatRecorder>()?;
     m.add_class::<fields::PyRequestRules>()?;
-    m.add_class::<bundle::PyBundle>()?;
     m.add("StoreError", m.py().get_type::<StoreError>())?;
     m.add_function(wrap_pyfunction!(enable_multiprocess, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork, m)?)?;
