@@ -20,9 +20,8 @@ from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
 from metrics.instrument import celery as instrument
-from tests.promstack import ROOT, Server, free_port, http_get, spawn, wait_for
+from tests.promstack import EXAMPLE, Server, free_port, http_get, spawn, wait_for
 
-EXAMPLE = ROOT / "example"
 TOKEN = "celery-test-token"
 # Redis databases of the Celery tests alone (tests/e2e/test_prometheus.py uses 13, the cache
 # tests 15, tests/instrument/test_celery_queues.py 10).
