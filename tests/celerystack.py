@@ -46,8 +46,12 @@ class Scrape:
 
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
 
-    def get(self, name: str, **labels: str) -> float:
-        """Return a sample's value, 0.0 when absent."""
+    def get(self, name: str, **labels: str) -> float | None:
+        """Return a sample's value, None when the scrape does not have it."""
+        return self.samples.get((name, frozenset(labels.items())))
+
+    def get_or_zero(self, name: str, **labels: str) -> float:
+        """Return a sample's value, 0.0 when absent: for counts a run may never have made."""
         return self.samples.get((name, frozenset(labels.items())), 0.0)
 
     def has(self, name: str, **labels: str) -> bool:
