@@ -20,9 +20,8 @@ from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
 from metrics.instrument import celery as instrument
-from tests.promstack import ROOT, Server, free_port, http_get, spawn, wait_for
+from tests.promstack import EXAMPLE, Server, free_port, http_get, spawn, wait_for
 
-EXAMPLE = ROOT / "example"
 TOKEN = "celery-test-token"
 # Redis databases of the Celery tests alone (tests/e2e/test_prometheus.py uses 13, the cache
 # tests 15, tests/instrument/test_celery_queues.py 10).
@@ -47,8 +46,12 @@ class Scrape:
 
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
 
-    def get(self, name: str, **labels: str) -> float:
-        """Return a sample's value, 0.0 when absent."""
+    def get(self, name: str, **labels: str) -> float | None:
+        """Return a sample's value, None when the scrape does not have it."""
+        return self.samples.get((name, frozenset(labels.items())))
+
+    def get_or_zero(self, name: str, **labels: str) -> float:
+        """Return a sample's value, 0.0 when absent: for counts a run may never have made."""
         return self.samples.get((name, frozenset(labels.items())), 0.0)
 
     def has(self, name: str, **labels: str) -> bool:

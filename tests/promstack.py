@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "example"
 T = TypeVar("T")
 
 
@@ -41,6 +42,28 @@ def executable(name: str, package: str) -> str:
     if path is None:
         pytest.fail(f"{name} is missing: run `make system-deps` (Debian package {package})")
     return path
+
+
+def site_env(workdir: Path, token: str, **extra: str) -> dict[str, str]:
+    """Return the environment of one example site: its SQLite database and shared store in `workdir`.
+
+    Nobody is allowed by address, so every scrape must present `token`. `extra` adds or
+    replaces variables (ports, workers, a superuser's password).
+    """
+    store = workdir / "multiproc"
+    store.mkdir(parents=True)
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "server.settings",
+        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "METRICS_AUTH_TOKEN": token,
+        "METRICS_ALLOWED_IPS": "",
+        "PROMETHEUS_MULTIPROC_DIR": str(store),
+        "PYTHONPATH": os.pathsep.join([str(EXAMPLE), str(ROOT / "python")]),
+        **extra,
+    }
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:

@@ -23,14 +23,14 @@ RESPONSE_SIZE_SUM = "django_http_response_size_bytes_sum"
 RESPONSE_SIZE_COUNT = "django_http_response_size_bytes_count"
 
 
-def test_records_all_five_metrics(sample) -> None:
+def test_records_all_five_metrics(sample, sample_or_zero) -> None:
     """A request adds to the counter, the three histograms, and leaves in-progress at rest."""
     labels = {"method": "GET", "view": "ok"}
     before = {
-        "total": sample(TOTAL, status="200", **labels),
-        "duration": sample(DURATION, **labels),
-        "req": sample("django_http_request_size_bytes_count", **labels),
-        "resp": sample(RESPONSE_SIZE_SUM, **labels),
+        "total": sample_or_zero(TOTAL, status="200", **labels),
+        "duration": sample_or_zero(DURATION, **labels),
+        "req": sample_or_zero("django_http_request_size_bytes_count", **labels),
+        "resp": sample_or_zero(RESPONSE_SIZE_SUM, **labels),
     }
     assert Client().get("/ok/").status_code == 200
     assert sample(TOTAL, status="200", **labels) == before["total"] + 1
@@ -47,28 +47,28 @@ def test_in_progress_counts_the_running_request(sample) -> None:
     assert sample("django_http_requests_in_progress", method="GET") == 0
 
 
-def test_view_label_is_the_pattern_name_with_namespace(sample) -> None:
+def test_view_label_is_the_pattern_name_with_namespace(sample, sample_or_zero) -> None:
     """`shop:item`, never the concrete path: /shop/items/1/ and /shop/items/2/ share a series."""
-    before = sample(TOTAL, method="GET", view="shop:item", status="200")
+    before = sample_or_zero(TOTAL, method="GET", view="shop:item", status="200")
     client = Client()
     client.get("/shop/items/1/")
     client.get("/shop/items/2/")
     assert sample(TOTAL, method="GET", view="shop:item", status="200") == before + 2
 
 
-def test_unnamed_pattern_is_labelled_by_its_route(sample) -> None:
+def test_unnamed_pattern_is_labelled_by_its_route(sample, sample_or_zero) -> None:
     """A pattern without a name is labelled with its route, parameters left as placeholders."""
     labels = {"method": "GET", "view": "unnamed/<slug:slug>/", "status": "200"}
-    before = sample(TOTAL, **labels)
+    before = sample_or_zero(TOTAL, **labels)
     Client().get("/unnamed/a/")
     Client().get("/unnamed/b/")
     assert sample(TOTAL, **labels) == before + 2
 
 
-def test_unresolved_paths_share_one_series(sample) -> None:
+def test_unresolved_paths_share_one_series(sample, sample_or_zero) -> None:
     """A 404 scan adds to one fixed series, creating none per path."""
     labels = {"method": "GET", "view": UNRESOLVED, "status": "404"}
-    before = sample(TOTAL, **labels)
+    before = sample_or_zero(TOTAL, **labels)
     client = Client()
     for n in range(20):
         assert client.get(f"/wp-admin/{n}.php").status_code == 404
@@ -77,29 +77,29 @@ def test_unresolved_paths_share_one_series(sample) -> None:
     assert b"wp-admin" not in text
 
 
-def test_unknown_methods_fold_into_other(sample) -> None:
+def test_unknown_methods_fold_into_other(sample, sample_or_zero) -> None:
     """Standard methods keep their name; anything else becomes `other`."""
-    before = sample(TOTAL, method=OTHER_METHOD, view="ok", status="200")
-    before_delete = sample(TOTAL, method="DELETE", view="ok", status="200")
+    before = sample_or_zero(TOTAL, method=OTHER_METHOD, view="ok", status="200")
+    before_delete = sample_or_zero(TOTAL, method="DELETE", view="ok", status="200")
     client = Client()
     client.generic("PROPFIND", "/ok/")
     client.generic("FOO", "/ok/")
     client.delete("/ok/")
     assert sample(TOTAL, method=OTHER_METHOD, view="ok", status="200") == before + 2
     assert sample(TOTAL, method="DELETE", view="ok", status="200") == before_delete + 1
-    assert sample(TOTAL, method="PROPFIND", view="ok", status="200") == 0
+    assert sample(TOTAL, method="PROPFIND", view="ok", status="200") is None
 
 
-def test_request_size_comes_from_content_length(sample) -> None:
+def test_request_size_comes_from_content_length(sample, sample_or_zero) -> None:
     """The body size is read from CONTENT_LENGTH."""
     labels = {"method": "POST", "view": "echo"}
-    before = sample(REQUEST_SIZE_SUM, **labels)
+    before = sample_or_zero(REQUEST_SIZE_SUM, **labels)
     response = Client().post("/echo/", data=b"x" * 1234, content_type="application/octet-stream")
     assert len(response.content) == 1234
     assert sample(REQUEST_SIZE_SUM, **labels) == before + 1234
 
 
-def test_response_size_counts_every_written_chunk(sample) -> None:
+def test_response_size_counts_every_written_chunk(sample, sample_or_zero) -> None:
     """A body built with `write()` is measured whole, as `len(response.content)`."""
 
     def view(request: HttpRequest) -> HttpResponse:
@@ -109,16 +109,16 @@ def test_response_size_counts_every_written_chunk(sample) -> None:
         return response
 
     labels = {"method": "GET", "view": UNRESOLVED}
-    before = sample(RESPONSE_SIZE_SUM, **labels)
+    before = sample_or_zero(RESPONSE_SIZE_SUM, **labels)
     response = MetricsMiddleware(view)(RequestFactory().get("/chunks/"))
     assert response.content == b"abcdefgh"
     assert sample(RESPONSE_SIZE_SUM, **labels) == before + 8
 
 
-def test_view_exception_is_counted_as_500(sample) -> None:
+def test_view_exception_is_counted_as_500(sample, sample_or_zero) -> None:
     """A view that raises is a 500 in the counter, and the exception still reaches the caller."""
     labels = {"method": "GET", "view": "boom", "status": "500"}
-    before = sample(TOTAL, **labels)
+    before = sample_or_zero(TOTAL, **labels)
     with pytest.raises(RuntimeError, match="boom"):
         Client().get("/boom/")
     assert sample(TOTAL, **labels) == before + 1
@@ -126,32 +126,33 @@ def test_view_exception_is_counted_as_500(sample) -> None:
     assert sample(TOTAL, **labels) == before + 2
 
 
-def test_exception_escaping_the_stack_is_counted_and_reraised(sample) -> None:
+def test_exception_escaping_the_stack_is_counted_and_reraised(sample, sample_or_zero) -> None:
     """When get_response itself raises, the middleware counts a 500 and re-raises."""
 
     def explode(request: HttpRequest) -> HttpResponse:
         raise ValueError("below the middleware")
 
     labels = {"method": "GET", "view": UNRESOLVED, "status": "500"}
-    before = sample(TOTAL, **labels)
+    before = sample_or_zero(TOTAL, **labels)
     with pytest.raises(ValueError, match="below the middleware"):
         MetricsMiddleware(explode)(RequestFactory().get("/anything/"))
     assert sample(TOTAL, **labels) == before + 1
     assert sample("django_http_requests_in_progress", method="GET") == 0
 
 
-def test_streaming_response_is_counted_as_it_goes_out(sample) -> None:
+def test_streaming_response_is_counted_as_it_goes_out(sample, sample_or_zero) -> None:
     """The size is observed once the client has read the stream, and the body is unchanged."""
     labels = {"method": "GET", "view": "stream"}
-    before_sum, before_count = sample(RESPONSE_SIZE_SUM, **labels), sample(RESPONSE_SIZE_COUNT, **labels)
+    before_sum = sample_or_zero(RESPONSE_SIZE_SUM, **labels)
+    before_count = sample_or_zero(RESPONSE_SIZE_COUNT, **labels)
     response = Client().get("/stream/")
-    assert sample(RESPONSE_SIZE_COUNT, **labels) == before_count  # nothing read yet
+    assert sample_or_zero(RESPONSE_SIZE_COUNT, **labels) == before_count  # nothing read yet
     assert b"".join(response.streaming_content) == b"0123456789" * 3
     assert sample(RESPONSE_SIZE_COUNT, **labels) == before_count + 1
     assert sample(RESPONSE_SIZE_SUM, **labels) == before_sum + 30
 
 
-def test_file_response_keeps_its_file_and_uses_content_length(sample) -> None:
+def test_file_response_keeps_its_file_and_uses_content_length(sample, sample_or_zero) -> None:
     """FileResponse is not wrapped (sendfile stays possible); its Content-Length is the size."""
     # Called directly: the test client wraps streaming content itself, hiding file_to_stream.
     content = io.BytesIO(b"x" * 1000)
@@ -160,7 +161,7 @@ def test_file_response_keeps_its_file_and_uses_content_length(sample) -> None:
         return FileResponse(content, filename="x.bin")
 
     labels = {"method": "GET", "view": UNRESOLVED}
-    before = sample(RESPONSE_SIZE_SUM, **labels)
+    before = sample_or_zero(RESPONSE_SIZE_SUM, **labels)
     response = MetricsMiddleware(serve_file)(RequestFactory().get("/file/"))
     assert response.file_to_stream is content
     assert sample(RESPONSE_SIZE_SUM, **labels) == before + 1000
@@ -170,17 +171,18 @@ def test_file_response_keeps_its_file_and_uses_content_length(sample) -> None:
 def test_metrics_paths_are_excluded(sample) -> None:
     """Scrapes and probes of /metrics/ do not show up in the HTTP metrics."""
     before = sample(TOTAL, method="GET", view="metrics:metrics", status="200")
+    before_live = sample(TOTAL, method="GET", view="metrics:liveness", status="200")
     client = Client(REMOTE_ADDR="8.8.8.8", HTTP_X_METRICS_TOKEN="test-token")
     assert client.get("/metrics/").status_code == 200
     assert client.get("/metrics/liveness/").status_code == 200
     assert sample(TOTAL, method="GET", view="metrics:metrics", status="200") == before
-    assert sample(TOTAL, method="GET", view="metrics:liveness", status="200") == 0
+    assert sample(TOTAL, method="GET", view="metrics:liveness", status="200") == before_live
 
 
-def test_excluded_paths_are_configurable(sample) -> None:
+def test_excluded_paths_are_configurable(sample, sample_or_zero) -> None:
     """METRICS_EXCLUDE_PATHS replaces the default list."""
     before_ok = sample(TOTAL, method="GET", view="ok", status="200")
-    before_live = sample(TOTAL, method="GET", view="metrics:liveness", status="200")
+    before_live = sample_or_zero(TOTAL, method="GET", view="metrics:liveness", status="200")
     with override_settings(METRICS_EXCLUDE_PATHS=["/ok/"]):
         client = Client()
         client.get("/ok/")
@@ -197,7 +199,7 @@ def test_disabled_collects_nothing(sample) -> None:
     assert sample(TOTAL, method="GET", view="ok", status="200") == before
 
 
-def test_metrics_failure_never_breaks_the_request(monkeypatch, caplog, sample) -> None:
+def test_metrics_failure_never_breaks_the_request(monkeypatch, caplog, sample, sample_or_zero) -> None:
     """A failing hook on entry and on exit is logged; the response goes out and the request counts."""
 
     def broken_tick() -> None:
@@ -210,7 +212,7 @@ def test_metrics_failure_never_breaks_the_request(monkeypatch, caplog, sample) -
     monkeypatch.setattr(middleware, "tick", broken_tick)
     monkeypatch.setattr(middleware.tracing, "span_source", lambda: broken_span)
     labels = {"method": "GET", "view": "ok", "status": "200"}
-    before = sample(TOTAL, **labels)
+    before = sample_or_zero(TOTAL, **labels)
     with override_settings(METRICS_EXEMPLARS=True), caplog.at_level(logging.ERROR, logger="metrics"):
         response = Client().get("/ok/")
     assert response.status_code == 200
@@ -255,14 +257,14 @@ def test_failure_while_recording_leaves_nothing_in_progress(sample, caplog) -> N
     ("header", "size"),
     [("1234", 1234), (" 12 ", 12), ("1_000", 1000), ("", 0), ("twelve", 0), ("-3", -3)],
 )
-def test_content_length_is_read_as_int_reads_it(sample, header: str, size: int) -> None:
+def test_content_length_is_read_as_int_reads_it(sample, sample_or_zero, header: str, size: int) -> None:
     """Plain digits are read directly; anything else means what `int()` makes of it (not a number: 0)."""
 
     def view(request: HttpRequest) -> HttpResponse:
         return HttpResponse(b"")
 
     labels = {"method": "PUT", "view": UNRESOLVED}
-    before = sample(REQUEST_SIZE_SUM, **labels)
+    before = sample_or_zero(REQUEST_SIZE_SUM, **labels)
     request = RequestFactory().put("/size/")
     request.META["CONTENT_LENGTH"] = header
     MetricsMiddleware(view)(request)
@@ -283,9 +285,9 @@ def test_tick_runs_from_the_request_path_at_most_once_a_second(monkeypatch) -> N
     assert len(ticks) == 1
 
 
-def test_view_label_is_the_one_the_request_path_records(sample) -> None:
+def test_view_label_is_the_one_the_request_path_records(sample, sample_or_zero) -> None:
     """`view_label()` (used for exceptions) and the recorded `view` label are one definition."""
-    before = sample(TOTAL, method="GET", view="shop:item", status="200")
+    before = sample_or_zero(TOTAL, method="GET", view="shop:item", status="200")
     response = Client().get("/shop/items/3/")
     assert view_label(response.wsgi_request) == "shop:item"
     assert sample(TOTAL, method="GET", view="shop:item", status="200") == before + 1
@@ -337,29 +339,29 @@ def test_middleware_is_a_coroutine_function_under_asgi() -> None:
     assert MetricsMiddleware.sync_capable and MetricsMiddleware.async_capable
 
 
-def test_async_view_is_recorded(sample) -> None:
+def test_async_view_is_recorded(sample, sample_or_zero) -> None:
     """Under the async handler, async views are counted like sync ones."""
     labels = {"method": "GET", "view": "async", "status": "200"}
-    before = sample(TOTAL, **labels)
+    before = sample_or_zero(TOTAL, **labels)
     response = asyncio.run(AsyncClient().get("/async/"))
     assert response.json() == {"async": True}
     assert sample(TOTAL, **labels) == before + 1
 
 
-def test_async_path_follows_the_same_exclusions(sample) -> None:
+def test_async_path_follows_the_same_exclusions(sample, sample_or_zero) -> None:
     """Under ASGI the excluded paths and METRICS_ENABLED apply as under WSGI (one rule, in the core)."""
     labels = {"method": "GET", "view": "async", "status": "200"}
-    before = sample(TOTAL, **labels)
+    before = sample_or_zero(TOTAL, **labels)
     with override_settings(METRICS_EXCLUDE_PATHS=["/async/"]):
         assert asyncio.run(AsyncClient().get("/async/")).status_code == 200
     with override_settings(METRICS_ENABLED=False):
         assert asyncio.run(AsyncClient().get("/async/")).status_code == 200
-    assert sample(TOTAL, **labels) == before
+    assert sample_or_zero(TOTAL, **labels) == before
     asyncio.run(AsyncClient().get("/async/"))
     assert sample(TOTAL, **labels) == before + 1
 
 
-def test_async_middleware_counts_exceptions_and_reraises(sample) -> None:
+def test_async_middleware_counts_exceptions_and_reraises(sample, sample_or_zero) -> None:
     """The async path counts a 500 and re-raises, like the sync one."""
 
     async def explode(request: HttpRequest) -> HttpResponse:
@@ -367,16 +369,16 @@ def test_async_middleware_counts_exceptions_and_reraises(sample) -> None:
         raise KeyError("async failure")
 
     labels = {"method": "POST", "view": UNRESOLVED, "status": "500"}
-    before = sample(TOTAL, **labels)
+    before = sample_or_zero(TOTAL, **labels)
     with pytest.raises(KeyError):
         asyncio.run(MetricsMiddleware(explode)(RequestFactory().post("/x/")))
     assert sample(TOTAL, **labels) == before + 1
 
 
-def test_async_streaming_response_is_counted(sample) -> None:
+def test_async_streaming_response_is_counted(sample, sample_or_zero) -> None:
     """An async iterator is wrapped by an async iterator and counted as it is consumed."""
     labels = {"method": "GET", "view": "async-stream"}
-    before = sample(RESPONSE_SIZE_SUM, **labels)
+    before = sample_or_zero(RESPONSE_SIZE_SUM, **labels)
 
     async def fetch() -> bytes:
         response = await AsyncClient().get("/async-stream/")
@@ -387,7 +389,7 @@ def test_async_streaming_response_is_counted(sample) -> None:
     assert sample(RESPONSE_SIZE_SUM, **labels) == before + 8
 
 
-def test_cancelled_async_request_is_499_not_500(sample) -> None:
+def test_cancelled_async_request_is_499_not_500(sample, sample_or_zero) -> None:
     """A request cancelled by a client disconnect is counted as 499 and the cancellation propagates."""
 
     async def hang(request: HttpRequest) -> HttpResponse:
@@ -401,7 +403,7 @@ def test_cancelled_async_request_is_499_not_500(sample) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    before_499 = sample(TOTAL, method="GET", view=UNRESOLVED, status="499")
+    before_499 = sample_or_zero(TOTAL, method="GET", view=UNRESOLVED, status="499")
     before_500 = sample(TOTAL, method="GET", view=UNRESOLVED, status="500")
     asyncio.run(disconnect())
     assert sample(TOTAL, method="GET", view=UNRESOLVED, status="499") == before_499 + 1
@@ -566,13 +568,13 @@ def test_exemplars_cost_no_python_call_per_request(sample) -> None:
 
 
 @override_settings(METRICS_EXEMPLARS=True, METRICS_COMPAT_DJANGO_PROMETHEUS=True)
-def test_compat_and_exemplars_on_a_request_is_still_one_crossing(sample) -> None:
+def test_compat_and_exemplars_on_a_request_is_still_one_crossing(sample, sample_or_zero) -> None:
     """With compatibility and exemplars on, a sync request runs none of the package's Python.
 
     The core's `__call__` is the one crossing; django-prometheus's families and the exemplar
     are recorded inside it.
     """
     header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    before = sample("django_http_requests_total_by_method_total", method="GET") or 0
+    before = sample_or_zero("django_http_requests_total_by_method_total", method="GET")
     assert _python_calls_in_the_package(3, HTTP_TRACEPARENT=header) == []
     assert sample("django_http_requests_total_by_method_total", method="GET") == before + 4

@@ -277,7 +277,6 @@ labels_folded_total = Counter(
 # --- Label values passed by users ---
 OTHER = "other"
 LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-DEFAULT_MAX_LABEL_VALUES = 100
 
 _seen_values: dict[tuple[str, str], set[str]] = {}
 _warned: set[tuple[str, str, str]] = set()

@@ -84,24 +84,24 @@ def send_all(app: Celery, worker: Worker, n: Expected) -> None:
 def count_table(s: Scrape, n: Expected) -> tuple[dict[str, float], dict[str, float]]:
     """Return the counts found in one scrape and the exact counts `n` implies."""
     got = {
-        "add success": s.get("celery_tasks_total", task="shop.tasks.add", status="success"),
-        "fail failure": s.get("celery_tasks_total", task="shop.tasks.fail", status="failure"),
-        "flaky retry": s.get("celery_tasks_total", task="shop.tasks.flaky", status="retry"),
-        "flaky success": s.get("celery_tasks_total", task="shop.tasks.flaky", status="success"),
-        "sleep revoked": s.get("celery_tasks_total", task="shop.tasks.sleep", status="revoked"),
-        "sleep success": s.get("celery_tasks_total", task="shop.tasks.sleep", status="success"),
-        "sleep failure": s.get("celery_tasks_total", task="shop.tasks.sleep", status="failure"),
-        "other rejected": s.get("celery_tasks_total", task="other", status="rejected"),
-        "manual success": s.get("celery_tasks_total", task="send_email", status="success"),
-        "manual failure": s.get("celery_tasks_total", task="send_email", status="failure"),
-        "add runs": s.get("celery_task_duration_seconds_count", task="shop.tasks.add"),
-        "fail runs": s.get("celery_task_duration_seconds_count", task="shop.tasks.fail"),
-        "flaky runs": s.get("celery_task_duration_seconds_count", task="shop.tasks.flaky"),
-        "sleep runs": s.get("celery_task_duration_seconds_count", task="shop.tasks.sleep"),
-        "manual runs": s.get("celery_task_duration_seconds_count", task="send_email"),
-        "add waits": s.get("celery_task_queue_wait_seconds_count", task="shop.tasks.add"),
-        "flaky waits": s.get("celery_task_queue_wait_seconds_count", task="shop.tasks.flaky"),
-        "manual waits": s.get("celery_task_queue_wait_seconds_count", task="shop.tasks.send_email"),
+        "add success": s.get_or_zero("celery_tasks_total", task="shop.tasks.add", status="success"),
+        "fail failure": s.get_or_zero("celery_tasks_total", task="shop.tasks.fail", status="failure"),
+        "flaky retry": s.get_or_zero("celery_tasks_total", task="shop.tasks.flaky", status="retry"),
+        "flaky success": s.get_or_zero("celery_tasks_total", task="shop.tasks.flaky", status="success"),
+        "sleep revoked": s.get_or_zero("celery_tasks_total", task="shop.tasks.sleep", status="revoked"),
+        "sleep success": s.get_or_zero("celery_tasks_total", task="shop.tasks.sleep", status="success"),
+        "sleep failure": s.get_or_zero("celery_tasks_total", task="shop.tasks.sleep", status="failure"),
+        "other rejected": s.get_or_zero("celery_tasks_total", task="other", status="rejected"),
+        "manual success": s.get_or_zero("celery_tasks_total", task="send_email", status="success"),
+        "manual failure": s.get_or_zero("celery_tasks_total", task="send_email", status="failure"),
+        "add runs": s.get_or_zero("celery_task_duration_seconds_count", task="shop.tasks.add"),
+        "fail runs": s.get_or_zero("celery_task_duration_seconds_count", task="shop.tasks.fail"),
+        "flaky runs": s.get_or_zero("celery_task_duration_seconds_count", task="shop.tasks.flaky"),
+        "sleep runs": s.get_or_zero("celery_task_duration_seconds_count", task="shop.tasks.sleep"),
+        "manual runs": s.get_or_zero("celery_task_duration_seconds_count", task="send_email"),
+        "add waits": s.get_or_zero("celery_task_queue_wait_seconds_count", task="shop.tasks.add"),
+        "flaky waits": s.get_or_zero("celery_task_queue_wait_seconds_count", task="shop.tasks.flaky"),
+        "manual waits": s.get_or_zero("celery_task_queue_wait_seconds_count", task="shop.tasks.send_email"),
     }
     want = {
         "add success": n.succeed,
@@ -279,7 +279,7 @@ def test_counts_are_exact_on_the_worker_port_and_the_site(redis_stack: Stack) ->
         for s in (worker_scrape, site_scrape):
             assert s.get("celery_worker_up", worker=stack.worker.node) == 1
             heartbeat = s.get("celery_worker_last_heartbeat_timestamp_seconds", worker=stack.worker.node)
-            assert time.time() - 30 < heartbeat <= time.time() + 1
+            assert heartbeat is not None and time.time() - 30 < heartbeat <= time.time() + 1
 
         def replaced() -> bool:
             now = pool_pids(stack.worker.server.process.pid)
@@ -312,8 +312,8 @@ def test_counts_survive_the_worker_and_liveness_drops(redis_stack: Stack) -> Non
         for key, value in before.samples.items():
             if key[0].startswith(("celery_tasks_total", "celery_task_duration_seconds_count")):
                 assert after.samples.get(key) == value, key
-        assert after.get("celery_worker_up", worker=stack.worker.node) == 0
-        assert after.get("celery_worker_pool_processes", worker=stack.worker.node) == 0
+        assert after.get("celery_worker_up", worker=stack.worker.node) is None
+        assert after.get("celery_worker_pool_processes", worker=stack.worker.node) is None
         # The last heartbeat stays, so `time() - celery_worker_last_heartbeat_timestamp_seconds` grows.
         assert after.has("celery_worker_last_heartbeat_timestamp_seconds", worker=stack.worker.node)
 

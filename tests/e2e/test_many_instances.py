@@ -10,7 +10,6 @@ and every recording rule must equal its raw query evaluated at the same instant.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -25,11 +24,21 @@ import pytest
 import requests
 import yaml
 
-from tests.promstack import ROOT, Server, free_port, http_get, prom_query, spawn, start_prometheus, wait_for
+from tests.promstack import (
+    EXAMPLE,
+    ROOT,
+    Server,
+    free_port,
+    http_get,
+    prom_query,
+    site_env,
+    spawn,
+    start_prometheus,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = ROOT / "example"
 TOKEN = "many-instances-token"
 JOB = "django_app"
 INSTANCES = 3
@@ -84,32 +93,22 @@ class Cluster:
     quiet_since: float
 
 
-def site_env(workdir: Path, port: int, export_port: int) -> dict[str, str]:
+def instance_env(workdir: Path, port: int, export_port: int) -> dict[str, str]:
     """Return the environment of one instance: its own ports, store and database."""
-    store = workdir / "multiproc"
-    store.mkdir(parents=True)
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "server.settings",
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "DJANGO_DEBUG": "0",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "METRICS_AUTH_TOKEN": TOKEN,
-        # Nobody is allowed by address: Prometheus must present the token.
-        "METRICS_ALLOWED_IPS": "",
-        "PROMETHEUS_MULTIPROC_DIR": str(store),
-        "PYTHONPATH": os.pathsep.join([str(EXAMPLE), str(ROOT / "python")]),
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": "2",
+    return site_env(
+        workdir,
+        TOKEN,
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        GUNICORN_WORKERS="2",
         # As in deploy/kubernetes/site.yaml: gunicorn's master serves /metrics/ on a port of its own.
-        "METRICS_EXPORT_PORT": f"127.0.0.1:{export_port}",
-    }
+        METRICS_EXPORT_PORT=f"127.0.0.1:{export_port}",
+    )
 
 
 def migrate(workdir: Path) -> Path:
     """Create a migrated SQLite database in `workdir` and return its path (copied for each site)."""
     workdir.mkdir(parents=True)
-    env = site_env(workdir, free_port(), free_port())
+    env = instance_env(workdir, free_port(), free_port())
     result = subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
         cwd=EXAMPLE,
@@ -145,7 +144,7 @@ def start_site(name: str, workdir: Path, database: Path) -> Server:
         ],
         workdir,
         port,
-        env=site_env(workdir, port, export_port),
+        env=instance_env(workdir, port, export_port),
     )
     site.extra["target"] = f"127.0.0.1:{export_port}"
     return site

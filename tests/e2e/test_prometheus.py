@@ -11,7 +11,6 @@ reason; they must still be valid PromQL, and must return nothing (so the list st
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -31,11 +30,13 @@ from prometheus_client.parser import text_string_to_metric_families
 import metrics.compat
 from metrics.core import exposition
 from tests.promstack import (
+    EXAMPLE,
     ROOT,
     Server,
     free_port,
     http_get,
     prom_query,
+    site_env,
     spawn,
     start_gunicorn,
     start_prometheus,
@@ -50,7 +51,6 @@ TOKEN = "e2e-secret-token"
 BROKER = "redis://127.0.0.1:6379/13"
 SUCCEEDING_TASKS = 20
 FAILING_TASKS = 5
-EXAMPLE = ROOT / "example"
 PUSH_JOB = "nightly"
 
 # Grafana's variables, as Grafana renders them for this test's single site ("All" = allValue).
@@ -98,25 +98,6 @@ class Stack:
     printed: str
     # Requests the traffic generator sent to the site, by status.
     sent: dict[str, int]
-
-
-def example_env(workdir: Path) -> dict[str, str]:
-    """Return the environment of the example site: SQLite and a multiprocess store in `workdir`."""
-    store = workdir / "multiproc"
-    store.mkdir()
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "server.settings",
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "DJANGO_DEBUG": "0",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "METRICS_AUTH_TOKEN": TOKEN,
-        # Nobody is allowed by address: the scrape must present the token.
-        "METRICS_ALLOWED_IPS": "",
-        "PROMETHEUS_MULTIPROC_DIR": str(store),
-        "DJANGO_SUPERUSER_PASSWORD": "e2e-password",
-        "PYTHONPATH": os.pathsep.join([str(EXAMPLE), str(ROOT / "python")]),
-    }
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -204,7 +185,7 @@ def generate_traffic(base: str, seconds: float) -> dict[str, int]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Start the site, the Pushgateway and Prometheus; generate traffic and one push."""
     workdir = tmp_path_factory.mktemp("e2e")
-    env = example_env(workdir)
+    env = site_env(workdir, TOKEN, DJANGO_SUPERUSER_PASSWORD="e2e-password")
     manage(env, "migrate", "--noinput")
     manage(env, "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com")
     started: list[Server] = []

@@ -1,8 +1,7 @@
-"""Fixtures of the instrumentation tests: the instrumentation installed, and metric readers."""
+"""Fixtures of the instrumentation tests: the instrumentation installed, and a metric reader."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,13 +22,3 @@ def read_samples(metric: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
         for sample in family.samples:
             out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
     return out
-
-
-@pytest.fixture
-def sample() -> Callable[..., float]:
-    """Return `sample(metric, name, **labels)`: the sample's value, 0.0 when absent."""
-
-    def read(metric: Any, name: str, **labels: str) -> float:
-        return read_samples(metric).get((name, tuple(sorted(labels.items()))), 0.0)
-
-    return read

@@ -71,7 +71,7 @@ def broker_app(url: str, queues: list[str] | None = None) -> Celery:
 
 def collector_for(app: Celery) -> QueueCollector:
     """Return a collector of `app`'s queues whose connection is closed after the test."""
-    collector = QueueCollector(app)
+    collector = QueueCollector(app, instrument.active)
     _made.append(collector)
     return collector
 
@@ -306,10 +306,11 @@ FORK_SCRIPT = """
     settings.configure(INSTALLED_APPS=["metrics"], METRICS_CELERY_QUEUES=[{queue!r}])
     django.setup()
     from celery import Celery
+    from metrics.instrument.celery import active
     from metrics.instrument.celery_queues import QueueCollector
 
     app = Celery("fork", broker={url!r}, set_as_current=False)
-    collector = QueueCollector(app)
+    collector = QueueCollector(app, active)
     os.register_at_fork(after_in_child=collector.after_fork)
 
     def length():

@@ -514,6 +514,6 @@ def install(app: Any = None) -> bool:
         celery_worker.add_worker_options(app)
     from metrics.instrument import celery_queues
 
-    celery_queues.install(app)
+    celery_queues.install(app, active)
     _register_health_check(app)
     return True

@@ -27,6 +27,9 @@ One connection per process, kept between scrapes, without AMQP heartbeats (nothi
 them between scrapes, and RabbitMQ would close the connection). A forked child (gunicorn
 workers, Celery's prefork pool) never uses its parent's connection: the socket is shared with
 the parent, so the child only forgets it, without a word on the wire.
+
+The backlog is read only while task metrics are on: the installer (`metrics.instrument.celery`)
+hands over its `active` predicate, so this module never imports that one.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -214,8 +217,10 @@ _inherited: list[BrokerReader] = []
 class QueueCollector:
     """The scrape-time collector of `celery_queue_length` and `celery_queue_consumers`."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, active: Callable[[], bool]) -> None:
+        """Read `app`'s queues at each collection for which `active()` is true."""
         self._app = weakref.ref(app)
+        self._active = active
         self._reset()
 
     def _reset(self) -> None:
@@ -237,10 +242,8 @@ class QueueCollector:
 
     def collect(self) -> list[Any]:
         """Return the families read from the broker now; none when it did not answer in time."""
-        from metrics.instrument.celery import active
-
         app = self._app()
-        if app is None or self._reader is None or not active():
+        if app is None or self._reader is None or not self._active():
             return []
         queues = watched_queues(app)
         if not queues:
@@ -333,11 +336,14 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-def install(app: Any) -> QueueCollector:
-    """Show `app`'s queues on every exposition of this process; the first app installed wins."""
+def install(app: Any, active: Callable[[], bool]) -> QueueCollector:
+    """Show `app`'s queues on every exposition of this process while `active()` is true.
+
+    The first app installed wins.
+    """
     global _collector
     with _install_lock:
         if _collector is None:
-            _collector = QueueCollector(app)
+            _collector = QueueCollector(app, active)
             core.REGISTRY.register(_collector)
         return _collector
