@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 import pytest
 
 from metrics import _core
@@ -135,3 +137,27 @@ def test_wants_openmetrics_follows_negotiation() -> None:
 def test_accept_encoding_parsing(header: str, expected: bool) -> None:
     """gzip is used when listed with q > 0."""
     assert accepts_gzip(header) is expected
+
+
+def test_worker_port_negotiates_like_the_site() -> None:
+    """The standalone metrics port (Celery worker, gunicorn master) serves protobuf and escaping too."""
+    from metrics.worker_http import serve
+    from tests.promstack import http_get
+
+    server = serve("127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        request = urllib.request.Request(
+            url, headers={"X-Metrics-Token": "test-token", "Accept": PROMETHEUS_3}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Content-Type"] == PROTOBUF_CONTENT_TYPE
+            body = response.read()
+        # A length-delimited MetricFamily whose field 1 (the name) comes first.
+        assert body[0] < 0x80 or body[1] < 0x80
+        assert b"\x0a\x23django_metrics_store_problems_total" in body
+        accept = {"X-Metrics-Token": "test-token", "Accept": "text/plain;version=1.0.0;escaping=allow-utf-8"}
+        status, text = http_get(url, accept)
+        assert status == 200 and b"# TYPE django_metrics_store_problems_total counter" in text
+    finally:
+        server.stop()
