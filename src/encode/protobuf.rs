@@ -75,27 +75,48 @@ fn string(out: &mut Vec<u8>, field: u32, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Write what `build` writes, preceded by its length as a varint: one byte is reserved, and the
-/// body is moved only when its length needs more.
-fn delimited(out: &mut Vec<u8>, build: impl FnOnce(&mut Vec<u8>)) {
+/// Write what `build` writes, preceded by its length as a varint. `guess` bytes are reserved for
+/// the length (then set to what it took): the body is moved only when the guess was wrong, so
+/// a caller writing many messages of about one size (a family's series) passes the same guess
+/// and moves almost nothing.
+fn delimited_guess(out: &mut Vec<u8>, guess: &mut usize, build: impl FnOnce(&mut Vec<u8>)) {
+    let reserved = (*guess).clamp(1, 10);
     let start = out.len();
-    out.push(0);
+    out.resize(start + reserved, 0);
     build(out);
-    let len = out.len() - start - 1;
+    let len = out.len() - start - reserved;
     let n = varint_len(len as u64);
-    if n > 1 {
-        out.resize(out.len() + n - 1, 0);
-        out.copy_within(start + 1..start + 1 + len, start + n);
+    if n != reserved {
+        if n > reserved {
+            out.resize(out.len() + n - reserved, 0);
+        }
+        out.copy_within(start + reserved..start + reserved + len, start + n);
+        out.truncate(start + n + len);
     }
-    let mut prefix = Vec::with_capacity(n);
-    varint(&mut prefix, len as u64);
-    out[start..start + n].copy_from_slice(&prefix);
+    let mut v = len as u64;
+    for byte in &mut out[start..start + n] {
+        *byte = (v as u8 & 0x7f) | 0x80;
+        v >>= 7;
+    }
+    out[start + n - 1] &= 0x7f;
+    *guess = n;
+}
+
+/// Write what `build` writes, preceded by its length as a varint.
+fn delimited(out: &mut Vec<u8>, build: impl FnOnce(&mut Vec<u8>)) {
+    delimited_guess(out, &mut 1, build);
 }
 
 /// Write field `field` as an embedded message built by `build`.
 fn message(out: &mut Vec<u8>, field: u32, build: impl FnOnce(&mut Vec<u8>)) {
     key(out, field, LEN);
     delimited(out, build);
+}
+
+/// Write field `field` as an embedded message, with a length guess (see [`delimited_guess`]).
+fn message_guess(out: &mut Vec<u8>, field: u32, guess: &mut usize, build: impl FnOnce(&mut Vec<u8>)) {
+    key(out, field, LEN);
+    delimited_guess(out, guess, build);
 }
 
 /// A count as protobuf's `uint64` (counts are whole numbers kept in f64 cells).
@@ -163,9 +184,9 @@ pub(crate) struct HistogramData<'a, 'b> {
     pub created: Option<f64>,
 }
 
-/// Write a `Metric.histogram` field.
-fn histogram(out: &mut Vec<u8>, h: &HistogramData<'_, '_>) {
-    message(out, 7, |m| {
+/// Write a `Metric.histogram` field (`guess`: see [`delimited_guess`]).
+fn histogram(out: &mut Vec<u8>, h: &HistogramData<'_, '_>, guess: &mut usize) {
+    message_guess(out, 7, guess, |m| {
         uint(m, 1, count(h.count));
         double(m, 2, h.sum);
         for b in h.buckets {
@@ -238,7 +259,6 @@ fn escaped(parts: &[&str], escaping: Escaping, metric: bool) -> String {
 pub fn encode(out: &mut Vec<u8>, families: &[FamilySnapshot], opts: Options) {
     let esc = opts.escaping;
     let mut buckets: Vec<Bucket<'_>> = Vec::new();
-    let mut pairs: Vec<(String, &str)> = Vec::new();
     for fam in families {
         let desc = &fam.desc;
         let (suffix, kind) = match desc.kind {
@@ -250,53 +270,73 @@ pub fn encode(out: &mut Vec<u8>, families: &[FamilySnapshot], opts: Options) {
         };
         let name = escaped(&[&desc.name, suffix], esc, true);
         let label_names: Vec<String> = desc.labelnames.iter().map(|l| escaped(&[l], esc, false)).collect();
+        // Label indices by written name: one sort per family, none per series.
+        let mut order: Vec<usize> = (0..label_names.len()).collect();
+        order.sort_by(|a, b| label_names[*a].cmp(&label_names[*b]));
         let state_label = escaped(&[&desc.name], esc, false);
         let want_created = opts.created;
+        let (mut metric_guess, mut histogram_guess) = (1, 1);
         delimited(out, |f| {
             family_header(f, &name, &desc.help, kind, &desc.unit);
             for series in &fam.series {
                 let at = |i: usize| series.values.get(i).copied().unwrap_or(0.0);
                 let ex = |i: usize| series.exemplars.get(i).and_then(Option::as_ref);
                 let created = want_created.then_some(series.created);
-                pairs.clear();
-                for (n, v) in label_names.iter().zip(&series.labels) {
-                    pairs.push((n.clone(), v.as_str()));
+                let value = |i: usize| series.labels.get(i).map_or("", String::as_str);
+                // An info's pairs and an enum's state label join the declared ones, sorted.
+                let extra_names: Vec<String> =
+                    series.info.iter().map(|(k, _)| escaped(&[k], esc, false)).collect();
+                let mut merged: Vec<(&str, &str)> = Vec::new();
+                if !extra_names.is_empty() || desc.kind == Kind::Enum {
+                    merged.extend(order.iter().map(|i| (label_names[*i].as_str(), value(*i))));
+                    merged.extend(
+                        extra_names
+                            .iter()
+                            .map(String::as_str)
+                            .zip(series.info.iter().map(|(_, v)| v.as_str())),
+                    );
+                    merged.sort();
                 }
-                for (k, v) in &series.info {
-                    pairs.push((escaped(&[k], esc, false), v.as_str()));
-                }
-                let write_labels = |m: &mut Vec<u8>, pairs: &mut Vec<(String, &str)>| {
-                    pairs.sort();
-                    for (k, v) in pairs.iter() {
-                        label_pair(m, k, v);
+                let write_labels = |m: &mut Vec<u8>| {
+                    if merged.is_empty() {
+                        for i in &order {
+                            label_pair(m, &label_names[*i], value(*i));
+                        }
+                    } else {
+                        for (k, v) in &merged {
+                            label_pair(m, k, v);
+                        }
                     }
                 };
                 match desc.kind {
                     Kind::Enum => {
                         let current = at(0);
                         for (i, state) in desc.states.iter().enumerate() {
-                            let mut with_state = pairs.clone();
-                            with_state.push((state_label.clone(), state.as_str()));
+                            let mut with_state = merged.clone();
+                            with_state.push((state_label.as_str(), state.as_str()));
+                            with_state.sort();
                             message(f, 4, |m| {
-                                write_labels(m, &mut with_state);
+                                for (k, v) in &with_state {
+                                    label_pair(m, k, v);
+                                }
                                 single(m, 2, if i as f64 == current { 1.0 } else { 0.0 });
                             });
                         }
                     }
                     Kind::Counter => message(f, 4, |m| {
-                        write_labels(m, &mut pairs);
+                        write_labels(m);
                         counter(m, at(0), ex(0), created);
                     }),
                     Kind::Gauge => message(f, 4, |m| {
-                        write_labels(m, &mut pairs);
+                        write_labels(m);
                         single(m, 2, at(0));
                     }),
                     Kind::Info => message(f, 4, |m| {
-                        write_labels(m, &mut pairs);
+                        write_labels(m);
                         single(m, 2, 1.0);
                     }),
                     Kind::Summary => message(f, 4, |m| {
-                        write_labels(m, &mut pairs);
+                        write_labels(m);
                         summary(m, at(0), at(1), &[], created);
                     }),
                     Kind::Histogram => {
@@ -312,9 +352,9 @@ pub fn encode(out: &mut Vec<u8>, families: &[FamilySnapshot], opts: Options) {
                             buckets: &buckets,
                             created,
                         };
-                        message(f, 4, |m| {
-                            write_labels(m, &mut pairs);
-                            histogram(m, &data);
+                        message_guess(f, 4, &mut metric_guess, |m| {
+                            write_labels(m);
+                            histogram(m, &data, &mut histogram_guess);
                         });
                     }
                 }
@@ -444,7 +484,7 @@ pub fn encode_raw(out: &mut Vec<u8>, families: &[RawFamily], opts: Options) {
                                     .collect();
                                 let data =
                                     HistogramData { count: g.count, sum: g.sum, buckets: &buckets, created };
-                                histogram(m, &data);
+                                histogram(m, &data, &mut 1);
                             }
                             _ => single(m, 5, g.value.unwrap_or(0.0)),
                         }
@@ -555,6 +595,18 @@ mod tests {
         let msgs = delimited_messages(&out);
         assert_eq!(msgs.len(), 1);
         assert_eq!(fields(&msgs[0]), vec![(1, Value::Bytes(vec![b'x'; 300]))]);
+    }
+
+    #[test]
+    fn wrong_length_guesses_are_corrected_both_ways() {
+        for (guess, len) in [(3, 5), (1, 200), (2, 20_000), (1, 0)] {
+            let mut out = vec![7u8];
+            let mut g = guess;
+            delimited_guess(&mut out, &mut g, |m| m.extend(std::iter::repeat(b'y').take(len)));
+            assert_eq!(g, varint_len(len as u64));
+            assert_eq!(out[0], 7);
+            assert_eq!(delimited_messages(&out[1..]), vec![vec![b'y'; len]]);
+        }
     }
 
     #[test]
