@@ -1,8 +1,10 @@
 """Core benchmark: this package's metric operations and scrapes against prometheus_client's.
 
 Both run in the same interpreter, interleaved round by round, so machine noise hits both alike.
-Prints ns/op (median of rounds) and the ratio prometheus_client / ours (higher is better for us).
-Run with `make bench` (release build).
+Prints ns/op (median of rounds) and the ratio prometheus_client / ours (higher is better for us),
+then our protobuf scrape against our text scrape of the same 10k histogram series (ratio text /
+protobuf: at least 1.0 means protobuf is no slower). Run with `make bench` (release build);
+`python bench/core.py protobuf` runs the protobuf row alone.
 """
 
 from __future__ import annotations
@@ -69,7 +71,32 @@ def scrape_setup(lib, registry, kind: str, series: int) -> None:
             m.labels(f"/route/{i}", "200").observe(i / series)
 
 
+def protobuf_row(series: int = 10_000, rounds: int = 7) -> tuple[str, float, float]:
+    """Time our protobuf and text scrapes of `series` histogram series, interleaved."""
+    registry = core.CollectorRegistry()
+    scrape_setup(metrics, registry, "histogram", series)
+    a, b = [], []
+    for _ in range(rounds):
+        start = time.perf_counter_ns()
+        proto = core.generate_latest_protobuf(registry)
+        a.append(time.perf_counter_ns() - start)
+        start = time.perf_counter_ns()
+        text = core.generate_latest(registry)
+        b.append(time.perf_counter_ns() - start)
+    assert len(proto) > series and len(text) > series
+    return f"scrape {series:>6,} histogram series", statistics.median(a), statistics.median(b)
+
+
+def print_protobuf_row() -> None:
+    name, proto_ns, text_ns = protobuf_row()
+    print(f"\n{'operation (ours)':<34} {'protobuf':>14} {'text 0.0.4':>18} {'ratio':>8}")
+    print(f"{name:<34} {fmt(proto_ns):>14} {fmt(text_ns):>18} {text_ns / proto_ns:>7.2f}x")
+
+
 def main() -> int:
+    if sys.argv[1:] == ["protobuf"]:
+        print_protobuf_row()
+        return 0
     rows: list[tuple[str, float, float]] = []
     ours_reg, theirs_reg = core.CollectorRegistry(), prometheus_client.CollectorRegistry()
     ours, theirs = hot_ops(metrics, ours_reg), hot_ops(prometheus_client, theirs_reg)
@@ -100,6 +127,7 @@ def main() -> int:
     print(f"{'operation':<34} {'ours':>14} {'prometheus_client':>18} {'ratio':>8}")
     for name, ours_ns, theirs_ns in rows:
         print(f"{name:<34} {fmt(ours_ns):>14} {fmt(theirs_ns):>18} {theirs_ns / ours_ns:>7.1f}x")
+    print_protobuf_row()
     return 0
 
 

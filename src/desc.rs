@@ -226,7 +226,7 @@ fn full_name(kind: Kind, name: &str, namespace: &str, subsystem: &str, unit: &st
     if !unit.is_empty() && matches!(kind, Kind::Info | Kind::Enum) {
         return Err(Error::Invalid(format!("Metric name is of a type that cannot have a unit: {full}")));
     }
-    if !names::is_valid_metric_name(&full) {
+    if !names::is_valid_utf8_metric_name(&full) {
         return Err(Error::Invalid(format!("Invalid metric name: {full}")));
     }
     Ok(full)
@@ -235,7 +235,7 @@ fn full_name(kind: Kind, name: &str, namespace: &str, subsystem: &str, unit: &st
 /// Check declared label names.
 fn validate_labelnames(kind: Kind, labelnames: &[String]) -> Result<()> {
     for (i, l) in labelnames.iter().enumerate() {
-        if !names::is_valid_label_name(l) {
+        if !names::is_valid_utf8_label_name(l) {
             return Err(Error::Invalid(format!("Invalid label metric name: {l}")));
         }
         if l.starts_with("__") || kind.reserved_label() == Some(l.as_str()) {
@@ -263,13 +263,15 @@ mod tests {
 
     #[test]
     fn bad_names_are_rejected() {
-        assert!(full_name(Kind::Gauge, "1x", "", "", "").is_err());
-        assert!(full_name(Kind::Gauge, "a-b", "", "", "").is_err());
+        // Without legacy validation (no probe installed), any non-empty UTF-8 name is valid.
+        assert_eq!(full_name(Kind::Counter, "http.requests_total", "", "", "").unwrap(), "http.requests");
+        assert!(full_name(Kind::Gauge, "1x", "", "", "").is_ok());
         assert!(full_name(Kind::Gauge, "", "", "", "").is_err());
         assert!(validate_labelnames(Kind::Gauge, &["__x".into()]).is_err());
+        assert!(validate_labelnames(Kind::Gauge, &["".into()]).is_err());
         assert!(validate_labelnames(Kind::Histogram, &["le".into()]).is_err());
         assert!(validate_labelnames(Kind::Gauge, &["le".into()]).is_ok());
-        assert!(validate_labelnames(Kind::Gauge, &["a:b".into()]).is_err());
+        assert!(validate_labelnames(Kind::Gauge, &["a:b".into(), "ünï".into()]).is_ok());
         assert!(validate_labelnames(Kind::Gauge, &["a".into(), "a".into()]).is_err());
     }
 }

@@ -16,6 +16,7 @@ _M = TypeVar("_M")
 
 __all__ = [
     "OPENMETRICS_CONTENT_TYPE",
+    "PROTOBUF_CONTENT_TYPE",
     "TEXT_CONTENT_TYPE",
     "CollectorRegistry",
     "CompatRecorder",
@@ -48,6 +49,7 @@ __all__ = [
 
 TEXT_CONTENT_TYPE: str
 OPENMETRICS_CONTENT_TYPE: str
+PROTOBUF_CONTENT_TYPE: str
 
 _GaugeMode = Literal[
     "all",
@@ -415,6 +417,8 @@ class CollectorRegistry:
         created: bool = True,
         foreign: list[tuple[str, str, str, str, list[_ForeignSample]]] = ...,
         gzip: bool = False,
+        escaping: str = "underscores",
+        protobuf: bool = False,
     ) -> bytes: ...
 
 def set_default_registry(registry: CollectorRegistry) -> None:

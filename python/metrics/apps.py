@@ -36,7 +36,7 @@ class MetricsConfig(AppConfig):
                 pass  # Reported by the system check metrics.E004; metrics stay per-process.
         # A worker of a pre-forking server shares a private store, unless `metrics` was imported
         # before the settings were loaded (a settings file importing it): then it is decided now.
-        prefork.choose_store()
+        prefork.choose_store(core)
 
         from metrics.health import migrations_at_scrape
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from metrics._core import (
     Summary,
     trace_id_from_traceparent,
 )
+from metrics.negotiation import UNDERSCORES
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -55,6 +57,7 @@ __all__ = [
     "exposition",
     "generate_latest",
     "generate_latest_openmetrics",
+    "generate_latest_protobuf",
     "mark_process_dead",
     "multiprocess_dir",
     "set_store_file_mode",
@@ -408,14 +411,33 @@ class CollectorRegistry(_core.CollectorRegistry):
                     return float(sample.value)
         return None
 
-    def encode(self, *, openmetrics: bool = False, gzip: bool = False, extra: Iterable[Any] = ()) -> bytes:
-        """Return the exposition of this registry plus the collectors in `extra`."""
+    def encode(
+        self,
+        *,
+        openmetrics: bool = False,
+        gzip: bool = False,
+        extra: Iterable[Any] = (),
+        protobuf: bool = False,
+        escaping: str = "underscores",
+    ) -> bytes:
+        """Return the exposition of this registry plus the collectors in `extra`.
+
+        Text 0.0.4 by default, OpenMetrics with `openmetrics`, Prometheus's protobuf with
+        `protobuf`; names escaped by `escaping` (see `metrics.negotiation`).
+        """
         _run_collect_hooks()
         foreign = [*self._foreign_collectors(), *extra]
         with self._lock:
             if self._target_info:
                 foreign.insert(0, _Fixed([self._target_info_metric()]))
-        payload = self._encode(openmetrics, _created_enabled(), _foreign_families(foreign), gzip)
+        payload = self._encode(
+            openmetrics,
+            _created_enabled(),
+            _foreign_families(foreign),
+            gzip,
+            escaping=escaping,
+            protobuf=protobuf,
+        )
         _report_store_problems()
         return payload
 
@@ -520,7 +542,7 @@ def _choose_store() -> None:
         except OSError as exc:
             logger.error("PROMETHEUS_MULTIPROC_DIR unusable, metrics stay per-process: %s", exc)
         return
-    prefork.choose_store()
+    prefork.choose_store(sys.modules[__name__])
 
 
 _choose_store()
@@ -531,14 +553,23 @@ _store_problems = Counter(
 )
 
 
-def generate_latest(registry: CollectorRegistry = REGISTRY) -> bytes:
-    """Return `registry` in the Prometheus text format 0.0.4."""
-    return registry.encode()
+def generate_latest(registry: CollectorRegistry = REGISTRY, escaping: str = UNDERSCORES) -> bytes:
+    """Return `registry` in the Prometheus text format, names escaped by `escaping`.
+
+    With `allow-utf-8`, names outside the classic character set are quoted (text format 1.0.0);
+    with any other scheme the output is text 0.0.4.
+    """
+    return registry.encode(escaping=escaping)
 
 
-def generate_latest_openmetrics(registry: CollectorRegistry = REGISTRY) -> bytes:
-    """Return `registry` in the OpenMetrics 1.0 text format."""
-    return registry.encode(openmetrics=True)
+def generate_latest_openmetrics(registry: CollectorRegistry = REGISTRY, escaping: str = UNDERSCORES) -> bytes:
+    """Return `registry` in the OpenMetrics 1.0 text format, names escaped by `escaping`."""
+    return registry.encode(openmetrics=True, escaping=escaping)
+
+
+def generate_latest_protobuf(registry: CollectorRegistry = REGISTRY, escaping: str = UNDERSCORES) -> bytes:
+    """Return `registry` as length-delimited `io.prometheus.client.MetricFamily` messages."""
+    return registry.encode(protobuf=True, escaping=escaping)
 
 
 def exposition(
@@ -547,13 +578,18 @@ def exposition(
     gzip: bool = False,
     include_foreign: bool = True,
     names: Iterable[str] | None = None,
+    protobuf: bool = False,
+    escaping: str = UNDERSCORES,
 ) -> bytes:
     """Return what `/metrics/` serves: the default registry plus prometheus_client's.
 
+    Text 0.0.4 by default, OpenMetrics with `openmetrics`, Prometheus's protobuf with
+    `protobuf`; names escaped by `escaping` (`metrics.negotiation` picks both from the request).
     With `names` (prometheus_client's `name[]` query parameter), only the samples of those names.
     prometheus_client's part is left out, logged and counted when it cannot be read (its
     multiprocess files gone with the directory): our own metrics are still served.
     """
+    fmt: dict[str, Any] = {"openmetrics": openmetrics, "protobuf": protobuf, "escaping": escaping}
     extra: list[Any] = []
     if include_foreign:
         try:
@@ -562,14 +598,14 @@ def exposition(
             logger.exception("prometheus_client's metrics are left out of this scrape")
             _count_store_problem()
     if names is None:
-        return REGISTRY.encode(openmetrics=openmetrics, gzip=gzip, extra=extra)
+        return REGISTRY.encode(gzip=gzip, extra=extra, **fmt)
     wanted = set(names)
     restricted: list[Any] = [REGISTRY.restricted_registry(wanted)]
     for registry in extra:
         restrict = getattr(registry, "restricted_registry", None)
         if restrict is not None:
             restricted.append(restrict(wanted))
-    return _EMPTY.encode(openmetrics=openmetrics, gzip=gzip, extra=restricted)
+    return _EMPTY.encode(gzip=gzip, extra=restricted, **fmt)
 
 
 def _foreign_registry() -> Any:

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger("metrics")
 
@@ -286,18 +286,29 @@ def _mode_now() -> str | None:
         return None
 
 
-def choose_store() -> None:
-    """Move to the shared store in a private directory if this process is a pre-forking server's.
+class Store(Protocol):
+    """What this module needs of `metrics.core`, handed in so that it never imports it."""
 
-    Called when `metrics.core` is imported and again from `AppConfig.ready()`; decides once. An
-    explicit `PROMETHEUS_MULTIPROC_DIR` always wins; `METRICS_MULTIPROCESS = "off"` (or "on",
-    which requires the explicit directory) never switches. Settings are read only in a
+    def multiprocess_dir(self) -> str | None: ...
+    def enable_multiprocess(self, path: str) -> None: ...
+
+
+# The store `choose_store` was given (metrics.core), for a forked child's second decision.
+_store: Store | None = None
+
+
+def choose_store(store: Store) -> None:
+    """Move `store` to a private shared directory if this process is a pre-forking server's.
+
+    Called by `metrics.core` when it is imported and again from `AppConfig.ready()`; decides
+    once. An explicit `PROMETHEUS_MULTIPROC_DIR` always wins; `METRICS_MULTIPROCESS = "off"` (or
+    "on", which requires the explicit directory) never switches. Settings are read only in a
     process that such a server runs.
     """
-    global _decided
+    global _decided, _store
+    _store = core = store
     if _decided:
         return
-    from metrics import core
     from metrics.conf import app_settings
 
     server = None if core.multiprocess_dir() is not None else detect()
@@ -371,9 +382,7 @@ def _warn_at_first_request(server: Server) -> None:
 def _forget_decision_in_child() -> None:
     """Let a forked child decide again: a master that imported `metrics` early is no worker."""
     global _decided
-    from metrics import core
-
-    if core.multiprocess_dir() is None:
+    if _store is not None and _store.multiprocess_dir() is None:
         _decided = False
 
 

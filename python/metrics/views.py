@@ -21,7 +21,7 @@ from django.views.decorators.http import require_safe
 from metrics import core, health
 from metrics.access import WWW_AUTHENTICATE, check_request
 from metrics.conf import app_settings
-from metrics.negotiation import accepts_gzip, prefers_html, wants_openmetrics
+from metrics.negotiation import accepts_gzip, negotiate, prefers_html
 
 
 @csrf_exempt
@@ -41,14 +41,18 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         if decision.status == 401:
             response["WWW-Authenticate"] = WWW_AUTHENTICATE
         return response
-    openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+    chosen = negotiate(request.headers.get("Accept", ""))
     gzip = accepts_gzip(request.headers.get("Accept-Encoding", ""))
     # `?name[]=a&name[]=b`: only those samples, as prometheus_client's handlers allow.
     names = request.GET.getlist("name[]") or None
-    body = core.exposition(openmetrics=openmetrics, gzip=gzip, names=names)
-    response = HttpResponse(
-        body, content_type=core.OPENMETRICS_CONTENT_TYPE if openmetrics else core.CONTENT_TYPE_LATEST
+    body = core.exposition(
+        openmetrics=chosen.format == "openmetrics",
+        protobuf=chosen.format == "protobuf",
+        escaping=chosen.escaping,
+        gzip=gzip,
+        names=names,
     )
+    response = HttpResponse(body, content_type=chosen.content_type)
     if gzip:
         response["Content-Encoding"] = "gzip"
     patch_vary_headers(response, ("Accept", "Accept-Encoding"))

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 from metrics import core
 from metrics.access import WWW_AUTHENTICATE, is_allowed
 from metrics.conf import app_settings
-from metrics.negotiation import accepts_gzip, wants_openmetrics
+from metrics.negotiation import accepts_gzip, negotiate
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -87,11 +87,17 @@ class MetricsHandler(BaseHTTPRequestHandler):
             body = b"Authentication required.\n" if decision.status == 401 else b"Forbidden.\n"
             self._send(decision.status, body, "text/plain; charset=utf-8", send_body, extra)
             return
-        openmetrics = wants_openmetrics(self.headers.get("Accept", ""))
+        chosen = negotiate(self.headers.get("Accept", ""))
         gzip = accepts_gzip(self.headers.get("Accept-Encoding", ""))
         try:
             names = parse_qs(urlsplit(self.path).query).get("name[]")
-            body = core.exposition(openmetrics=openmetrics, gzip=gzip, names=names)
+            body = core.exposition(
+                openmetrics=chosen.format == "openmetrics",
+                protobuf=chosen.format == "protobuf",
+                escaping=chosen.escaping,
+                gzip=gzip,
+                names=names,
+            )
         except Exception:
             logger.exception("metrics server: exposition failed")
             self._send(500, b"Exposition failed.\n", "text/plain; charset=utf-8", send_body)
@@ -99,8 +105,7 @@ class MetricsHandler(BaseHTTPRequestHandler):
         extra = {"Vary": "Accept, Accept-Encoding"}
         if gzip:
             extra["Content-Encoding"] = "gzip"
-        content_type = core.OPENMETRICS_CONTENT_TYPE if openmetrics else core.CONTENT_TYPE_LATEST
-        self._send(200, body, content_type, send_body, extra)
+        self._send(200, body, chosen.content_type, send_body, extra)
 
     def _send(
         self,

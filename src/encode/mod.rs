@@ -1,6 +1,7 @@
 //! Exposition: snapshots of families, and the text formats they are written in.
 
 pub mod openmetrics;
+pub mod protobuf;
 pub mod raw;
 pub mod text;
 
@@ -9,24 +10,33 @@ use std::io::Write;
 use crate::desc::{Desc, Kind};
 use crate::exemplar::Exemplar;
 use crate::float;
-use crate::names::{escape_help, escape_label_value};
+use crate::names::{escape_help, escape_label_value, write_name, Escaping};
 pub use crate::snapshot::{FamilySnapshot, SeriesSnapshot};
 
-/// Options shared by both encoders.
+/// Options shared by the encoders.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
-    /// Emit `_created` samples for counters, histograms and summaries.
+    /// Emit `_created` samples for counters, histograms and summaries (protobuf: their
+    /// `created_timestamp` fields).
     pub created: bool,
+    /// How names outside the classic character set are written.
+    pub escaping: Escaping,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { created: true }
+        Options { created: true, escaping: Escaping::Underscores }
     }
 }
 
+/// Every suffix a sample of ours can carry after its family name.
+const SUFFIXES: [&str; 7] = ["", "_total", "_bucket", "_count", "_sum", "_created", "_info"];
+
 /// Append a family's `# HELP` and `# TYPE` lines (name plus `suffix`), and its `# UNIT` line when
 /// `unit` is not empty. OpenMetrics escapes double quotes in help text; text 0.0.4 does not.
+/// The name is written as `escaping` says (quoted under `allow-utf-8` when outside the classic
+/// character set).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_header(
     out: &mut String,
     name: &str,
@@ -35,6 +45,7 @@ pub(crate) fn write_header(
     type_name: &str,
     unit: &str,
     openmetrics: bool,
+    escaping: Escaping,
 ) {
     for (keyword, value) in [("HELP", None), ("TYPE", Some(type_name)), ("UNIT", Some(unit))] {
         if keyword == "UNIT" && unit.is_empty() {
@@ -43,8 +54,7 @@ pub(crate) fn write_header(
         out.push_str("# ");
         out.push_str(keyword);
         out.push(' ');
-        out.push_str(name);
-        out.push_str(suffix);
+        write_name(out, &[name, suffix], escaping, true);
         out.push(' ');
         match value {
             Some(v) => out.push_str(v),
@@ -79,10 +89,27 @@ pub(crate) struct FamilyRender<'a> {
     extra_name: Option<&'a str>,
     /// Pre-formatted `le` values.
     pub le: Vec<String>,
+    /// How names are written.
+    escaping: Escaping,
+    /// Label names as written (escaped or quoted), aligned with the family's label names.
+    label_names: Vec<String>,
+    /// The extra label's name as written.
+    extra_written: String,
+    /// Each suffix with the sample name as written, and whether it goes inside the braces
+    /// (a quoted UTF-8 name).
+    sample_names: Vec<(&'static str, String, bool)>,
+}
+
+/// `name` as a label name written under `escaping`.
+fn written_label(name: &str, escaping: Escaping) -> String {
+    let mut s = String::with_capacity(name.len());
+    write_name(&mut s, &[name], escaping, false);
+    s
 }
 
 impl<'a> FamilyRender<'a> {
-    pub fn new(desc: &'a Desc) -> FamilyRender<'a> {
+    /// Prepare the rendering of `desc`'s series, names written as `escaping` says.
+    pub fn new(desc: &'a Desc, escaping: Escaping) -> FamilyRender<'a> {
         let mut order: Vec<usize> = (0..desc.labelnames.len()).collect();
         order.sort_by(|a, b| desc.labelnames[*a].cmp(&desc.labelnames[*b]));
         let extra_name = match desc.kind {
@@ -99,25 +126,49 @@ impl<'a> FamilyRender<'a> {
                 s
             })
             .collect();
-        FamilyRender { desc, order, extra_name, le }
+        let label_names = desc.labelnames.iter().map(|l| written_label(l, escaping)).collect();
+        let extra_written = extra_name.map(|l| written_label(l, escaping)).unwrap_or_default();
+        let sample_names = SUFFIXES
+            .iter()
+            .map(|suffix| {
+                let parts = [desc.name.as_str(), suffix];
+                let mut written = String::with_capacity(desc.name.len() + suffix.len() + 2);
+                write_name(&mut written, &parts, escaping, true);
+                (*suffix, written, crate::names::needs_quotes(&parts, escaping, true))
+            })
+            .collect();
+        FamilyRender { desc, order, extra_name, le, escaping, label_names, extra_written, sample_names }
+    }
+
+    /// The sample name for `suffix` as written, and whether it goes inside the braces.
+    fn sample_name(&self, suffix: &str) -> (&str, bool) {
+        self.sample_names
+            .iter()
+            .find(|(s, _, _)| *s == suffix)
+            .map_or((self.desc.name.as_str(), false), |(_, written, quoted)| (written.as_str(), *quoted))
     }
 
     /// Render the labels of `series`, sorted by name.
     pub fn labels(&self, series: &SeriesSnapshot) -> RenderedLabels {
-        let mut pairs: Vec<(&str, &str)> = self
+        // Sorted by the names as declared, written as escaped (prometheus_client's order).
+        let mut pairs: Vec<(&str, &str, Option<&str>)> = self
             .order
             .iter()
             .map(|i| {
-                (self.desc.labelnames[*i].as_str(), series.labels.get(*i).map(String::as_str).unwrap_or(""))
+                (
+                    self.desc.labelnames[*i].as_str(),
+                    series.labels.get(*i).map(String::as_str).unwrap_or(""),
+                    self.label_names.get(*i).map(String::as_str),
+                )
             })
             .collect();
         if !series.info.is_empty() {
-            pairs.extend(series.info.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            pairs.extend(series.info.iter().map(|(k, v)| (k.as_str(), v.as_str(), None)));
             pairs.sort();
         }
         let mut before = String::new();
         let mut after = String::new();
-        for (k, v) in pairs {
+        for (k, v, written) in pairs {
             let dst = match self.extra_name {
                 Some(extra) if k > extra => &mut after,
                 _ => &mut before,
@@ -125,7 +176,10 @@ impl<'a> FamilyRender<'a> {
             if !dst.is_empty() {
                 dst.push(',');
             }
-            dst.push_str(k);
+            match written {
+                Some(w) => dst.push_str(w),
+                None => write_name(dst, &[k], self.escaping, false),
+            }
             dst.push_str("=\"");
             escape_label_value(dst, v);
             dst.push('"');
@@ -141,17 +195,29 @@ impl<'a> FamilyRender<'a> {
         sample: &Sample<'_>,
         exemplars: bool,
     ) {
-        out.push_str(&self.desc.name);
-        out.push_str(sample.suffix);
+        let (name, quoted) = self.sample_name(sample.suffix);
         let has_extra = sample.extra.is_some();
-        if has_extra || !labels.before.is_empty() || !labels.after.is_empty() {
+        let has_labels = has_extra || !labels.before.is_empty() || !labels.after.is_empty();
+        if quoted {
+            // A UTF-8 name goes inside the braces: `{"a.b_total",x="1"} 2.0`.
             out.push('{');
+            out.push_str(name);
+            if has_labels {
+                out.push(',');
+            }
+        } else {
+            out.push_str(name);
+            if has_labels {
+                out.push('{');
+            }
+        }
+        if has_labels {
             out.push_str(&labels.before);
-            if let (Some(value), Some(name)) = (sample.extra, self.extra_name) {
+            if let (Some(value), Some(_)) = (sample.extra, self.extra_name) {
                 if !labels.before.is_empty() {
                     out.push(',');
                 }
-                out.push_str(name);
+                out.push_str(&self.extra_written);
                 out.push_str("=\"");
                 escape_label_value(out, value);
                 out.push('"');
@@ -162,6 +228,8 @@ impl<'a> FamilyRender<'a> {
                 }
                 out.push_str(&labels.after);
             }
+        }
+        if quoted || has_labels {
             out.push('}');
         }
         out.push(' ');

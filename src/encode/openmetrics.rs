@@ -9,8 +9,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub fn encode(out: &mut String, families: &[FamilySnapshot], opts: Options) {
     for fam in families {
         let desc = &fam.desc;
-        let render = FamilyRender::new(desc);
-        write_header(out, &desc.name, "", &desc.help, desc.kind.openmetrics_name(), &desc.unit, true);
+        let render = FamilyRender::new(desc, opts.escaping);
+        let kind = desc.kind.openmetrics_name();
+        write_header(out, &desc.name, "", &desc.help, kind, &desc.unit, true, opts.escaping);
         let want_created = opts.created && render.has_created();
         for series in &fam.series {
             let labels = render.labels(series);

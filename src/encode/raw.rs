@@ -4,7 +4,9 @@
 use super::write_header;
 use crate::exemplar::Exemplar;
 use crate::float::write_go_float;
-use crate::names::{escape_label_value, exposure_of, OPENMETRICS_ONLY_SUFFIXES};
+use crate::names::{
+    escape_label_value, exposure_of, needs_quotes, write_name, Escaping, OPENMETRICS_ONLY_SUFFIXES,
+};
 
 /// One sample of a foreign family.
 #[derive(Clone, Debug)]
@@ -36,21 +38,30 @@ pub struct RawFamily {
     pub samples: Vec<RawSample>,
 }
 
-fn write_line(out: &mut String, s: &RawSample, openmetrics: bool) {
-    out.push_str(&s.name);
+fn write_line(out: &mut String, s: &RawSample, openmetrics: bool, escaping: Escaping) {
+    // A UTF-8 name left as it is goes inside the braces, quoted.
+    let quoted = needs_quotes(&[&s.name], escaping, true);
+    if quoted {
+        out.push('{');
+        write_name(out, &[&s.name], escaping, true);
+    } else {
+        write_name(out, &[&s.name], escaping, true);
+    }
     if !s.labels.is_empty() {
         let mut pairs: Vec<&(String, String)> = s.labels.iter().collect();
         pairs.sort();
-        out.push('{');
+        out.push(if quoted { ',' } else { '{' });
         for (i, (k, v)) in pairs.into_iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(k);
+            write_name(out, &[k], escaping, false);
             out.push_str("=\"");
             escape_label_value(out, v);
             out.push('"');
         }
+    }
+    if quoted || !s.labels.is_empty() {
         out.push('}');
     }
     out.push(' ');
@@ -70,12 +81,12 @@ fn write_line(out: &mut String, s: &RawSample, openmetrics: bool) {
 }
 
 /// Append `families` in Prometheus text 0.0.4.
-pub fn encode_text(out: &mut String, families: &[RawFamily]) {
+pub fn encode_text(out: &mut String, families: &[RawFamily], escaping: Escaping) {
     for fam in families {
         // A type outside OpenMetrics is written as given, as prometheus_client does.
         let (suffix, kind) =
             exposure_of(&fam.kind).map_or(("", fam.kind.as_str()), |e| (e.text_suffix, e.text_type));
-        write_header(out, &fam.name, suffix, &fam.help, kind, "", false);
+        write_header(out, &fam.name, suffix, &fam.help, kind, "", false, escaping);
         // OpenMetrics-only samples go into gauge families of their own, sorted by suffix.
         let mut moved: Vec<(&str, String)> = Vec::new();
         for s in &fam.samples {
@@ -87,29 +98,29 @@ pub fn encode_text(out: &mut String, families: &[RawFamily]) {
             match suffix {
                 Some(suf) => {
                     let mut line = String::new();
-                    write_line(&mut line, s, false);
+                    write_line(&mut line, s, false, escaping);
                     match moved.iter_mut().find(|(k, _)| *k == suf) {
                         Some((_, lines)) => lines.push_str(&line),
                         None => moved.push((suf, line)),
                     }
                 }
-                None => write_line(out, s, false),
+                None => write_line(out, s, false, escaping),
             }
         }
         moved.sort_by(|a, b| a.0.cmp(b.0));
         for (suf, lines) in moved {
-            write_header(out, &fam.name, suf, &fam.help, "gauge", "", false);
+            write_header(out, &fam.name, suf, &fam.help, "gauge", "", false, escaping);
             out.push_str(&lines);
         }
     }
 }
 
 /// Append `families` in OpenMetrics 1.0 (without `# EOF`).
-pub fn encode_openmetrics(out: &mut String, families: &[RawFamily]) {
+pub fn encode_openmetrics(out: &mut String, families: &[RawFamily], escaping: Escaping) {
     for fam in families {
-        write_header(out, &fam.name, "", &fam.help, &fam.kind, &fam.unit, true);
+        write_header(out, &fam.name, "", &fam.help, &fam.kind, &fam.unit, true, escaping);
         for s in &fam.samples {
-            write_line(out, s, true);
+            write_line(out, s, true, escaping);
         }
     }
 }
@@ -143,7 +154,7 @@ mod tests {
             ],
         };
         let mut out = String::new();
-        encode_text(&mut out, &[fam]);
+        encode_text(&mut out, &[fam], Escaping::Underscores);
         assert_eq!(
             out,
             "# HELP c_total h\n# TYPE c_total counter\nc_total{a=\"2\",b=\"1\"} 1.0\n\

@@ -9,9 +9,10 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub fn encode(out: &mut String, families: &[FamilySnapshot], opts: Options) {
     for fam in families {
         let desc = &fam.desc;
-        let render = FamilyRender::new(desc);
+        let render = FamilyRender::new(desc, opts.escaping);
         let exposure = desc.kind.exposure();
-        write_header(out, &desc.name, exposure.text_suffix, &desc.help, exposure.text_type, "", false);
+        let esc = opts.escaping;
+        write_header(out, &desc.name, exposure.text_suffix, &desc.help, exposure.text_type, "", false, esc);
         let want_created = opts.created && render.has_created();
         let mut created_lines = String::new();
         for series in &fam.series {
@@ -27,7 +28,7 @@ pub fn encode(out: &mut String, families: &[FamilySnapshot], opts: Options) {
         }
         // prometheus_client moves OpenMetrics-only samples into a gauge family of their own.
         if !created_lines.is_empty() {
-            write_header(out, &desc.name, "_created", &desc.help, "gauge", "", false);
+            write_header(out, &desc.name, "_created", &desc.help, "gauge", "", false, esc);
             out.push_str(&created_lines);
         }
     }
@@ -42,7 +43,7 @@ mod tests {
 
     fn encode_one(fam: &Arc<Family>, created: bool) -> String {
         let mut out = String::new();
-        encode(&mut out, &[fam.snapshot()], Options { created });
+        encode(&mut out, &[fam.snapshot()], Options { created, ..Options::default() });
         out
     }
 

@@ -135,5 +135,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(metric::gauge_functions, m)?)?;
     m.add("TEXT_CONTENT_TYPE", encode::text::CONTENT_TYPE)?;
     m.add("OPENMETRICS_CONTENT_TYPE", encode::openmetrics::CONTENT_TYPE)?;
+    m.add("PROTOBUF_CONTENT_TYPE", encode::protobuf::CONTENT_TYPE)?;
+    crate::names::set_legacy_probe(registry::legacy_validation);
     Ok(())
 }

@@ -13,6 +13,7 @@ use super::metric::family_of;
 use crate::encode::raw::{RawFamily, RawSample};
 use crate::encode::{self, FamilyRender, FamilySnapshot, Options};
 use crate::exemplar::Exemplar;
+use crate::names::Escaping;
 use crate::registry::Registry;
 use crate::sync;
 
@@ -28,6 +29,19 @@ pub fn set_default_registry(py: Python<'_>, registry: Py<PyRegistry>) -> PyResul
 /// The default registry (created on first use if Python has not set one).
 pub(crate) fn default_registry(py: Python<'_>) -> PyResult<&Py<PyRegistry>> {
     DEFAULT.get_or_try_init(py, || Py::new(py, PyRegistry::empty()))
+}
+
+/// Whether prometheus_client's legacy name validation is on (its
+/// `PROMETHEUS_LEGACY_NAME_VALIDATION` switch), so a name both libraries see is judged alike;
+/// classic names only when it cannot be read.
+pub(crate) fn legacy_validation() -> bool {
+    Python::attach(|py| {
+        py.import("prometheus_client.validation")
+            .and_then(|m| m.getattr("get_legacy_validation"))
+            .and_then(|f| f.call0())
+            .and_then(|v| v.extract::<bool>())
+            .unwrap_or(true)
+    })
 }
 
 /// Where a new metric registers: the default registry, none, or the one given.
@@ -148,7 +162,8 @@ pub(crate) fn snapshots_to_py<'py>(
     let out = PyList::empty(py);
     for fam in snaps {
         let desc = &fam.desc;
-        let render = FamilyRender::new(desc);
+        // Plain names: this is the data prometheus_client's own encoders escape.
+        let render = FamilyRender::new(desc, Escaping::AllowUtf8);
         let samples = PyList::empty(py);
         for series in &fam.series {
             let base = PyDict::new(py);
@@ -258,8 +273,12 @@ impl PyRegistry {
         snapshots_to_py(py, &snaps, created)
     }
 
-    /// Encode our families plus `foreign` ones (already collected by Python) as bytes.
-    #[pyo3(signature = (openmetrics=false, created=true, foreign=Vec::new(), gzip=false))]
+    /// Encode our families plus `foreign` ones (already collected by Python) as bytes: text
+    /// 0.0.4 (or 1.0.0, the same layout), OpenMetrics 1.0 with `openmetrics`, or Prometheus's
+    /// protobuf with `protobuf`; names escaped by `escaping` (`allow-utf-8`, `underscores`,
+    /// `dots`, `values`).
+    #[pyo3(signature = (openmetrics=false, created=true, foreign=Vec::new(), gzip=false, escaping="underscores", protobuf=false))]
+    #[allow(clippy::too_many_arguments)]
     fn _encode<'py>(
         &self,
         py: Python<'py>,
@@ -267,27 +286,39 @@ impl PyRegistry {
         created: bool,
         foreign: Vec<PyFamily>,
         gzip: bool,
+        escaping: &str,
+        protobuf: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        let escaping = Escaping::parse(escaping)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown escaping scheme: {escaping:?}")))?;
         // Collect with the GIL held: `os.fork` needs the GIL, so no child is ever forked while
         // this thread holds a family's or the store's lock (the child would inherit it locked and
         // deadlock on its first new label set). Only the encoding, on owned data, runs without it.
         let snaps = self.inner.collect(self.everything.load(Ordering::Relaxed));
         let raw = raw_families(foreign);
         let out = py.detach(move || -> std::io::Result<Vec<u8>> {
-            let mut text = String::with_capacity(snaps.len() * 256);
-            let opts = Options { created };
-            if openmetrics {
-                encode::openmetrics::encode(&mut text, &snaps, opts);
-                encode::raw::encode_openmetrics(&mut text, &raw);
-                encode::openmetrics::finish(&mut text);
+            let opts = Options { created, escaping };
+            let bytes = if protobuf {
+                let mut buf = Vec::with_capacity(snaps.len() * 256);
+                encode::protobuf::encode(&mut buf, &snaps, opts);
+                encode::protobuf::encode_raw(&mut buf, &raw, opts);
+                buf
             } else {
-                encode::text::encode(&mut text, &snaps, opts);
-                encode::raw::encode_text(&mut text, &raw);
-            }
+                let mut text = String::with_capacity(snaps.len() * 256);
+                if openmetrics {
+                    encode::openmetrics::encode(&mut text, &snaps, opts);
+                    encode::raw::encode_openmetrics(&mut text, &raw, escaping);
+                    encode::openmetrics::finish(&mut text);
+                } else {
+                    encode::text::encode(&mut text, &snaps, opts);
+                    encode::raw::encode_text(&mut text, &raw, escaping);
+                }
+                text.into_bytes()
+            };
             if gzip {
-                encode::gzip(text.as_bytes())
+                encode::gzip(&bytes)
             } else {
-                Ok(text.into_bytes())
+                Ok(bytes)
             }
         })?;
         Ok(PyBytes::new(py, &out))

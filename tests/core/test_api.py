@@ -42,15 +42,13 @@ def test_namespace_subsystem_and_unit_build_the_name(reg: CollectorRegistry) -> 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "1bad"}, "Invalid metric name"),
-        ({"name": "a-b"}, "Invalid metric name"),
         ({"name": ""}, "should not be empty"),
         ({"labelnames": ["__x"]}, "Reserved label"),
-        ({"labelnames": ["a-b"]}, "Invalid label"),
+        ({"labelnames": [""]}, "Invalid label"),
     ],
 )
 def test_bad_names_are_value_errors(reg: CollectorRegistry, kwargs: dict, message: str) -> None:
-    """Bad metric and label names raise a clear ValueError."""
+    """Bad metric and label names raise a clear ValueError (UTF-8 names: see test_utf8.py)."""
     args = {"name": "ok", "documentation": "d", "registry": reg, **kwargs}
     with pytest.raises(ValueError, match=message):
         Counter(**args)

@@ -28,10 +28,6 @@ for _module in (prometheus_client, prometheus_client.core):
 
 # test id (as pytest prints it, without the file) -> why it has no meaning here.
 _REPR = "repr() names our class (`metrics._core.Gauge(g)`), not prometheus_client's."
-_UTF8 = (
-    "UTF-8 metric names (`dotted.counter`) and the escaping schemes of prometheus_client 0.22+ are "
-    "not supported: our names follow the classic rules of text format 0.0.4."
-)
 DESELECTED: dict[str, str] = {
     "TestWsgiTLS::test_mtls_untrusted_client_cert_raises": (
         "prometheus_client's TLS server, untouched by the redirect; flaky on this OpenSSL without it too "
@@ -42,24 +38,6 @@ DESELECTED: dict[str, str] = {
     "TestSummary::test_repr": _REPR,
     "TestHistogram::test_repr": _REPR,
     "TestInfo::test_repr": _REPR,
-    "TestGenerateText::test_counter_utf8": _UTF8,
-    "TestGenerateText::test_counter_utf8_escaped_underscores": _UTF8,
-    **{
-        f"TestChooseEncoder::{name}": _UTF8
-        for name in (
-            "test_default_encoder",
-            "test_openmetrics_dots_escaping",
-            "test_openmetrics_latest",
-            "test_openmetrics_no_version",
-            "test_openmetrics_utf8",
-            "test_plain_encoder",
-            "test_prom_dots_escaping",
-            "test_prom_latest",
-            "test_prom_no_version",
-            "test_prom_plain_1_0_0",
-            "test_prom_utf8",
-        )
-    },
 }
 
 
