@@ -271,7 +271,7 @@ def test_content_length_is_read_as_int_reads_it(sample, sample_or_zero, header: 
     assert sample(REQUEST_SIZE_SUM, **labels) == before + size
 
 
-def test_tick_runs_from_the_request_path_at_most_once_a_second(monkeypatch) -> None:
+def test_tick_runs_from_the_request_path_at_most_once_per_refresh_period(monkeypatch) -> None:
     """Process metrics are refreshed from requests (multiprocess mode), without a call per request."""
     ticks: list[None] = []
     monkeypatch.setattr(middleware, "tick", lambda: ticks.append(None))

@@ -360,6 +360,7 @@ class RecordingMiddleware:
         acall: Callable[[Any, Any], Any] | None,
         count_escaped: Callable[[Any, Any, BaseException], None],
         tick: Callable[[], None],
+        tick_every: float,
         exemplars: bool,
         span_trace_id: Callable[[], str | None] | None,
         compat: CompatRecorder | None,
@@ -372,7 +373,7 @@ class RecordingMiddleware:
         `fields` names what is read of requests and responses; `rules()` returns the current
         routing rules and keeps them in `rules_slot` (dict, key), read first; `acall(self,
         request)` serves a request in async mode; `count_escaped(self, request, exc)` counts an
-        exception that escaped the stack below; `tick()` runs at most once a second; with
+        exception that escaped the stack below; `tick()` runs at most every `tick_every` s; with
         `exemplars`, the trace id of `span_trace_id()` (when given) or of the request's
         `traceparent` header goes on the counter and the latency bucket; `compat` records
         django-prometheus's families in the same call (None: off); `streamed(response, method,

@@ -170,7 +170,6 @@ def add_collect_hook(hook: Callable[[], None]) -> None:
 _process_hooks: list[Callable[[], None]] = []
 # Seconds between two refreshes of per-process values in each worker (multiprocess mode).
 PROCESS_REFRESH_SECONDS = 10.0
-_next_tick = 0.0
 
 
 def add_process_hook(hook: Callable[[], None]) -> None:
@@ -190,14 +189,13 @@ def add_process_hook(hook: Callable[[], None]) -> None:
 
 
 def tick() -> None:
-    """Refresh per-process values if due (called per request; costs a clock read when not due)."""
-    global _next_tick
-    if _multiprocess_dir is None or not _process_hooks:
+    """Refresh this process's own values (multiprocess mode).
+
+    The middleware's core calls it from requests at most every `PROCESS_REFRESH_SECONDS`: the
+    one schedule, kept there so that a request between two refreshes costs a clock read.
+    """
+    if _multiprocess_dir is None:
         return
-    now = time.monotonic()
-    if now < _next_tick:
-        return
-    _next_tick = now + PROCESS_REFRESH_SECONDS
     for hook in list(_process_hooks):
         _run_process_hook(hook)
 
@@ -211,8 +209,6 @@ def _run_process_hook(hook: Callable[[], None]) -> None:
 
 def _refresh_after_fork() -> None:
     """In a forked child: report this process's own values now (its series start from zero)."""
-    global _next_tick
-    _next_tick = 0.0
     tick()
 
 

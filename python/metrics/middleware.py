@@ -41,7 +41,14 @@ from metrics.collectors import (
     http_response_size_bytes,
 )
 from metrics.conf import app_settings
-from metrics.core import RecordingMiddleware, RequestFields, RequestMetrics, RequestRules, tick
+from metrics.core import (
+    PROCESS_REFRESH_SECONDS,
+    RecordingMiddleware,
+    RequestFields,
+    RequestMetrics,
+    RequestRules,
+    tick,
+)
 
 logger = logging.getLogger("metrics")
 
@@ -164,6 +171,7 @@ class MetricsMiddleware(RecordingMiddleware):
             acall=type(self).__acall__ if self.async_mode else None,
             count_escaped=type(self)._count_escaped,
             tick=tick,
+            tick_every=PROCESS_REFRESH_SECONDS,
             # Read once: trace ids as exemplars cost a header read per request in the core, plus
             # a span read where a tracing library is installed (metrics.tracing).
             exemplars=app_settings.EXEMPLARS,

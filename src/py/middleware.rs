@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -26,9 +26,6 @@ use crate::exemplar::Exemplar;
 use crate::family::{now, Series};
 use crate::sync;
 
-/// How often a request may call the `tick` hook (which has its own, longer schedule): a
-/// monotonic clock read per request instead of a call into Python.
-const TICK_EVERY: Duration = Duration::from_secs(1);
 /// How often one cause of failure may be logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -71,6 +68,9 @@ struct Hooks {
     count_escaped: Py<PyAny>,
     tick: Py<PyAny>,
     next_tick: AtomicU64,
+    // Nanoseconds between two calls of `tick` from requests: the one schedule of the refresh,
+    // kept here so that a request costs a monotonic clock read, not a call into Python.
+    tick_every: u64,
     // Trace ids as exemplars (METRICS_EXEMPLARS on).
     exemplars: bool,
     // () -> the trace id of the current span or None (a tracing library is installed).
@@ -168,7 +168,7 @@ impl Hooks {
                     .next_tick
                     .compare_exchange(
                         due,
-                        now.saturating_add(TICK_EVERY.as_nanos() as u64),
+                        now.saturating_add(self.tick_every),
                         Ordering::Relaxed,
                         Ordering::Relaxed,
                     )
@@ -331,7 +331,7 @@ impl PyRecordingMiddleware {
     /// Hand over the stack below (`get_response`) and the hooks; once per middleware.
     #[pyo3(
         name = "_bind",
-        signature = (get_response, *, async_mode, recorder, fields, rules, rules_slot, acall, count_escaped, tick, exemplars, span_trace_id, compat, streamed, probe, logger)
+        signature = (get_response, *, async_mode, recorder, fields, rules, rules_slot, acall, count_escaped, tick, tick_every, exemplars, span_trace_id, compat, streamed, probe, logger)
     )]
     #[allow(clippy::too_many_arguments)]
     fn bind(
@@ -345,6 +345,7 @@ impl PyRecordingMiddleware {
         acall: Option<Py<PyAny>>,
         count_escaped: Py<PyAny>,
         tick: Py<PyAny>,
+        tick_every: f64,
         exemplars: bool,
         span_trace_id: Option<Py<PyAny>>,
         compat: Option<Py<PyCompatRecorder>>,
@@ -352,6 +353,12 @@ impl PyRecordingMiddleware {
         probe: Py<PyAny>,
         logger: Py<PyAny>,
     ) -> PyResult<()> {
+        if !(tick_every.is_finite() && tick_every > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "tick_every must be a positive number of seconds, not {tick_every}"
+            )));
+        }
+        let tick_every = u64::try_from(Duration::from_secs_f64(tick_every).as_nanos()).unwrap_or(u64::MAX);
         let hooks = Hooks {
             get_response,
             async_mode,
@@ -363,6 +370,7 @@ impl PyRecordingMiddleware {
             count_escaped,
             tick,
             next_tick: AtomicU64::new(0),
+            tick_every,
             exemplars,
             span_trace_id,
             compat,
