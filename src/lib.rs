@@ -32,9 +32,22 @@ const LAYERS: &[&[&str]] = &[
     &["py"],
 ];
 
+/// The layers of the bindings (`src/py/`), bottom first, by the same rule: a file may use
+/// (`super::...`) only the files of the layers below its own.
+#[cfg(test)]
+const PY_LAYERS: &[&[&str]] = &[
+    &["context", "registry"],
+    &["metric"],
+    &["request"],
+    &["fields"],
+    &["compat"],
+    &["middleware"],
+    &["mod"],
+];
+
 #[cfg(test)]
 mod layering {
-    use super::LAYERS;
+    use super::{LAYERS, PY_LAYERS};
     use std::path::Path;
 
     fn layer_of(module: &str) -> usize {
@@ -82,5 +95,31 @@ mod layering {
             }
         }
         assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn every_binding_file_uses_only_lower_layers() {
+        let layer = |file: &str| {
+            PY_LAYERS
+                .iter()
+                .position(|l| l.contains(&file))
+                .unwrap_or_else(|| panic!("py/{file} is in no layer"))
+        };
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join("py");
+        let mut wrong = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let file = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            let source = std::fs::read_to_string(&path).unwrap();
+            let code = source.split("#[cfg(test)]").next().unwrap_or("");
+            for (i, _) in code.match_indices("super::") {
+                let dep: String =
+                    code[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                if dep != file && layer(&dep) >= layer(&file) {
+                    wrong.push(format!("py/{file}.rs uses super::{dep}"));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "layering of the bindings broken:\n{}", wrong.join("\n"));
     }
 }

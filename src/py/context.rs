@@ -7,11 +7,13 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
-use super::metric::target_of;
-
 use crate::desc::Kind;
 use crate::family::{Family, Series};
 use crate::sync;
+
+/// Return the series a metric object records on (a child, or an unlabelled metric): the metric
+/// classes hand it over, so this module never depends on them.
+pub(crate) type Resolve = for<'py> fn(&Bound<'py, PyAny>) -> PyResult<Target>;
 
 /// What a context manager acts on.
 #[derive(Clone)]
@@ -43,6 +45,8 @@ fn decorate<'py>(ctx: &Bound<'py, PyAny>, func: &Bound<'py, PyAny>) -> PyResult<
 #[pyclass(name = "Timer", module = "metrics._core", frozen)]
 pub struct PyTimer {
     metric: Py<PyAny>,
+    // Finds the child `labels()` returns.
+    resolve: Resolve,
     state: Mutex<TimerState>,
 }
 
@@ -54,8 +58,8 @@ struct TimerState {
 
 impl PyTimer {
     /// A timer on `metric`, whose series is `target` (None: a labelled parent, until `labels()`).
-    pub(crate) fn new(metric: Py<PyAny>, target: Option<Target>) -> PyTimer {
-        PyTimer { metric, state: Mutex::new(TimerState { target, start: None, duration: None }) }
+    pub(crate) fn new(metric: Py<PyAny>, target: Option<Target>, resolve: Resolve) -> PyTimer {
+        PyTimer { metric, resolve, state: Mutex::new(TimerState { target, start: None, duration: None }) }
     }
 }
 
@@ -88,7 +92,7 @@ impl PyTimer {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         let child = self.metric.bind(py).call_method("labels", args, kwargs)?;
-        let target = target_of(&child)?;
+        let target = (self.resolve)(&child)?;
         sync::lock(&self.state).target = Some(target);
         Ok(())
     }
@@ -102,7 +106,7 @@ impl PyTimer {
     /// A fresh timer on the same metric (one per decorated call).
     fn _fresh(&self, py: Python<'_>) -> PyTimer {
         let target = sync::lock(&self.state).target.clone();
-        PyTimer::new(self.metric.clone_ref(py), target)
+        PyTimer::new(self.metric.clone_ref(py), target, self.resolve)
     }
 
     fn __call__<'py>(slf: &Bound<'py, Self>, func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {

@@ -557,7 +557,7 @@ metric_class!(PyGauge, "Gauge", {
 
     /// Time a block or function, setting the gauge to its duration in seconds.
     fn time(slf: &Bound<'_, Self>) -> PyTimer {
-        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target(slf.py()).ok())
+        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target(slf.py()).ok(), target_of)
     }
 
     /// Take the value from `f()` at every collection.
@@ -623,7 +623,7 @@ metric_class!(PyHistogram, "Histogram", {
 
     /// Time a block or function, observing its duration in seconds.
     fn time(slf: &Bound<'_, Self>) -> PyTimer {
-        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target(slf.py()).ok())
+        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target(slf.py()).ok(), target_of)
     }
 
     /// The bucket upper bounds.
@@ -660,7 +660,7 @@ metric_class!(PySummary, "Summary", {
 
     /// Time a block or function, observing its duration in seconds.
     fn time(slf: &Bound<'_, Self>) -> PyTimer {
-        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target(slf.py()).ok())
+        PyTimer::new(slf.clone().into_any().unbind(), slf.get().m.target(slf.py()).ok(), target_of)
     }
 });
 

@@ -106,6 +106,7 @@ fn take_store_warnings() -> Vec<String> {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    registry::set_family_of(metric::family_of);
     m.add_class::<metric::PyCounter>()?;
     m.add_class::<metric::PyGauge>()?;
     m.add_class::<metric::PyHistogram>()?;

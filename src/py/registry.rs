@@ -9,7 +9,6 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
-use super::metric::family_of;
 use crate::encode::raw::{RawFamily, RawSample};
 use crate::encode::{self, FamilyRender, FamilySnapshot, Options};
 use crate::exemplar::Exemplar;
@@ -18,6 +17,26 @@ use crate::registry::Registry;
 use crate::sync;
 
 static DEFAULT: PyOnceLock<Py<PyRegistry>> = PyOnceLock::new();
+
+/// Return the family behind one of our metric objects (None: a foreign collector).
+pub(crate) type FamilyOf = fn(&Bound<'_, PyAny>) -> PyResult<Option<Arc<crate::family::Family>>>;
+
+/// The metric classes' `FamilyOf`, handed over when the module is made, so that this module
+/// never depends on them.
+static FAMILY_OF: std::sync::OnceLock<FamilyOf> = std::sync::OnceLock::new();
+
+/// Let the registry recognise our metric objects with `family_of`.
+pub(crate) fn set_family_of(family_of: FamilyOf) {
+    // Set once per process by the module's init; a second init finds the same function.
+    let _ = FAMILY_OF.set(family_of);
+}
+
+fn family_of(collector: &Bound<'_, PyAny>) -> PyResult<Option<Arc<crate::family::Family>>> {
+    match FAMILY_OF.get() {
+        Some(family_of) => family_of(collector),
+        None => Ok(None),
+    }
+}
 
 /// Make `registry` the one metrics register in when no `registry=` is given.
 #[pyfunction]
