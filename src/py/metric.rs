@@ -301,13 +301,7 @@ pub(crate) fn exemplar_of(py: Python<'_>, labels: &Bound<'_, PyDict>, value: f64
     for (k, v) in labels.iter() {
         pairs.push((k.extract::<String>()?, v.extract::<String>()?));
     }
-    let legacy = py
-        .import("prometheus_client.validation")
-        .and_then(|m| m.getattr("get_legacy_validation"))
-        .and_then(|f| f.call0())
-        .and_then(|v| v.extract::<bool>())
-        .unwrap_or(true);
-    Exemplar::new(pairs, value, python_time(py), legacy).map_err(PyErr::from)
+    Exemplar::new(pairs, value, python_time(py), names::legacy_validation()).map_err(PyErr::from)
 }
 
 /// The series behind a child (or an unlabelled metric) of any of our metric classes.
@@ -695,7 +689,7 @@ metric_class!(PyInfo, "Info", {
                     self.m.family.desc.labelnames
                 )));
             }
-            if !names::is_valid_label_name(&k) || k.starts_with("__") {
+            if !names::is_valid_utf8_label_name(&k) || k.starts_with("__") {
                 return Err(PyValueError::new_err(format!("Invalid label metric name: {k}")));
             }
             if v.is_none() {
