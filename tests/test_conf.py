@@ -233,3 +233,59 @@ def test_middleware_settings_slot_is_cleared_when_settings_change() -> None:
         assert app_settings.middleware_settings()[0] is False
     assert key not in cache
     assert app_settings.middleware_settings()[0] is True
+
+
+def test_the_docs_table_is_the_one_the_declarations_make() -> None:
+    """The docs table is `settings_table()`: no row without a setting, no setting without its row."""
+    from pathlib import Path
+
+    from metrics.conf import settings_table
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    begin = "<!-- settings table: generated from python/metrics/conf.py by scripts/settings_table.py -->\n"
+    _, found, rest = doc.partition(begin)
+    assert found, "the table's opening marker is missing"
+    table, found, _ = rest.partition("<!-- end of the settings table -->\n")
+    assert found, "the table's closing marker is missing"
+    # On a failure: run `.venv/bin/python scripts/settings_table.py`.
+    assert table == settings_table()
+
+
+def test_every_setting_has_its_own_check_id_and_row() -> None:
+    """Check ids are distinct, and each setting and environment-only variable has one row."""
+    from metrics.conf import ENVIRONMENT_ONLY, SETTINGS, AppSettings, settings_table
+
+    ids = [setting.check for setting in SETTINGS.values()]
+    assert len(ids) == len(set(ids)) == 25
+    rows = [line.split("`")[1] for line in settings_table().splitlines()[2:]]
+    assert rows == [*SETTINGS, *(variable.name for variable in ENVIRONMENT_ONLY)]
+    # Read on the class, a setting is its declaration; on the instance, its parsed value.
+    assert AppSettings.ENABLED is SETTINGS["METRICS_ENABLED"]
+    assert app_settings.ENABLED is True
+
+
+def test_settings_are_read_only_on_the_instance() -> None:
+    """Assigning a setting raises, as the properties it replaced did, instead of shadowing it."""
+    with pytest.raises(AttributeError, match="METRICS_ENABLED is read-only"):
+        app_settings.ENABLED = False  # type: ignore[assignment]
+    assert app_settings.ENABLED is True
+
+
+def test_every_environment_variable_the_package_reads_is_declared() -> None:
+    """Each variable python/metrics reads from os.environ is a declared setting or environment-only one."""
+    import re
+    from pathlib import Path
+
+    import metrics
+    from metrics.conf import ENVIRONMENT_ONLY, SETTINGS
+
+    read = set()
+    for path in Path(metrics.__file__).parent.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        read.update(
+            re.findall(r"""(?:environ(?:\.get)?\(|environ\[|getenv\()\s*["']([A-Z][A-Z0-9_]*)["']""", text)
+        )
+    # Django's own, read to know whether settings can be loaded.
+    read.discard("DJANGO_SETTINGS_MODULE")
+    assert "PROMETHEUS_DISABLE_CREATED_SERIES" in read
+    assert read <= set(SETTINGS) | {variable.name for variable in ENVIRONMENT_ONLY}
