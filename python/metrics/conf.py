@@ -375,7 +375,11 @@ class Setting(Generic[T]):
         """Return the parsed value (cached) on an instance, the declaration on the class."""
         if obj is None:
             return self
-        return obj._get(self)
+        try:
+            # The hit inline, without `_get`'s call: some settings are read per query or per task.
+            return cast(T, obj._cache[self.name])
+        except KeyError:
+            return obj._get(self)
 
     def __set__(self, obj: AppSettings, value: NoReturn) -> NoReturn:
         """Refuse assignment, as a property would: settings change through Django or the environment."""
