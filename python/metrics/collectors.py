@@ -17,7 +17,9 @@ import re
 import threading
 from typing import TYPE_CHECKING
 
-from metrics.conf import app_settings
+from django.core.signals import setting_changed
+
+from metrics.conf import AppSettings, app_settings
 from metrics.core import REGISTRY, Counter, Gauge, Histogram, Summary
 
 # Re-exported so the spec's "Extending the Module" example (`Histogram(...)` in collectors.py)
@@ -93,6 +95,17 @@ def request_duration_histogram() -> Histogram:
             REGISTRY.register(family)
         _latency_buckets = buckets
         return family
+
+
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    # Swapped at once, so that scrapes show the buckets of the settings in force even before
+    # anything uses the histogram again. `metrics.conf`'s receiver, connected before this one
+    # (this module imports it), has already dropped the cached value.
+    if setting == AppSettings.LATENCY_BUCKETS.name and _latency_buckets is not None:
+        request_duration_histogram()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="metrics.collectors.setting_changed")
 
 
 if not TYPE_CHECKING:

@@ -1,8 +1,11 @@
 """Every setting of the app, read lazily: Django settings first, then the environment, then defaults.
 
-`app_settings` is the one object the rest of the package reads. Each value is parsed once and kept
-until a setting changes (Django's `setting_changed` signal, sent by `override_settings`) or
-`app_settings.clear_cache()` is called (after changing the environment).
+`app_settings` is the one object the rest of the package reads. Each setting is declared once, as
+a class attribute of `AppSettings` (a `Setting`: name, parser, default, check id, hint and its row
+of the table in docs/configuration.md); `SETTINGS`, the system checks and that table derive from
+the declarations. Each value is parsed when first read and kept until a setting changes (Django's
+`setting_changed` signal, sent by `override_settings`) or `app_settings.clear_cache()` is called
+(after changing the environment).
 
 Bad values never raise here: the system checks in `metrics.checks` report them (with the same
 parsers, in strict mode) and at run time the safe reading applies: a bad address is skipped (so
