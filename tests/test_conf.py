@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 from ipaddress import ip_network
 
 import pytest
@@ -201,6 +205,88 @@ def test_latency_buckets_come_from_the_setting(source: str, expected: list[float
     assert bounds == expected
 
 
+def _bucket(le: str, view: str = "ok") -> float | None:
+    from metrics.core import REGISTRY
+
+    labels = {"method": "GET", "view": view, "le": le}
+    return REGISTRY.get_sample_value("django_http_request_duration_seconds_bucket", labels)
+
+
+def test_override_settings_reaches_the_latency_buckets() -> None:
+    """A middleware built under override_settings uses its buckets; the old family comes back after it."""
+    from django.test import Client
+
+    from metrics import collectors
+    from metrics.conf import DEFAULT_LATENCY_BUCKETS
+
+    Client().get("/ok/")
+    default_family = collectors.http_request_duration_seconds
+    recorded = _bucket("+Inf")
+    assert recorded is not None and recorded >= 1
+    with override_settings(METRICS_LATENCY_BUCKETS=[0.5, 2]):
+        # Swapped as the setting changes: the family exposed now has no series yet.
+        assert _bucket("+Inf") is None
+        assert collectors.LATENCY_BUCKETS == (0.5, 2.0)
+        assert collectors.http_request_duration_seconds._upper_bounds == [0.5, 2.0, float("inf")]
+        assert Client().get("/ok/").status_code == 200
+        # Only the family of the current buckets is exposed: this request, on these bounds.
+        assert _bucket("2.0") == 1
+        assert _bucket("+Inf") == 1
+        assert _bucket("0.005") is None
+    # The family of the default buckets is back, with the series it had.
+    assert _bucket("2.0") is None
+    assert _bucket("+Inf") == recorded
+    assert collectors.http_request_duration_seconds is default_family
+    assert default_family._upper_bounds == [*DEFAULT_LATENCY_BUCKETS, float("inf")]
+
+
+def _python(code: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter without Django settings, with these environment variables."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "METRICS_LATENCY_BUCKETS")
+    }
+    env.update(variables)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+
+
+def test_a_late_settings_configure_reaches_the_latency_buckets() -> None:
+    """Settings configured after metrics.collectors is imported, and after a first look, set the buckets."""
+    code = """if True:
+        import json
+        import metrics.collectors as c
+        from django.conf import settings
+        from metrics.core import REGISTRY
+        before = c.http_request_duration_seconds._upper_bounds
+        settings.configure(METRICS_LATENCY_BUCKETS="0.1,1")
+        c.http_request_duration_seconds.labels("GET", "v").observe(0.05)
+        text = REGISTRY.encode().decode()
+        lines = [l for l in text.splitlines() if l.startswith("django_http_request_duration_seconds_b")]
+        print(json.dumps([before, c.http_request_duration_seconds._upper_bounds, lines]))
+    """
+    before, after, lines = json.loads(_python(code).stdout)
+    assert before[0] == 0.005
+    assert after == [0.1, 1.0, float("inf")]
+    assert lines == [
+        'django_http_request_duration_seconds_bucket{le="0.1",method="GET",view="v"} 1.0',
+        'django_http_request_duration_seconds_bucket{le="1.0",method="GET",view="v"} 1.0',
+        'django_http_request_duration_seconds_bucket{le="+Inf",method="GET",view="v"} 1.0',
+    ]
+
+
+def test_importing_the_catalogue_reads_no_setting() -> None:
+    """A bad METRICS_LATENCY_BUCKETS is read (and warned about) when the histogram is used, not at import."""
+    code = """if True:
+        import sys
+        import metrics.collectors as c
+        print("imported", file=sys.stderr, flush=True)
+        c.http_request_duration_seconds
+    """
+    err = _python(code, METRICS_LATENCY_BUCKETS="0.5,0.1").stderr
+    imported, _, used = err.partition("imported\n")
+    assert "Ignoring bad METRICS_LATENCY_BUCKETS" not in imported
+    assert "Ignoring bad METRICS_LATENCY_BUCKETS" in used
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -233,3 +319,59 @@ def test_middleware_settings_slot_is_cleared_when_settings_change() -> None:
         assert app_settings.middleware_settings()[0] is False
     assert key not in cache
     assert app_settings.middleware_settings()[0] is True
+
+
+def test_the_docs_table_is_the_one_the_declarations_make() -> None:
+    """The docs table is `settings_table()`: no row without a setting, no setting without its row."""
+    from pathlib import Path
+
+    from metrics.conf import settings_table
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    begin = "<!-- settings table: generated from python/metrics/conf.py by scripts/settings_table.py -->\n"
+    _, found, rest = doc.partition(begin)
+    assert found, "the table's opening marker is missing"
+    table, found, _ = rest.partition("<!-- end of the settings table -->\n")
+    assert found, "the table's closing marker is missing"
+    # On a failure: run `.venv/bin/python scripts/settings_table.py`.
+    assert table == settings_table()
+
+
+def test_every_setting_has_its_own_check_id_and_row() -> None:
+    """Check ids are distinct, and each setting and environment-only variable has one row."""
+    from metrics.conf import ENVIRONMENT_ONLY, SETTINGS, AppSettings, settings_table
+
+    ids = [setting.check for setting in SETTINGS.values()]
+    assert len(ids) == len(set(ids)) == 25
+    rows = [line.split("`")[1] for line in settings_table().splitlines()[2:]]
+    assert rows == [*SETTINGS, *(variable.name for variable in ENVIRONMENT_ONLY)]
+    # Read on the class, a setting is its declaration; on the instance, its parsed value.
+    assert AppSettings.ENABLED is SETTINGS["METRICS_ENABLED"]
+    assert app_settings.ENABLED is True
+
+
+def test_settings_are_read_only_on_the_instance() -> None:
+    """Assigning a setting raises, as the properties it replaced did, instead of shadowing it."""
+    with pytest.raises(AttributeError, match="METRICS_ENABLED is read-only"):
+        app_settings.ENABLED = False  # type: ignore[assignment]
+    assert app_settings.ENABLED is True
+
+
+def test_every_environment_variable_the_package_reads_is_declared() -> None:
+    """Each variable python/metrics reads from os.environ is a declared setting or environment-only one."""
+    import re
+    from pathlib import Path
+
+    import metrics
+    from metrics.conf import ENVIRONMENT_ONLY, SETTINGS
+
+    read = set()
+    for path in Path(metrics.__file__).parent.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        read.update(
+            re.findall(r"""(?:environ(?:\.get)?\(|environ\[|getenv\()\s*["']([A-Z][A-Z0-9_]*)["']""", text)
+        )
+    # Django's own, read to know whether settings can be loaded.
+    read.discard("DJANGO_SETTINGS_MODULE")
+    assert "PROMETHEUS_DISABLE_CREATED_SERIES" in read
+    assert read <= set(SETTINGS) | {variable.name for variable in ENVIRONMENT_ONLY}

@@ -38,6 +38,12 @@ class MetricsConfig(AppConfig):
         # before the settings were loaded (a settings file importing it): then it is decided now.
         prefork.choose_store(core)
 
+        from metrics.collectors import request_duration_histogram
+
+        # Made now, with the settings loaded, so every process exposes it from start-up as it
+        # exposes the rest of the catalogue (it is made on first use, never at import).
+        request_duration_histogram()
+
         from metrics.health import migrations_at_scrape
 
         core.add_collect_hook(migrations_at_scrape)

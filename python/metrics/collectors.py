@@ -1,7 +1,9 @@
 """The catalogue: every metric of the spec, by name, plus the helpers that feed the business ones.
 
-Metric objects are created once, at import, in the default registry. Importing this module needs
-no Django settings (the helpers read `METRICS_MAX_LABEL_VALUES` when they first meet a value).
+Metric objects are created once, at import, in the default registry, except the request-latency
+histogram, whose buckets come from a setting: it is made when first used (see
+`request_duration_histogram`). Importing this module reads no setting and needs no Django
+settings (the helpers read `METRICS_MAX_LABEL_VALUES` when they first meet a value).
 
 Gauges carry the `multiprocess_mode` that makes sense once several workers share a store:
 `livesum` for per-process quantities that add up (memory, threads, open connections), `mostrecent`
@@ -13,9 +15,12 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from typing import TYPE_CHECKING
 
-from metrics.conf import app_settings
-from metrics.core import Counter, Gauge, Histogram, Summary
+from django.core.signals import setting_changed
+
+from metrics.conf import AppSettings, app_settings
+from metrics.core import REGISTRY, Counter, Gauge, Histogram, Summary
 
 # Re-exported so the spec's "Extending the Module" example (`Histogram(...)` in collectors.py)
 # works as written.
@@ -32,10 +37,6 @@ __all__ = [
 logger = logging.getLogger("metrics")
 
 
-# `METRICS_LATENCY_BUCKETS`, read once at import. Without configured Django settings (a script
-# importing the catalogue) only the environment counts. A bad value falls back to the default;
-# `manage.py check` reports it (metrics.E017).
-LATENCY_BUCKETS = app_settings.LATENCY_BUCKETS
 # Body sizes in bytes: 100 B to 10 MB by decades, with midpoints.
 SIZE_BUCKETS = (100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000, 10_000_000)
 # Query latency in seconds: most queries take well under a millisecond.
@@ -51,12 +52,75 @@ http_requests_total = Counter(
     "Total HTTP requests by method, view and status.",
     ["method", "view", "status"],
 )
-http_request_duration_seconds = Histogram(
-    "django_http_request_duration_seconds",
-    "HTTP request latency in seconds, from middleware entry to response.",
-    ["method", "view"],
-    buckets=LATENCY_BUCKETS,
-)
+# `django_http_request_duration_seconds` and the current `METRICS_LATENCY_BUCKETS`: module
+# attributes resolved on each access by `__getattr__` below, so that neither is read at import.
+http_request_duration_seconds: Histogram
+LATENCY_BUCKETS: tuple[float, ...]
+# The latency histogram of each bucket set used so far, and the set of the one registered now.
+_latency_families: dict[tuple[float, ...], Histogram] = {}
+_latency_buckets: tuple[float, ...] | None = None
+_latency_lock = threading.Lock()
+
+
+def request_duration_histogram() -> Histogram:
+    """Return `django_http_request_duration_seconds`, with the buckets `METRICS_LATENCY_BUCKETS` sets now.
+
+    The family is made on first use, at the latest when the app is ready, so settings configured
+    after this module was imported (a late `settings.configure()`) apply. Its buckets are fixed
+    once made, as in prometheus_client; when the setting changes (`override_settings`), the
+    family of the new buckets takes its place in the default registry, and the old one comes
+    back with its series when the setting does. A middleware records into the family it was
+    built with. A bad value falls back to the default; `manage.py check` reports it
+    (metrics.E017).
+    """
+    global _latency_buckets
+    buckets = app_settings.LATENCY_BUCKETS
+    if buckets == _latency_buckets:
+        return _latency_families[buckets]
+    with _latency_lock:
+        if _latency_buckets is not None:
+            if buckets == _latency_buckets:
+                return _latency_families[buckets]
+            # Its name is free again for the family of the new buckets.
+            REGISTRY.unregister(_latency_families[_latency_buckets])
+        family = _latency_families.get(buckets)
+        if family is None:
+            family = _latency_families[buckets] = Histogram(
+                "django_http_request_duration_seconds",
+                "HTTP request latency in seconds, from middleware entry to response.",
+                ["method", "view"],
+                buckets=buckets,
+            )
+        else:
+            REGISTRY.register(family)
+        _latency_buckets = buckets
+        return family
+
+
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    # Swapped at once, so that scrapes show the buckets of the settings in force even before
+    # anything uses the histogram again. `metrics.conf`'s receiver, connected before this one
+    # (this module imports it), has already dropped the cached value.
+    if setting == AppSettings.LATENCY_BUCKETS.name and _latency_buckets is not None:
+        request_duration_histogram()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="metrics.collectors.setting_changed")
+
+
+if not TYPE_CHECKING:
+    # Hidden from mypy, which types the two names from their declarations above instead of
+    # letting any attribute of the module through.
+
+    def __getattr__(name: str) -> object:
+        """Resolve the attributes read from settings when they are used (PEP 562)."""
+        if name == "http_request_duration_seconds":
+            return request_duration_histogram()
+        if name == "LATENCY_BUCKETS":
+            return app_settings.LATENCY_BUCKETS
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 http_requests_in_progress = Gauge(
     "django_http_requests_in_progress",
     "HTTP requests being processed now.",

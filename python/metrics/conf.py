@@ -1,8 +1,11 @@
 """Every setting of the app, read lazily: Django settings first, then the environment, then defaults.
 
-`app_settings` is the one object the rest of the package reads. Each value is parsed once and kept
-until a setting changes (Django's `setting_changed` signal, sent by `override_settings`) or
-`app_settings.clear_cache()` is called (after changing the environment).
+`app_settings` is the one object the rest of the package reads. Each setting is declared once, as
+a class attribute of `AppSettings` (a `Setting`: name, parser, default, check id, hint and its row
+of the table in docs/configuration.md); `SETTINGS`, the system checks and that table derive from
+the declarations. Each value is parsed when first read and kept until a setting changes (Django's
+`setting_changed` signal, sent by `override_settings`) or `app_settings.clear_cache()` is called
+(after changing the environment).
 
 Bad values never raise here: the system checks in `metrics.checks` report them (with the same
 parsers, in strict mode) and at run time the safe reading applies: a bad address is skipped (so
@@ -16,9 +19,9 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, NoReturn, TypeVar, cast, overload
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -339,13 +342,62 @@ def parse_paths(value: object) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Setting(Generic[T]):
-    """One setting: its name (also its environment variable), its parser and its default."""
+    """One setting, declared once, as a class attribute of `AppSettings`.
+
+    The declaration holds everything about the setting: its name (also its environment
+    variable), parser, default, system check id and hint, and its row of the table in
+    docs/configuration.md. Read on an instance (`app_settings.ENABLED`) it is the parsed value,
+    typed by the parser; read on the class (`AppSettings.ENABLED`) it is this object.
+    """
 
     name: str
     parse: Callable[[object], T]
     default: T
+    _: KW_ONLY
+    # The system check's id, stable across releases, and the hint its error gives.
+    check: str
+    hint: str
+    # The Meaning column of docs/configuration.md (Markdown).
+    doc: str
+    # The Default column when `default` does not say it (None, an empty value, an octal mode).
+    shown_default: str | None = None
     # How to read a bad value at run time; None: use the default.
     lenient: Callable[[object], T] | None = None
+
+    def __post_init__(self) -> None:
+        # Caught when the module is imported (so by every test run), not when the docs are built.
+        self.shown()
+
+    @overload
+    def __get__(self, obj: None, owner: type[object] | None = None) -> Setting[T]: ...
+
+    @overload
+    def __get__(self, obj: AppSettings, owner: type[object] | None = None) -> T: ...
+
+    def __get__(self, obj: AppSettings | None, owner: type[object] | None = None) -> Setting[T] | T:
+        """Return the parsed value (cached) on an instance, the declaration on the class."""
+        if obj is None:
+            return self
+        try:
+            # The hit inline, without `_get`'s call: some settings are read per query or per task.
+            return cast(T, obj._cache[self.name])
+        except KeyError:
+            return obj._get(self)
+
+    def __set__(self, obj: AppSettings, value: NoReturn) -> NoReturn:
+        """Refuse assignment, as a property would: settings change through Django or the environment."""
+        raise AttributeError(f"{self.name} is read-only here; use override_settings or the environment")
+
+    def shown(self) -> str:
+        """Return the default as docs/configuration.md shows it."""
+        if self.shown_default is not None:
+            return self.shown_default
+        default: object = self.default
+        if isinstance(default, float):
+            return f"`{default:g}`"
+        if isinstance(default, (bool, int)) or (isinstance(default, str) and default):
+            return f"`{default}`"
+        raise TypeError(f"{self.name}: say how the default {default!r} reads (shown_default)")
 
     def raw(self) -> tuple[object, str]:
         """Return the raw value and where it came from: `settings`, `environment` or `default`.
@@ -388,85 +440,29 @@ class Setting(Generic[T]):
             return self.default
 
 
-# One constant per setting, typed by its parser: `AppSettings` reads these, `metrics.checks`
-# validates them (through `SETTINGS`), and nothing else in the package reads a setting.
-METRICS_ENABLED = Setting("METRICS_ENABLED", parse_bool, True)
-METRICS_ALLOWED_IPS = Setting(
-    "METRICS_ALLOWED_IPS", parse_networks, _NO_NETWORKS, lenient=_parse_networks_leniently
-)
-METRICS_AUTH_TOKEN = Setting("METRICS_AUTH_TOKEN", parse_token, "")
-PROMETHEUS_MULTIPROC_DIR = Setting("PROMETHEUS_MULTIPROC_DIR", parse_optional_path, None)
-# auto: a worker of a pre-forking server shares a private store (metrics.prefork); on: require
-# PROMETHEUS_MULTIPROC_DIR; off: never. Read when `metrics` is imported or, at the latest, at start-up.
-METRICS_MULTIPROCESS = Setting("METRICS_MULTIPROCESS", parse_multiprocess, "auto")
-# Trace ids as exemplars on the request counter and latency histogram (metrics.tracing); read when
-# the middleware starts.
-METRICS_EXEMPLARS = Setting("METRICS_EXEMPLARS", parse_bool, False)
-# gunicorn's master serves /metrics/ there (deploy/gunicorn.conf.py); off by default.
-METRICS_EXPORT_PORT = Setting("METRICS_EXPORT_PORT", parse_export_address, None)
-# Read at import from the environment (core.py) and at start-up (apps.py).
-METRICS_STORE_FILE_MODE = Setting("METRICS_STORE_FILE_MODE", parse_file_mode, 0o600)
-METRICS_STORE_IN_DB = Setting("METRICS_STORE_IN_DB", parse_bool, False)
-METRICS_RETENTION_DAYS = Setting("METRICS_RETENTION_DAYS", parse_non_negative_int, 7)
-METRICS_TRUSTED_PROXIES = Setting(
-    "METRICS_TRUSTED_PROXIES", parse_networks, _NO_NETWORKS, lenient=_parse_networks_leniently
-)
-# None: the paths of this app's own endpoints (see `AppSettings.excluded_paths()`).
-METRICS_EXCLUDE_PATHS = Setting[tuple[str, ...] | None]("METRICS_EXCLUDE_PATHS", parse_paths, None)
-METRICS_HEALTH_TIMEOUT = Setting("METRICS_HEALTH_TIMEOUT", parse_timeout, 0.8)
-METRICS_HEALTH_MIN_FREE_MB = Setting("METRICS_HEALTH_MIN_FREE_MB", parse_non_negative_number, 32.0)
-# Read once, when metrics.collectors creates the latency histogram (at import).
-METRICS_LATENCY_BUCKETS = Setting("METRICS_LATENCY_BUCKETS", parse_buckets, DEFAULT_LATENCY_BUCKETS)
-METRICS_ACTIVE_USER_WINDOW = Setting("METRICS_ACTIVE_USER_WINDOW", parse_non_negative_int, 300)
-METRICS_MAX_LABEL_VALUES = Setting("METRICS_MAX_LABEL_VALUES", parse_positive_int, 100)
-# The Celery settings are read in workers without Django settings too (only the environment then).
-METRICS_CELERY_ENABLED = Setting("METRICS_CELERY_ENABLED", parse_bool, True)
-# The worker's own metrics port; 0: off. `--metrics-port` overrides it.
-METRICS_CELERY_WORKER_PORT = Setting("METRICS_CELERY_WORKER_PORT", parse_port, 0)
-# Where that port listens. `--metrics-address` overrides it.
-METRICS_CELERY_WORKER_ADDRESS = Setting("METRICS_CELERY_WORKER_ADDRESS", parse_bind_address, "0.0.0.0")
-# A `celery` check on /metrics/health/: broker reachable and a worker answering a ping.
-METRICS_CELERY_HEALTH_CHECK = Setting("METRICS_CELERY_HEALTH_CHECK", parse_bool, True)
-# Queues whose length is read from the broker at scrape time. None: the Celery app's configured
-# queues; an empty list: none (no broker read).
-METRICS_CELERY_QUEUES = Setting[tuple[str, ...] | None]("METRICS_CELERY_QUEUES", parse_queue_names, None)
-# Longest a scrape waits for that read before leaving the queue series out.
-METRICS_CELERY_QUEUE_TIMEOUT = Setting("METRICS_CELERY_QUEUE_TIMEOUT", parse_timeout, 0.5)
-# Also expose django-prometheus 2.5's families (metrics.compat); read at start-up.
-METRICS_COMPAT_DJANGO_PROMETHEUS = Setting("METRICS_COMPAT_DJANGO_PROMETHEUS", parse_bool, False)
-# Models whose saves and deletes are counted (metrics.instrument.models); read at start-up.
-METRICS_MODELS = Setting[str | tuple[str, ...]]("METRICS_MODELS", parse_models, ())
+@dataclass(frozen=True)
+class EnvironmentVariable:
+    """A variable the package reads from the environment only, never from Django settings.
 
-SETTINGS: dict[str, Setting[Any]] = {
-    s.name: s
-    for s in (
-        METRICS_ENABLED,
-        METRICS_ALLOWED_IPS,
-        METRICS_AUTH_TOKEN,
-        PROMETHEUS_MULTIPROC_DIR,
-        METRICS_MULTIPROCESS,
-        METRICS_EXEMPLARS,
-        METRICS_EXPORT_PORT,
-        METRICS_STORE_FILE_MODE,
-        METRICS_STORE_IN_DB,
-        METRICS_RETENTION_DAYS,
-        METRICS_TRUSTED_PROXIES,
-        METRICS_EXCLUDE_PATHS,
-        METRICS_HEALTH_TIMEOUT,
-        METRICS_HEALTH_MIN_FREE_MB,
-        METRICS_LATENCY_BUCKETS,
-        METRICS_ACTIVE_USER_WINDOW,
-        METRICS_MAX_LABEL_VALUES,
-        METRICS_CELERY_ENABLED,
-        METRICS_CELERY_WORKER_PORT,
-        METRICS_CELERY_WORKER_ADDRESS,
-        METRICS_CELERY_HEALTH_CHECK,
-        METRICS_CELERY_QUEUES,
-        METRICS_CELERY_QUEUE_TIMEOUT,
-        METRICS_COMPAT_DJANGO_PROMETHEUS,
-        METRICS_MODELS,
-    )
-}
+    Not a `Setting`: it has no accessor and no check. Declared here so that the table in
+    docs/configuration.md, generated from this module, lists it with the settings.
+    """
+
+    name: str
+    shown_default: str
+    doc: str
+
+
+# prometheus_client's variable, read its way (`metrics.core._created_enabled`), so one variable
+# governs both libraries' `_created` samples.
+PROMETHEUS_DISABLE_CREATED_SERIES = EnvironmentVariable(
+    "PROMETHEUS_DISABLE_CREATED_SERIES",
+    "`False`",
+    "`true`, `1` or `t` (any case): leave the `*_created` samples out of every exposition, ours and "
+    "prometheus_client's; any other value keeps them. Environment only, read at each exposition "
+    "(see [`_created` samples](#_created-samples)).",
+)
+ENVIRONMENT_ONLY: tuple[EnvironmentVariable, ...] = (PROMETHEUS_DISABLE_CREATED_SERIES,)
 
 
 MiddlewareSettings = tuple[bool, tuple[str, ...], frozenset[str]]
@@ -475,13 +471,276 @@ MIDDLEWARE_SETTINGS_KEY = "_middleware"
 # `middleware_settings_slot`).
 MIDDLEWARE_RULES_KEY = "_middleware_rules"
 
+_BOOL_HINT = "Use True or False."
+
 
 class AppSettings:
     """Typed, lazily parsed view of the settings (`app_settings.ENABLED`...).
 
-    Values read while Django settings cannot be read yet (a script or a Celery process that
-    configures them later) are not kept: the next read looks again.
+    Each class attribute below is a setting's one declaration (`Setting`); `SETTINGS`, the
+    system checks and the table in docs/configuration.md are derived from them. Values read
+    while Django settings cannot be read yet (a script or a Celery process that configures them
+    later) are not kept: the next read looks again.
     """
+
+    ENABLED = Setting(
+        "METRICS_ENABLED",
+        parse_bool,
+        True,
+        check="metrics.E001",
+        hint="Use True or False (in the environment: 1/0, true/false, yes/no, on/off).",
+        doc="Collect metrics. `False`: the middleware records nothing and `/metrics/` answers 404 "
+        "(the probes keep working).",
+    )
+    ALLOWED_IPS = Setting(
+        "METRICS_ALLOWED_IPS",
+        parse_networks,
+        _NO_NETWORKS,
+        lenient=_parse_networks_leniently,
+        check="metrics.E002",
+        hint="Use comma-separated IPv4/IPv6 addresses or CIDR networks, e.g. '127.0.0.1,10.0.0.0/8,::1'.",
+        shown_default="none",
+        doc="Client addresses allowed to read `/metrics/`: comma-separated (or a list) IPv4/IPv6 "
+        "addresses and CIDR networks, e.g. `127.0.0.1,10.0.0.0/8,::1`. IPv4 clients seen as "
+        "`::ffff:a.b.c.d` match IPv4 entries.",
+    )
+    AUTH_TOKEN = Setting(
+        "METRICS_AUTH_TOKEN",
+        parse_token,
+        "",
+        check="metrics.E003",
+        hint="Use a string (an empty string disables token access).",
+        shown_default="none",
+        doc="Token accepted in `X-Metrics-Token: <token>` or `Authorization: Bearer <token>`. Empty "
+        "disables token access. Compared in constant time.",
+    )
+    MULTIPROC_DIR = Setting(
+        "PROMETHEUS_MULTIPROC_DIR",
+        parse_optional_path,
+        None,
+        check="metrics.E004",
+        hint="Create the directory, writable by the server's user, before start-up.",
+        shown_default="unset",
+        doc="Directory shared by the worker processes of one server (see "
+        "[multiprocess.md](multiprocess.md)). Must exist and be writable. Read from the environment "
+        "when `metrics` is imported; a value given only in Django settings applies at start-up.",
+    )
+    MULTIPROCESS = Setting(
+        "METRICS_MULTIPROCESS",
+        parse_multiprocess,
+        "auto",
+        check="metrics.E025",
+        hint="Use 'auto' (the default), 'off', or 'on' together with PROMETHEUS_MULTIPROC_DIR.",
+        doc="`auto`: without `PROMETHEUS_MULTIPROC_DIR`, the workers of a pre-forking server "
+        "(gunicorn, `uvicorn --workers N`, uWSGI with a master) share a private store on their own; "
+        "single-process runs stay in-process ([multiprocess.md](multiprocess.md#zero-configuration)). "
+        "`on`: require `PROMETHEUS_MULTIPROC_DIR` (a check error without it). `off`: never share; a "
+        "worker logs one warning at its first request. An explicit directory is used in every mode. "
+        "Read when `metrics` is imported (the environment, or settings already loaded), else at "
+        "start-up.",
+    )
+    EXEMPLARS = Setting(
+        "METRICS_EXEMPLARS",
+        parse_bool,
+        False,
+        check="metrics.E024",
+        hint=_BOOL_HINT,
+        doc='Attach the request\'s trace id (`{trace_id="..."}`) as an exemplar to '
+        "`django_http_request_duration_seconds` and `django_http_requests_total`: from the active "
+        "OpenTelemetry span when `opentelemetry-api` is installed and a span is recording, else "
+        "from a valid W3C `traceparent` header; no trace, no exemplar. Shown in OpenMetrics only "
+        "(Prometheus needs `--enable-feature=exemplar-storage`), in multiprocess mode too. Read "
+        "when the middleware starts.",
+    )
+    EXPORT_PORT = Setting(
+        "METRICS_EXPORT_PORT",
+        parse_export_address,
+        None,
+        check="metrics.E019",
+        hint="Use a port (9100) or host:port (127.0.0.1:9100, [::1]:9100); 0 or unset: off.",
+        shown_default="off",
+        doc="A port (`9100`: every interface) or `host:port` where gunicorn's master serves "
+        "`/metrics/` from the shared store, with the same access rules, so a scrape is answered "
+        "while every worker is busy "
+        "([multiprocess.md](multiprocess.md#an-export-port-in-gunicorns-master)). `0` or empty: off.",
+    )
+    STORE_FILE_MODE = Setting(
+        "METRICS_STORE_FILE_MODE",
+        parse_file_mode,
+        0o600,
+        check="metrics.E018",
+        hint="Use '0600' (the default), or '0640'/'0660' when a second user in the directory's group "
+        "must read or write the store.",
+        shown_default="`0600`",
+        doc="Permission bits of the files the multiprocess store creates: `0600`, or `0640`/`0660` "
+        "when a second user in the directory's group must read or write the store. Other users "
+        "never get access ([security.md](security.md)). Read from the environment when `metrics` "
+        "is imported, and from Django settings at start-up.",
+    )
+    STORE_IN_DB = Setting(
+        "METRICS_STORE_IN_DB",
+        parse_bool,
+        False,
+        check="metrics.E005",
+        hint=_BOOL_HINT,
+        doc="Keep metric snapshots in the database.",
+    )
+    RETENTION_DAYS = Setting(
+        "METRICS_RETENTION_DAYS",
+        parse_non_negative_int,
+        7,
+        check="metrics.E006",
+        hint="Use a whole number of days, 0 or more.",
+        doc="Days of snapshots `cleanup_metrics` keeps; a whole number, 0 or more.",
+    )
+    TRUSTED_PROXIES = Setting(
+        "METRICS_TRUSTED_PROXIES",
+        parse_networks,
+        _NO_NETWORKS,
+        lenient=_parse_networks_leniently,
+        check="metrics.E007",
+        hint="Use comma-separated addresses or CIDR networks of your reverse proxies.",
+        shown_default="none",
+        doc="Addresses/CIDR networks of your reverse proxies. Only when the direct peer is one of "
+        "them is `X-Forwarded-For` read, and then the client is the right-most address in it that "
+        "is not itself a trusted proxy.",
+    )
+    # None: the paths of this app's own endpoints (see `excluded_paths()`).
+    EXCLUDE_PATHS = Setting[tuple[str, ...] | None](
+        "METRICS_EXCLUDE_PATHS",
+        parse_paths,
+        None,
+        check="metrics.E008",
+        hint="Use URL path prefixes starting with '/', e.g. '/metrics/,/static/'.",
+        shown_default="where `metrics.urls` is included (`/metrics/`)",
+        doc="Path prefixes (compared with `request.path_info`, each starting with `/`) the "
+        "middleware does not record. The default keeps scrapes and probes out of the HTTP "
+        'metrics; `""` records everything.',
+    )
+    HEALTH_TIMEOUT = Setting(
+        "METRICS_HEALTH_TIMEOUT",
+        parse_timeout,
+        0.8,
+        check="metrics.E009",
+        hint="Use seconds, e.g. 0.8 (Kubernetes probes time out after 1 s by default).",
+        doc="Seconds each health check may take before it is reported as `timeout` (checks run in "
+        "parallel, so a probe answers within about this time; Kubernetes' default probe timeout is "
+        "1 s). Between 0 and 60.",
+    )
+    HEALTH_MIN_FREE_MB = Setting(
+        "METRICS_HEALTH_MIN_FREE_MB",
+        parse_non_negative_number,
+        32.0,
+        check="metrics.E010",
+        hint="Use a number of megabytes, 0 or more.",
+        doc="Free space `PROMETHEUS_MULTIPROC_DIR` needs for `/metrics/health/` to pass.",
+    )
+    LATENCY_BUCKETS = Setting(
+        "METRICS_LATENCY_BUCKETS",
+        parse_buckets,
+        DEFAULT_LATENCY_BUCKETS,
+        check="metrics.E017",
+        hint="Use increasing numbers of seconds, e.g. '0.01,0.05,0.1,0.5,1,5'.",
+        shown_default="5 ms … 30 s (15 bounds)",
+        doc="Upper bounds of the request-latency histogram, in seconds, increasing; read when the "
+        "histogram is first used, at the latest at start-up (see [below](#histogram-buckets)).",
+    )
+    ACTIVE_USER_WINDOW = Setting(
+        "METRICS_ACTIVE_USER_WINDOW",
+        parse_non_negative_int,
+        300,
+        check="metrics.E011",
+        hint="Use a whole number of seconds, 0 or more (0 turns the gauge off).",
+        doc="Seconds a user counts as active after a login, for `django_active_users_total`; `0` "
+        "turns the gauge off (see [metrics.md](metrics.md)).",
+    )
+    MAX_LABEL_VALUES = Setting(
+        "METRICS_MAX_LABEL_VALUES",
+        parse_positive_int,
+        100,
+        check="metrics.E012",
+        hint="Use a whole number, 1 or more.",
+        doc="Distinct values one user-supplied label (`track_custom_metric`, `track_user_activity`) "
+        "may take before further values fold into `other`.",
+    )
+    # The Celery settings are read in workers without Django settings too (only the environment then).
+    CELERY_ENABLED = Setting(
+        "METRICS_CELERY_ENABLED",
+        parse_bool,
+        True,
+        check="metrics.E013",
+        hint=_BOOL_HINT,
+        doc="Record Celery task metrics from Celery's signals ([celery.md](celery.md)).",
+    )
+    CELERY_WORKER_PORT = Setting(
+        "METRICS_CELERY_WORKER_PORT",
+        parse_port,
+        0,
+        check="metrics.E014",
+        hint="Use a TCP port, 1 to 65535, or 0 for no worker port.",
+        shown_default="`0` (off)",
+        doc="A Celery worker's own metrics port, served from its main process; `--metrics-port` "
+        "overrides it.",
+    )
+    CELERY_WORKER_ADDRESS = Setting(
+        "METRICS_CELERY_WORKER_ADDRESS",
+        parse_bind_address,
+        "0.0.0.0",
+        check="metrics.E015",
+        hint="Use an address to listen on, e.g. '0.0.0.0' or '127.0.0.1'.",
+        doc="Where that port listens; `--metrics-address` overrides it.",
+    )
+    CELERY_HEALTH_CHECK = Setting(
+        "METRICS_CELERY_HEALTH_CHECK",
+        parse_bool,
+        True,
+        check="metrics.E016",
+        hint=_BOOL_HINT,
+        doc="Add the `celery` check (broker reachable, a worker answering a ping) to `/metrics/health/`.",
+    )
+    # None: the Celery app's configured queues; an empty list: none (no broker read).
+    CELERY_QUEUES = Setting[tuple[str, ...] | None](
+        "METRICS_CELERY_QUEUES",
+        parse_queue_names,
+        None,
+        check="metrics.E020",
+        hint="Use queue names, comma-separated or a list, e.g. 'celery,emails'; [] for none.",
+        shown_default="the Celery app's queues",
+        doc="Broker queues whose length `celery_queue_length{queue}` reads at scrape time: "
+        "comma-separated or a list. Unset: `task_queues`, `task_default_queue` and the queues named "
+        "in dict `task_routes`. `[]`: no broker read ([celery.md](celery.md#broker-backlog)).",
+    )
+    CELERY_QUEUE_TIMEOUT = Setting(
+        "METRICS_CELERY_QUEUE_TIMEOUT",
+        parse_timeout,
+        0.5,
+        check="metrics.E021",
+        hint="Use seconds, e.g. 0.5: a scrape waits at most this long for the broker.",
+        doc="Seconds a scrape waits for that broker read; past it the queue series are left out of "
+        "the scrape and `celery_queue_length_errors_total` counts it. Between 0 and 60.",
+    )
+    COMPAT_DJANGO_PROMETHEUS = Setting(
+        "METRICS_COMPAT_DJANGO_PROMETHEUS",
+        parse_bool,
+        False,
+        check="metrics.E022",
+        hint=_BOOL_HINT,
+        doc="Also expose django-prometheus 2.5's metric families (names, types, labels), fed by the "
+        "same middleware, database and cache hooks, so dashboards and alerts written for it keep "
+        "working ([migrating-from-django-prometheus.md](migrating-from-django-prometheus.md)). Read "
+        "at start-up. Off, it costs nothing per request.",
+    )
+    MODELS = Setting[str | tuple[str, ...]](
+        "METRICS_MODELS",
+        parse_models,
+        (),
+        check="metrics.E023",
+        hint="Use '*' for every model, or app_label.ModelName labels, e.g. 'shop.Item,auth.User'.",
+        shown_default="none",
+        doc='Models whose inserts, updates and deletes are counted from Django\'s signals: `"*"` for '
+        "every model, or `app_label.ModelName` labels (comma-separated or a list), each of which "
+        "must name an installed model. Read at start-up ([metrics.md](metrics.md#models)).",
+    )
 
     def __init__(self) -> None:
         self._cache: dict[str, object] = {}
@@ -501,131 +760,6 @@ class AppSettings:
         """Forget parsed values, so the next read sees current settings and environment."""
         self._cache.clear()
         self._excluded = None
-
-    @property
-    def ENABLED(self) -> bool:
-        """Collect metrics and serve `/metrics/` (`METRICS_ENABLED`, default True)."""
-        return self._get(METRICS_ENABLED)
-
-    @property
-    def ALLOWED_IPS(self) -> tuple[Network, ...]:
-        """Client networks allowed to read `/metrics/` (`METRICS_ALLOWED_IPS`, default none)."""
-        return self._get(METRICS_ALLOWED_IPS)
-
-    @property
-    def AUTH_TOKEN(self) -> str:
-        """Token accepted in `X-Metrics-Token` or `Authorization: Bearer` (default: none)."""
-        return self._get(METRICS_AUTH_TOKEN)
-
-    @property
-    def MULTIPROC_DIR(self) -> str | None:
-        """Directory shared by worker processes (`PROMETHEUS_MULTIPROC_DIR`, default unset)."""
-        return self._get(PROMETHEUS_MULTIPROC_DIR)
-
-    @property
-    def MULTIPROCESS(self) -> str:
-        """Share a store among a pre-forking server's workers (`METRICS_MULTIPROCESS`, default auto)."""
-        return self._get(METRICS_MULTIPROCESS)
-
-    @property
-    def EXEMPLARS(self) -> bool:
-        """Attach trace ids to the request metrics as exemplars (`METRICS_EXEMPLARS`, default False)."""
-        return self._get(METRICS_EXEMPLARS)
-
-    @property
-    def EXPORT_PORT(self) -> tuple[str, int] | None:
-        """Where gunicorn's master serves `/metrics/` (`METRICS_EXPORT_PORT`, default off)."""
-        return self._get(METRICS_EXPORT_PORT)
-
-    @property
-    def STORE_FILE_MODE(self) -> int:
-        """Permission bits of the store's files (`METRICS_STORE_FILE_MODE`, default 0600)."""
-        return self._get(METRICS_STORE_FILE_MODE)
-
-    @property
-    def STORE_IN_DB(self) -> bool:
-        """Keep metric snapshots in the database (`METRICS_STORE_IN_DB`, default False)."""
-        return self._get(METRICS_STORE_IN_DB)
-
-    @property
-    def RETENTION_DAYS(self) -> int:
-        """Days of snapshots `cleanup_metrics` keeps (`METRICS_RETENTION_DAYS`, default 7)."""
-        return self._get(METRICS_RETENTION_DAYS)
-
-    @property
-    def TRUSTED_PROXIES(self) -> tuple[Network, ...]:
-        """Peers whose `X-Forwarded-For` is believed (`METRICS_TRUSTED_PROXIES`, default none)."""
-        return self._get(METRICS_TRUSTED_PROXIES)
-
-    @property
-    def EXCLUDE_PATHS(self) -> tuple[str, ...] | None:
-        """Path prefixes the middleware ignores; None means this app's endpoints."""
-        return self._get(METRICS_EXCLUDE_PATHS)
-
-    @property
-    def HEALTH_TIMEOUT(self) -> float:
-        """Seconds each health check may take (`METRICS_HEALTH_TIMEOUT`, default 0.8)."""
-        return self._get(METRICS_HEALTH_TIMEOUT)
-
-    @property
-    def HEALTH_MIN_FREE_MB(self) -> float:
-        """Free space the multiprocess directory needs to pass `/metrics/health/` (default 32 MB)."""
-        return self._get(METRICS_HEALTH_MIN_FREE_MB)
-
-    @property
-    def LATENCY_BUCKETS(self) -> tuple[float, ...]:
-        """Upper bounds of the request latency histogram (`METRICS_LATENCY_BUCKETS`)."""
-        return self._get(METRICS_LATENCY_BUCKETS)
-
-    @property
-    def ACTIVE_USER_WINDOW(self) -> int:
-        """Seconds since login that make a user active (`METRICS_ACTIVE_USER_WINDOW`, default 300)."""
-        return self._get(METRICS_ACTIVE_USER_WINDOW)
-
-    @property
-    def MAX_LABEL_VALUES(self) -> int:
-        """Distinct values one user-fed label may take (`METRICS_MAX_LABEL_VALUES`, default 100)."""
-        return self._get(METRICS_MAX_LABEL_VALUES)
-
-    @property
-    def CELERY_ENABLED(self) -> bool:
-        """Record Celery task metrics (`METRICS_CELERY_ENABLED`, default True)."""
-        return self._get(METRICS_CELERY_ENABLED)
-
-    @property
-    def CELERY_WORKER_PORT(self) -> int:
-        """The Celery worker's metrics port, 0 for none (`METRICS_CELERY_WORKER_PORT`, default 0)."""
-        return self._get(METRICS_CELERY_WORKER_PORT)
-
-    @property
-    def CELERY_WORKER_ADDRESS(self) -> str:
-        """Where the worker's metrics port listens (`METRICS_CELERY_WORKER_ADDRESS`, default 0.0.0.0)."""
-        return self._get(METRICS_CELERY_WORKER_ADDRESS)
-
-    @property
-    def CELERY_HEALTH_CHECK(self) -> bool:
-        """Add the `celery` check to `/metrics/health/` (`METRICS_CELERY_HEALTH_CHECK`, default True)."""
-        return self._get(METRICS_CELERY_HEALTH_CHECK)
-
-    @property
-    def CELERY_QUEUES(self) -> tuple[str, ...] | None:
-        """Broker queues read at scrape time; None: the app's configured queues (`METRICS_CELERY_QUEUES`)."""
-        return self._get(METRICS_CELERY_QUEUES)
-
-    @property
-    def CELERY_QUEUE_TIMEOUT(self) -> float:
-        """Longest a scrape waits for the broker (`METRICS_CELERY_QUEUE_TIMEOUT`, default 0.5)."""
-        return self._get(METRICS_CELERY_QUEUE_TIMEOUT)
-
-    @property
-    def COMPAT_DJANGO_PROMETHEUS(self) -> bool:
-        """Also expose django-prometheus's metric families (`METRICS_COMPAT_DJANGO_PROMETHEUS`)."""
-        return self._get(METRICS_COMPAT_DJANGO_PROMETHEUS)
-
-    @property
-    def MODELS(self) -> str | tuple[str, ...]:
-        """`"*"` or the `app_label.ModelName` labels whose saves and deletes count (`METRICS_MODELS`)."""
-        return self._get(METRICS_MODELS)
 
     def middleware_settings(self) -> MiddlewareSettings:
         """Return (ENABLED, excluded_paths(), probe_paths()) in one cached lookup."""
@@ -694,6 +828,27 @@ class AppSettings:
                 paths = (path,)
         self._excluded = paths
         return paths
+
+
+# Every setting by name (its environment variable), in declaration order: the system checks
+# validate these, and `settings_table()` documents them.
+SETTINGS: dict[str, Setting[Any]] = {
+    setting.name: setting for setting in vars(AppSettings).values() if isinstance(setting, Setting)
+}
+
+
+def settings_table() -> str:
+    """Return the Markdown table of every setting and environment variable (docs/configuration.md).
+
+    `scripts/settings_table.py` writes it into the docs; a test checks they match.
+    """
+    rows = ["| Setting / variable | Default | Meaning | Check |", "|---|---|---|---|"]
+    for setting in SETTINGS.values():
+        rows.append(f"| `{setting.name}` | {setting.shown()} | {setting.doc} | `{setting.check}` |")
+    for variable in ENVIRONMENT_ONLY:
+        name = f"`{variable.name}` (environment only)"
+        rows.append(f"| {name} | {variable.shown_default} | {variable.doc} | none |")
+    return "\n".join(rows) + "\n"
 
 
 app_settings = AppSettings()

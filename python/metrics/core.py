@@ -525,13 +525,13 @@ def _choose_store() -> None:
     """
     from metrics import conf, prefork
 
-    mode = os.environ.get(conf.METRICS_STORE_FILE_MODE.name, "").strip()
+    mode = os.environ.get(conf.AppSettings.STORE_FILE_MODE.name, "").strip()
     if mode:
         try:
-            set_store_file_mode(conf.METRICS_STORE_FILE_MODE.parse(mode))
+            set_store_file_mode(conf.AppSettings.STORE_FILE_MODE.parse(mode))
         except conf.SettingError:
             logger.error("METRICS_STORE_FILE_MODE unusable, the store's files stay 0600")
-    directory = conf.parse_optional_path(os.environ.get(conf.PROMETHEUS_MULTIPROC_DIR.name))
+    directory = conf.parse_optional_path(os.environ.get(conf.AppSettings.MULTIPROC_DIR.name))
     if directory:
         try:
             enable_multiprocess(directory)

@@ -34,11 +34,11 @@ from metrics import compat, tracing
 from metrics.collectors import (
     bounded_label,
     http_exceptions_total,
-    http_request_duration_seconds,
     http_request_size_bytes,
     http_requests_in_progress,
     http_requests_total,
     http_response_size_bytes,
+    request_duration_histogram,
 )
 from metrics.conf import app_settings
 from metrics.core import (
@@ -146,7 +146,8 @@ class MetricsMiddleware(RecordingMiddleware):
         try:
             recorder = RequestMetrics(
                 http_requests_total,
-                http_request_duration_seconds,
+                # Its buckets are the setting's when this middleware is built.
+                request_duration_histogram(),
                 http_requests_in_progress,
                 http_request_size_bytes,
                 http_response_size_bytes,
