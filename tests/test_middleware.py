@@ -496,6 +496,7 @@ def test_a_renamed_framework_attribute_fails_loudly_and_the_request_is_served(mo
         charset="charset",
         headers="headers",
         content_type="Content-Type",
+        header_store=None,
         template_name="template_name",
     )
     monkeypatch.setattr(middleware, "_FIELDS", renamed)

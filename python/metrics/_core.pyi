@@ -316,6 +316,7 @@ class RequestFields:
         charset: str,
         headers: str,
         content_type: str,
+        header_store: str | None,
         template_name: str,
     ) -> Self: ...
     def view_label(self, request: Any) -> str:

@@ -88,6 +88,7 @@ def _fields() -> RequestFields:
             charset="charset",
             headers="headers",
             content_type="Content-Type",
+            header_store="_store" if _keeps_header_store() else None,
             template_name="template_name",
         )
     return _FIELDS
@@ -106,6 +107,20 @@ def _keeps_body_chunks() -> bool:
     response.write(b"c")
     chunks = getattr(response, "_container", None)
     return isinstance(chunks, list) and b"".join(chunks) == response.content == b"abc"
+
+
+def _keeps_header_store() -> bool:
+    """Return whether HttpResponse's headers keep `lower-case name -> (name, value)` in `_store`.
+
+    Then the core reads Content-Type from it without a call (compatibility mode's charset); a
+    Django that keeps its headers differently costs the call to `headers.get`.
+    """
+    response = HttpResponse(b"", content_type="text/plain; charset=ascii")
+    store = getattr(response.headers, "_store", None)
+    return isinstance(store, dict) and store.get("content-type") == (
+        "Content-Type",
+        response.headers.get("Content-Type"),
+    )
 
 
 def _rules() -> RequestRules:

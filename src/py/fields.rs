@@ -47,6 +47,10 @@ pub struct PyRequestFields {
     charset: Py<PyString>,
     headers: Py<PyString>,
     content_type: Py<PyString>,
+    // Where the headers mapping keeps `lower-case name -> (name, value)`, read without a call
+    // when the glue found one; the Content-Type key in lower case for it.
+    header_store: Option<Py<PyString>>,
+    content_type_lower: Py<PyString>,
     template_name: Py<PyString>,
 }
 
@@ -194,6 +198,15 @@ impl PyRequestFields {
     pub(crate) fn content_type(&self, response: &Bound<'_, PyAny>) -> PyResult<String> {
         let py = response.py();
         let headers = response.getattr(self.headers.bind(py))?;
+        if let Some(store) = &self.header_store {
+            if let Ok(store) = headers.getattr(store.bind(py))?.cast_into::<PyDict>() {
+                let entry = store.get_item(self.content_type_lower.bind(py))?;
+                return match entry {
+                    Some(entry) => Ok(entry.get_item(1)?.str()?.to_cow()?.into_owned()),
+                    None => Ok(String::new()),
+                };
+            }
+        }
         let found = headers.call_method1(intern!(py, "get"), (self.content_type.bind(py),))?;
         Ok(if found.is_none() { String::new() } else { found.str()?.to_cow()?.into_owned() })
     }
@@ -203,9 +216,15 @@ impl PyRequestFields {
         Ok(response.getattr(self.charset.bind(response.py()))?.str()?.to_cow()?.into_owned())
     }
 
-    /// Return the response's template name, if it has one.
+    /// Return the response's template name, if it has one (an attribute of the instance, looked
+    /// up in its `__dict__`: a missing attribute would cost an exception per response).
     pub(crate) fn template_name(&self, response: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
-        match response.getattr_opt(self.template_name.bind(response.py()))? {
+        let py = response.py();
+        let name = match response.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>() {
+            Ok(attributes) => attributes.get_item(self.template_name.bind(py))?,
+            Err(_) => response.getattr_opt(self.template_name.bind(py))?,
+        };
+        match name {
             Some(name) if !name.is_none() => Ok(Some(name.str()?.to_cow()?.into_owned())),
             _ => Ok(None),
         }
@@ -250,9 +269,10 @@ impl PyRequestFields {
     /// whose `content` is `plain_content`), the `environ` key of the `traceparent` header, and
     /// what the compatibility families read: the request's `scheme` (and its `environ` key
     /// `scheme_key`), the `environ` key of `requested_with`, the response's `charset_override`
-    /// and `charset`, its `headers` mapping with the `content_type` key, and `template_name`.
+    /// and `charset`, its `headers` mapping with the `content_type` key (and `header_store`,
+    /// optional: where that mapping keeps lower-case names), and `template_name`.
     #[new]
-    #[pyo3(signature = (*, method, path, url_match, pattern_name, qualified_name, route, environ, content_length, status, streaming, content, body_chunks, plain_content, traceparent, scheme, scheme_key, requested_with, charset_override, charset, headers, content_type, template_name))]
+    #[pyo3(signature = (*, method, path, url_match, pattern_name, qualified_name, route, environ, content_length, status, streaming, content, body_chunks, plain_content, traceparent, scheme, scheme_key, requested_with, charset_override, charset, headers, content_type, header_store, template_name))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -277,6 +297,7 @@ impl PyRequestFields {
         charset: &str,
         headers: &str,
         content_type: &str,
+        header_store: Option<&str>,
         template_name: &str,
     ) -> Self {
         PyRequestFields {
@@ -301,6 +322,8 @@ impl PyRequestFields {
             charset: interned(py, charset),
             headers: interned(py, headers),
             content_type: interned(py, content_type),
+            header_store: header_store.map(|name| interned(py, name)),
+            content_type_lower: interned(py, &content_type.to_lowercase()),
             template_name: interned(py, template_name),
         }
     }
