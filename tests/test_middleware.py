@@ -579,3 +579,21 @@ def test_compat_and_exemplars_on_a_request_is_still_one_crossing(sample, sample_
     before = sample_or_zero("django_http_requests_total_by_method_total", method="GET")
     assert _python_calls_in_the_package(3, HTTP_TRACEPARENT=header) == []
     assert sample("django_http_requests_total_by_method_total", method="GET") == before + 4
+
+
+def test_unregistering_and_registering_a_built_in_family_again_keeps_counting(sample, sample_or_zero) -> None:
+    """A built-in family taken out of the registry and put back counts on, and every scrape sees it."""
+    from metrics import collectors
+
+    labels = {"method": "GET", "view": "ok", "status": "200"}
+    client = Client()
+    client.get("/ok/")
+    before = sample_or_zero(TOTAL, **labels)
+    REGISTRY.unregister(collectors.http_requests_total)
+    try:
+        client.get("/ok/")
+        assert sample(TOTAL, **labels) is None
+    finally:
+        REGISTRY.register(collectors.http_requests_total)
+    client.get("/ok/")
+    assert sample(TOTAL, **labels) == before + 2
