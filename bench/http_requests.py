@@ -420,14 +420,14 @@ def _paired(timings: dict[str, list[float]], stack: str, base: str) -> list[floa
 
 
 def _cell(added: list[float]) -> str:
-    return f"{statistics.median(added):.2f} ({min(added):.2f}–{max(added):.2f})"
+    return f"{statistics.median(added):.2f} [{min(added):.2f}, {max(added):.2f}]"
 
 
 def print_table(modes: dict[str, dict[str, list[float]]]) -> None:
     """Print the middleware-alone table, one column pair per mode, as Markdown."""
     rounds = len(next(iter(modes.values()))["bare"])
     print(
-        f"\nµs added per request by the middleware alone: median (min–max) of the per-round"
+        f"\nµs added per request by the middleware alone: median [min, max] of the per-round"
         f" difference with the bare view, {rounds} interleaved rounds; ratio: median against"
         " django-prometheus's\n"
     )
