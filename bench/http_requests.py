@@ -1,30 +1,26 @@
-"""HTTP benchmark: what each way of recording the five HTTP metrics costs a Django request.
+"""HTTP benchmark: what each way of recording the HTTP metrics adds to a Django request.
 
-Four stacks, identical but for the metrics middleware (the default `startproject` middleware,
-a view answering 2 bytes):
+The stacks differ only in their metrics middleware: none (bare), a no-op Python middleware (the
+floor of any middleware), django-prometheus, a minimal hand-written prometheus_client middleware
+recording the spec's five metrics, and this package's `MetricsMiddleware` by default, with
+`METRICS_COMPAT_DJANGO_PROMETHEUS`, with `METRICS_EXEMPLARS` (requests carry a `traceparent`),
+with `METRICS_NATIVE_HISTOGRAMS` (once that setting exists) and awaited under ASGI.
 
-- bare Django (no metrics),
-- this package's `metrics.middleware.MetricsMiddleware`,
-- the same with `METRICS_COMPAT_DJANGO_PROMETHEUS` on (django-prometheus's families too),
-- django-prometheus (`PrometheusBeforeMiddleware` ... `PrometheusAfterMiddleware`),
-- a minimal hand-written prometheus_client middleware recording the spec's five metrics.
+The table (always): each middleware alone around a view that returns a ready response, in
+interleaved rounds (shuffled order each round, so machine noise hits all stacks alike); each cell
+is the median [min, max] of the per-round difference with the bare view, and its ratio to
+django-prometheus's. One column measured in this process, one in a child process started with
+`PROMETHEUS_MULTIPROC_DIR` on a fresh directory (multiprocess mode: every stack's values in
+memory-mapped files). The async row awaits the middleware around an async view in one event loop,
+against the bare async view.
 
-Part 1, in-process: each stack is a `WSGIHandler` called directly with a WSGI environ; rounds are
-interleaved (shuffled order each round) so machine noise hits all stacks alike. Prints the
-median µs/request, the median per-round difference with bare Django, and the ratio.
+`--full-stack`: every stack as a `WSGIHandler` called directly (the default `startproject`
+middleware, a view answering 2 bytes). `--wrk`: every stack under gunicorn (4 sync workers), loaded
+with `wrk` on loopback in interleaved rounds; on 2 cores that table cannot resolve a few µs.
 
-Part 2, over HTTP: each stack under gunicorn (4 sync workers, one server per stack, all started
-up front), loaded with `wrk` on loopback in interleaved rounds. Prints requests/s and the share
-of bare Django's.
-
-The middleware-alone measurement of part 1 runs twice: in this process (single-process mode) and
-in a child process started with `PROMETHEUS_MULTIPROC_DIR` set to a fresh directory (multiprocess
-mode: every stack's values in memory-mapped files).
-
-Run: `.venv/bin/python bench/http_requests.py` (about 2 minutes; `--no-wrk` for part 1 only,
-`--middleware-only` for the two middleware-alone tables only). Figures
-are meaningful with the release build of the core (`make bench` builds it); a debug build
-(`make build`) makes this package's middleware look slower than it is.
+Run: `.venv/bin/python bench/http_requests.py` (about 30 seconds). Figures are meaningful with
+the release build of the core (`make build-release`; `make bench` builds it); a debug build
+(`make build`) makes this package's middleware look several times slower than it is.
 """
 
 # This file is named http.py: its directory must leave sys.path before anything imports the
