@@ -1,30 +1,26 @@
-"""HTTP benchmark: what each way of recording the five HTTP metrics costs a Django request.
+"""HTTP benchmark: what each way of recording the HTTP metrics adds to a Django request.
 
-Four stacks, identical but for the metrics middleware (the default `startproject` middleware,
-a view answering 2 bytes):
+The stacks differ only in their metrics middleware: none (bare), a no-op Python middleware (the
+floor of any middleware), django-prometheus, a minimal hand-written prometheus_client middleware
+recording the spec's five metrics, and this package's `MetricsMiddleware` by default, with
+`METRICS_COMPAT_DJANGO_PROMETHEUS`, with `METRICS_EXEMPLARS` (requests carry a `traceparent`),
+with `METRICS_NATIVE_HISTOGRAMS` (once that setting exists) and awaited under ASGI.
 
-- bare Django (no metrics),
-- this package's `metrics.middleware.MetricsMiddleware`,
-- the same with `METRICS_COMPAT_DJANGO_PROMETHEUS` on (django-prometheus's families too),
-- django-prometheus (`PrometheusBeforeMiddleware` ... `PrometheusAfterMiddleware`),
-- a minimal hand-written prometheus_client middleware recording the spec's five metrics.
+The table (always): each middleware alone around a view that returns a ready response, in
+interleaved rounds (shuffled order each round, so machine noise hits all stacks alike); each cell
+is the median [min, max] of the per-round difference with the bare view, and its ratio to
+django-prometheus's. One column measured in this process, one in a child process started with
+`PROMETHEUS_MULTIPROC_DIR` on a fresh directory (multiprocess mode: every stack's values in
+memory-mapped files). The async row awaits the middleware around an async view in one event loop,
+against the bare async view.
 
-Part 1, in-process: each stack is a `WSGIHandler` called directly with a WSGI environ; rounds are
-interleaved (shuffled order each round) so machine noise hits all stacks alike. Prints the
-median µs/request, the median per-round difference with bare Django, and the ratio.
+`--full-stack`: every stack as a `WSGIHandler` called directly (the default `startproject`
+middleware, a view answering 2 bytes). `--wrk`: every stack under gunicorn (4 sync workers), loaded
+with `wrk` on loopback in interleaved rounds; on 2 cores that table cannot resolve a few µs.
 
-Part 2, over HTTP: each stack under gunicorn (4 sync workers, one server per stack, all started
-up front), loaded with `wrk` on loopback in interleaved rounds. Prints requests/s and the share
-of bare Django's.
-
-The middleware-alone measurement of part 1 runs twice: in this process (single-process mode) and
-in a child process started with `PROMETHEUS_MULTIPROC_DIR` set to a fresh directory (multiprocess
-mode: every stack's values in memory-mapped files).
-
-Run: `.venv/bin/python bench/http_requests.py` (about 2 minutes; `--no-wrk` for part 1 only,
-`--middleware-only` for the two middleware-alone tables only). Figures
-are meaningful with the release build of the core (`make bench` builds it); a debug build
-(`make build`) makes this package's middleware look slower than it is.
+Run: `.venv/bin/python bench/http_requests.py` (about 30 seconds). Figures are meaningful with
+the release build of the core (`make build-release`; `make bench` builds it); a debug build
+(`make build`) makes this package's middleware look several times slower than it is.
 """
 
 # This file is named http.py: its directory must leave sys.path before anything imports the
@@ -40,6 +36,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse
 import io
+import json
 import random
 import re
 import shutil
@@ -52,6 +49,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 STACKS = ["bare", "metrics", "metrics-compat", "metrics-exemplars", "django-prometheus", "prometheus_client"]
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -275,19 +273,47 @@ def in_process(rounds: int, requests: int) -> dict[str, list[float]]:
     return timings
 
 
+def native_available() -> bool:
+    """Return whether this version has native histograms (`METRICS_NATIVE_HISTOGRAMS`)."""
+    import metrics.conf
+
+    return hasattr(metrics.conf, "METRICS_NATIVE_HISTOGRAMS")
+
+
+def _build_chain(view: Callable[[object], object], **metrics_settings: bool) -> Callable[[object], object]:
+    """Return `MetricsMiddleware(view)` built with `metrics_settings` on (read once, when built)."""
+    from django.conf import settings
+
+    from metrics.conf import app_settings
+    from metrics.middleware import MetricsMiddleware
+
+    for name, value in metrics_settings.items():
+        setattr(settings, name, value)
+    app_settings.clear_cache()
+    try:
+        return MetricsMiddleware(view)
+    finally:
+        for name in metrics_settings:
+            setattr(settings, name, False)
+        app_settings.clear_cache()
+
+
 def middleware_alone(rounds: int, requests: int) -> dict[str, list[float]]:
     """Time each stack's metrics middleware around a view that returns a ready response.
 
     Nothing else runs (no URL resolution, no other middleware), so this isolates what the
-    metrics code itself adds, with less noise than the full stack.
+    metrics code itself adds, with less noise than the full stack. The async rows await the
+    chain in one event loop, around an async view: what `ASGIHandler` awaits per request,
+    without its thread hops for signals and database connections (tens of µs each, that
+    would drown a 1 µs difference).
     """
+    import asyncio
+
     from bench_site import MinimalPrometheusMiddleware
     from django.http import HttpResponse
     from django.test import RequestFactory
     from django.urls import resolve
     from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
-
-    from metrics.middleware import MetricsMiddleware
 
     response = HttpResponse(b"ok")
     request = RequestFactory().get("/hello/", HTTP_TRACEPARENT=TRACEPARENT)
@@ -296,19 +322,8 @@ def middleware_alone(rounds: int, requests: int) -> dict[str, list[float]]:
     def view(request: object) -> HttpResponse:
         return response
 
-    from django.conf import settings
-
-    from metrics.conf import app_settings
-
-    settings.METRICS_COMPAT_DJANGO_PROMETHEUS = True
-    app_settings.clear_cache()
-    compat_chain = MetricsMiddleware(view)
-    settings.METRICS_COMPAT_DJANGO_PROMETHEUS = False
-    settings.METRICS_EXEMPLARS = True
-    app_settings.clear_cache()
-    exemplars_chain = MetricsMiddleware(view)
-    settings.METRICS_EXEMPLARS = False
-    app_settings.clear_cache()
+    async def async_view(request: object) -> HttpResponse:
+        return response
 
     class NoOpMiddleware:
         def __init__(self, get_response: Callable[[object], object]) -> None:
@@ -319,13 +334,18 @@ def middleware_alone(rounds: int, requests: int) -> dict[str, list[float]]:
 
     chains: dict[str, Callable[[object], object]] = {
         "bare": view,
-        "metrics": MetricsMiddleware(view),
-        "metrics-compat": compat_chain,
-        "metrics-exemplars": exemplars_chain,
+        "noop": NoOpMiddleware(view),
         "django-prometheus": PrometheusBeforeMiddleware(PrometheusAfterMiddleware(view)),
         "prometheus_client": MinimalPrometheusMiddleware(view),
-        "noop": NoOpMiddleware(view),
+        "metrics": _build_chain(view),
+        "metrics-compat": _build_chain(view, METRICS_COMPAT_DJANGO_PROMETHEUS=True),
+        "metrics-exemplars": _build_chain(view, METRICS_EXEMPLARS=True),
+        "bare-async": async_view,
+        "metrics-async": _build_chain(async_view),
     }
+    if native_available():
+        chains["metrics-native"] = _build_chain(view, METRICS_NATIVE_HISTOGRAMS=True)
+    loop = asyncio.new_event_loop()
 
     def run(chain: Callable[[object], object], n: int) -> float:
         start = time.perf_counter_ns()
@@ -333,15 +353,29 @@ def middleware_alone(rounds: int, requests: int) -> dict[str, list[float]]:
             chain(request)
         return (time.perf_counter_ns() - start) / n / 1000
 
-    for chain in chains.values():
-        run(chain, 1000)
-    timings: dict[str, list[float]] = {stack: [] for stack in ALONE_STACKS}
-    order = list(ALONE_STACKS)
-    rng = random.Random(7)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for stack in order:
-            timings[stack].append(run(chains[stack], requests * 5))
+    async def arun(chain: Callable[[object], Any], n: int) -> float:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            await chain(request)
+        return (time.perf_counter_ns() - start) / n / 1000
+
+    def timed(stack: str, n: int) -> float:
+        if stack.endswith("-async"):
+            return loop.run_until_complete(arun(chains[stack], n))
+        return run(chains[stack], n)
+
+    try:
+        for stack in chains:
+            timed(stack, 1000)
+        timings: dict[str, list[float]] = {stack: [] for stack in chains}
+        order = list(chains)
+        rng = random.Random(7)
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for stack in order:
+                timings[stack].append(timed(stack, requests * 5))
+    finally:
+        loop.close()
     return timings
 
 
@@ -363,19 +397,73 @@ def print_in_process(timings: dict[str, list[float]]) -> None:
         )
 
 
-def print_middleware_alone(timings: dict[str, list[float]], mode: str) -> None:
-    """Print what each middleware adds on its own (`mode`: single-process or multiprocess)."""
-    bare = timings["bare"]
-    print(f"\nMiddleware alone, {mode}, µs added per request ({len(bare)} interleaved rounds)")
-    print(f"bare Django: {statistics.median(bare):.2f} µs median, {min(bare):.2f} µs fastest")
-    print(f"{'stack':30} {'paired median':>14} {'min':>8}")
-    for stack in ALONE_STACKS[1:]:
-        added = statistics.median(t - b for t, b in zip(timings[stack], bare, strict=True))
-        print(f"{LABELS[stack]:30} {added:14.2f} {min(timings[stack]) - min(bare):8.2f}")
+# (label, stack, the stack it is paired with): the one table of what each middleware adds.
+TABLE = [
+    ("no-op Python middleware", "noop", "bare"),
+    ("django-prometheus", "django-prometheus", "bare"),
+    ("minimal prometheus_client", "prometheus_client", "bare"),
+    ("**ours, default**", "metrics", "bare"),
+    ("ours, compat (`METRICS_COMPAT_DJANGO_PROMETHEUS`)", "metrics-compat", "bare"),
+    ("ours, exemplars (`METRICS_EXEMPLARS`, with a `traceparent`)", "metrics-exemplars", "bare"),
+    ("ours, native histograms (`METRICS_NATIVE_HISTOGRAMS`)", "metrics-native", "bare"),
+    ("ours, async (`await`ed, against a bare async view)", "metrics-async", "bare-async"),
+]
 
 
-def middleware_alone_multiprocess(site_dir: Path, rounds: int, requests: int) -> None:
-    """Print the middleware-alone table again, measured in multiprocess mode.
+def _paired(timings: dict[str, list[float]], stack: str, base: str) -> list[float]:
+    """Return the per-round differences between `stack` and `base` (µs added per request)."""
+    return [t - b for t, b in zip(timings[stack], timings[base], strict=True)]
+
+
+def _cell(added: list[float]) -> str:
+    return f"{statistics.median(added):.2f} [{min(added):.2f}, {max(added):.2f}]"
+
+
+def print_table(modes: dict[str, dict[str, list[float]]]) -> None:
+    """Print the middleware-alone table, one column pair per mode, as Markdown."""
+    rounds = len(next(iter(modes.values()))["bare"])
+    print(
+        f"\nµs added per request by the middleware alone: median [min, max] of the per-round"
+        f" difference with the bare view, {rounds} interleaved rounds; ratio: median against"
+        " django-prometheus's\n"
+    )
+    header = "| added per request |"
+    rule = "| --- |"
+    for mode in modes:
+        header += f" {mode} | ratio |"
+        rule += " ---: | ---: |"
+    print(header)
+    print(rule)
+    for label, stack, base in TABLE:
+        row = f"| {label} |"
+        for timings in modes.values():
+            if stack not in timings:
+                row += " skipped¹ | |"
+                continue
+            added = _paired(timings, stack, base)
+            reference = statistics.median(_paired(timings, "django-prometheus", "bare"))
+            row += f" {_cell(added)} | {100 * statistics.median(added) / reference:.1f} % |"
+        print(row)
+    if any("metrics-native" not in timings for timings in modes.values()):
+        print("\n¹ this version has no `METRICS_NATIVE_HISTOGRAMS` setting (`metrics.conf`)")
+    for mode, timings in modes.items():
+        bare, bare_async = statistics.median(timings["bare"]), statistics.median(timings["bare-async"])
+        async_over_sync = [
+            a - s
+            for a, s in zip(
+                _paired(timings, "metrics-async", "bare-async"),
+                _paired(timings, "metrics", "bare"),
+                strict=True,
+            )
+        ]
+        print(
+            f"\n{mode}: bare view {bare:.2f} µs, bare async view awaited {bare_async:.2f} µs;"
+            f" ours async minus ours sync: {_cell(async_over_sync)} µs"
+        )
+
+
+def middleware_alone_multiprocess(site_dir: Path, rounds: int, requests: int) -> dict[str, list[float]]:
+    """Return the middleware-alone timings measured in multiprocess mode.
 
     A child process (this file with `--multiprocess-child`) starts with `PROMETHEUS_MULTIPROC_DIR`
     set to a fresh directory, so every stack in it writes to memory-mapped files: ours to its
@@ -384,23 +472,27 @@ def middleware_alone_multiprocess(site_dir: Path, rounds: int, requests: int) ->
     """
     store = tempfile.mkdtemp(prefix="metrics-bench-multiproc-")
     try:
+        out = Path(store).parent / f"{Path(store).name}.json"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("METRICS_", "PROMETHEUS_"))}
         env["PROMETHEUS_MULTIPROC_DIR"] = store
         command = [sys.executable, os.path.abspath(__file__), "--multiprocess-child", str(site_dir)]
-        command += ["--rounds", str(rounds), "--requests", str(requests)]
+        command += ["--rounds", str(rounds), "--requests", str(requests), "--child-output", str(out)]
         subprocess.run(command, env=env, check=True)
+        timings: dict[str, list[float]] = json.loads(out.read_text())
+        out.unlink()
+        return timings
     finally:
         shutil.rmtree(store, ignore_errors=True)
 
 
-def multiprocess_child(site_dir: str, rounds: int, requests: int) -> None:
-    """In the child started by `middleware_alone_multiprocess`: measure and print."""
+def multiprocess_child(site_dir: str, rounds: int, requests: int, output: str) -> None:
+    """In the child started by `middleware_alone_multiprocess`: measure, write JSON to `output`."""
     sys.path.insert(0, site_dir)
     from metrics.core import multiprocess_dir
 
     if multiprocess_dir() is None:
         sys.exit("multiprocess mode is off in the child: PROMETHEUS_MULTIPROC_DIR was not usable")
-    print_middleware_alone(middleware_alone(rounds, requests), "multiprocess")
+    Path(output).write_text(json.dumps(middleware_alone(rounds, requests)))
 
 
 # --- part 2: gunicorn + wrk ---
@@ -492,22 +584,21 @@ def print_over_http(results: dict[str, list[float]], workers: int, seconds: int)
 
 
 def main() -> None:
-    """Run both parts and print their tables."""
+    """Print the middleware-alone table (both modes); the full stack and wrk on request."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15, help="in-process rounds (default 15)")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per stack per round")
-    parser.add_argument("--no-wrk", action="store_true", help="skip the gunicorn + wrk part")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per stack per round (x5 alone)")
+    parser.add_argument("--full-stack", action="store_true", help="also every stack through WSGIHandler")
+    parser.add_argument("--wrk", action="store_true", help="also every stack under gunicorn + wrk")
     # Six short rounds: the median of two swung by several percent on a 2-core machine.
     parser.add_argument("--wrk-rounds", type=int, default=6)
     parser.add_argument("--wrk-seconds", type=int, default=4)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument(
-        "--middleware-only", action="store_true", help="only the middleware-alone tables (both modes)"
-    )
     parser.add_argument("--multiprocess-child", metavar="SITE_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--child-output", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.multiprocess_child:
-        multiprocess_child(args.multiprocess_child, args.rounds, args.requests)
+        multiprocess_child(args.multiprocess_child, args.rounds, args.requests, args.child_output)
         return
 
     site_dir = Path(tempfile.mkdtemp(prefix="metrics-bench-"))
@@ -519,12 +610,12 @@ def main() -> None:
         import metrics._core
 
         print(f"metrics._core: {metrics._core.__file__}")
-        if not args.middleware_only:
+        if args.full_stack:
             print_in_process(in_process(args.rounds, args.requests))
-        print_middleware_alone(middleware_alone(args.rounds, args.requests), "single-process")
-        sys.stdout.flush()
-        middleware_alone_multiprocess(site_dir, args.rounds, args.requests)
-        if not args.no_wrk and not args.middleware_only:
+        single = middleware_alone(args.rounds, args.requests)
+        multi = middleware_alone_multiprocess(site_dir, args.rounds, args.requests)
+        print_table({"in-process": single, "multiprocess": multi})
+        if args.wrk:
             if shutil.which("wrk") is None:
                 sys.exit("wrk is missing: install the Debian package 'wrk' (make system-deps)")
             results = over_http(site_dir, args.wrk_rounds, args.wrk_seconds, args.workers)

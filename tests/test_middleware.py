@@ -411,6 +411,103 @@ def test_cancelled_async_request_is_499_not_500(sample, sample_or_zero) -> None:
     assert sample("django_http_requests_in_progress", method="GET") == 0
 
 
+class _Suspend:
+    """An awaitable that suspends its coroutine once, yielding a marker (no event loop needed)."""
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        yield "suspended"
+
+
+async def _suspended_view(request: HttpRequest) -> HttpResponse:
+    await _Suspend()
+    return HttpResponse(b"resumed")
+
+
+def test_async_request_recorded_when_its_coroutine_returns(sample, sample_or_zero) -> None:
+    """The request is in progress while the view is suspended, and counted once it returns."""
+    labels = {"method": "GET", "view": UNRESOLVED, "status": "200"}
+    before = sample_or_zero(TOTAL, **labels)
+    awaitable = MetricsMiddleware(_suspended_view)(RequestFactory().get("/suspended/"))
+    assert sample_or_zero("django_http_requests_in_progress", method="GET") == 0
+    assert awaitable.send(None) == "suspended"
+    assert sample("django_http_requests_in_progress", method="GET") == 1
+    assert sample_or_zero(TOTAL, **labels) == before
+    with pytest.raises(StopIteration) as returned:
+        awaitable.send(None)
+    assert returned.value.value.content == b"resumed"
+    assert sample(TOTAL, **labels) == before + 1
+    assert sample("django_http_requests_in_progress", method="GET") == 0
+
+
+@pytest.mark.parametrize("end", ["close", "drop"])
+def test_async_request_closed_unfinished_is_500_and_leaves_in_progress(sample, sample_or_zero, end) -> None:
+    """A suspended request whose coroutine is closed (or collected) is a 500, as a GeneratorExit makes it."""
+    import gc
+
+    labels = {"method": "GET", "view": UNRESOLVED, "status": "500"}
+    before = sample_or_zero(TOTAL, **labels)
+    awaitable = MetricsMiddleware(_suspended_view)(RequestFactory().get("/suspended/"))
+    assert awaitable.send(None) == "suspended"
+    assert sample("django_http_requests_in_progress", method="GET") == 1
+    if end == "close":
+        awaitable.close()
+    else:
+        del awaitable
+        gc.collect()
+    assert sample(TOTAL, **labels) == before + 1
+    assert sample("django_http_requests_in_progress", method="GET") == 0
+
+
+def test_async_request_runs_in_a_task_and_under_asyncio_run() -> None:
+    """What the middleware returns is a coroutine to asyncio: a task runs it, asyncio.run too."""
+
+    async def view(request: HttpRequest) -> HttpResponse:
+        await asyncio.sleep(0)
+        return HttpResponse(b"ok")
+
+    chain = MetricsMiddleware(view)
+
+    async def in_a_task() -> HttpResponse:
+        return await asyncio.get_running_loop().create_task(chain(RequestFactory().get("/t/")))
+
+    assert asyncio.run(in_a_task()).content == b"ok"
+    assert asyncio.run(chain(RequestFactory().get("/t/"))).content == b"ok"
+
+
+@override_settings(METRICS_EXEMPLARS=True, METRICS_COMPAT_DJANGO_PROMETHEUS=True)
+def test_async_request_is_one_crossing_with_compat_and_exemplars(sample, sample_or_zero) -> None:
+    """An async request runs none of the package's Python either: the core drives the view's coroutine."""
+    import sys
+    from pathlib import Path
+
+    async def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(b"ok")
+
+    header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    request = RequestFactory().get("/one/", HTTP_TRACEPARENT=header)
+    chain = MetricsMiddleware(view)
+    package = str(Path(middleware.__file__).parent)
+    calls: list[str] = []
+
+    def profile(frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "call" and frame.f_code.co_filename.startswith(package):
+            calls.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}")
+
+    async def serve(count: int) -> None:
+        for _ in range(count):
+            await chain(request)
+
+    asyncio.run(serve(1))  # runs the tick that is due
+    before = sample_or_zero("django_http_requests_total_by_method_total", method="GET")
+    sys.setprofile(profile)
+    try:
+        asyncio.run(serve(3))
+    finally:
+        sys.setprofile(None)
+    assert calls == []
+    assert sample("django_http_requests_total_by_method_total", method="GET") == before + 3
+
+
 @pytest.mark.parametrize("removal", ["clear", "remove"])
 def test_removing_a_series_never_switches_the_request_metrics_off(sample, removal: str) -> None:
     """After `clear()` or `remove()` on a built-in family, the next requests count from zero again."""

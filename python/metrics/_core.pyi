@@ -1,7 +1,7 @@
 """Type stubs for the Rust core `metrics._core`: this file is its API documentation."""
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar, final
 
@@ -27,11 +27,11 @@ __all__ = [
     "Histogram",
     "InProgressTracker",
     "Info",
+    "RecordedRequest",
     "RecordingMiddleware",
     "RequestFields",
     "RequestMetrics",
     "RequestRules",
-    "RequestStart",
     "StoreError",
     "Summary",
     "Timer",
@@ -285,8 +285,18 @@ class RequestMetrics:
     ) -> Self: ...
 
 @final
-class RequestStart:
-    """When a request entered the middleware, its method label, and whether it is counted in progress."""
+class RecordedRequest(Coroutine[Any, Any, Any]):
+    """The awaitable of one recorded async request: drives the stack below's coroutine, records its end."""
+
+    def __await__(self) -> Generator[Any, None, Any]: ...
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: Any) -> Any:
+        """Send `value` into the coroutine below (what an event loop does to run it)."""
+    def throw(self, *exc: Any) -> Any:
+        """Throw an exception into the coroutine below (a cancellation, for one)."""
+    def close(self) -> None:
+        """Close the coroutine below."""
 
 @final
 class RequestFields:
@@ -373,8 +383,8 @@ class RecordingMiddleware:
 
         `fields` names what is read of requests and responses; `rules()` returns the current
         routing rules and keeps them in `rules_slot` (dict, key), read first; `acall(self,
-        request)` serves a request in async mode; `count_escaped(self, request, exc)` counts an
-        exception that escaped the stack below; `tick()` runs at most every `tick_every` s; with
+        request)` serves a probe's request in async mode; `count_escaped(self, request, exc)`
+        counts an exception that escaped the stack below; `tick()` runs at most every `tick_every` s; with
         `exemplars`, the trace id of `span_trace_id()` (when given) or of the request's
         `traceparent` header goes on the counter and the latency bucket; `compat` records
         django-prometheus's families in the same call (None: off); `streamed(response, method,
@@ -382,19 +392,11 @@ class RecordingMiddleware:
         does); failures are logged with `logger.error(..., exc_info=...)`.
         """
     def __call__(self, request: Any) -> Any:
-        """Serve `request` through `get_response` and record it (async mode: through `acall`)."""
+        """Serve `request` through `get_response` and record it (async mode: a `RecordedRequest`)."""
     def _route(self, path: str) -> tuple[bool, bool]:
         """Return (whether `path` is a probe's, whether a request to it is recorded), by the settings."""
-    def _begin_request(self, request: Any) -> RequestStart:
-        """Count `request` in progress and start its clock (the async path)."""
-    def _end_request(
-        self,
-        request: Any,
-        start: RequestStart,
-        response: Any = None,
-        status_without_response: int = 500,
-    ) -> None:
-        """Record `request`; `response` None: it raised, counted as `status_without_response`."""
+    def _serve_async(self, request: Any) -> Any:
+        """Serve `request` in async mode as `__call__` does, but a probe's path goes on too."""
 
 @disjoint_base
 class CollectorRegistry:

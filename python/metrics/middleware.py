@@ -3,7 +3,8 @@
 A sync request costs one call into the Rust core: `MetricsMiddleware` is a subclass of
 `RecordingMiddleware`, whose `__call__` reads the request and response attributes it needs, takes
 the clock, calls the rest of the stack and records, on label children looked up once and kept.
-An async request crosses twice (`_begin_request` and `_end_request` around its `await`). Label
+An async request too: the call returns an awaitable that drives the coroutine of the stack below
+and records when it ends. Label
 values are bounded: `view` is the URL pattern's `namespace:name`, else its route, else
 `<unresolved>`; methods outside the standard set are folded into `other`. An exception that
 escapes the stack below counts as status 500 and is re-raised; under ASGI, a request cancelled
@@ -21,9 +22,8 @@ Any failure in metrics code is logged and swallowed: the request always gets its
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -54,7 +54,6 @@ logger = logging.getLogger("metrics")
 
 UNRESOLVED = RecordingMiddleware.UNRESOLVED
 OTHER_METHOD = RecordingMiddleware.OTHER_METHOD
-CLIENT_CLOSED = 499
 
 
 def _fields() -> RequestFields:
@@ -199,29 +198,14 @@ class MetricsMiddleware(RecordingMiddleware):
         )
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        try:
-            probe, recorded = self._route(request.path_info)
-        except Exception:
-            # Monitoring never changes what the user gets: served unrecorded.
-            logger.exception("metrics: could not route the request; served unrecorded")
-            return await get_response(request)
-        if probe and not _host_allowed(request):
+        """Serve the request to a probe's path in async mode (the core sends only those here).
+
+        Its host is checked here, where the probe views are; any other request is served and
+        recorded by the core in one call (`RecordingMiddleware.__call__`).
+        """
+        if not _host_allowed(request):
             return await sync_to_async(_probe_view(request))(request)
-        if not recorded:
-            return await get_response(request)
-        start = self._begin_request(request)
-        try:
-            response = await get_response(request)
-        except asyncio.CancelledError:
-            # The client went away (Django cancels the view): nginx's 499, not a server error.
-            self._end_request(request, start, None, CLIENT_CLOSED)
-            raise
-        except BaseException as exc:
-            self._end_request(request, start, None)
-            self._count_escaped(request, exc)
-            raise
-        self._end_request(request, start, response)
+        response: HttpResponseBase = await self._serve_async(request)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:

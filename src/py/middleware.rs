@@ -3,9 +3,10 @@
 //! The framework calls the middleware once per request; this type's `__call__` is that call. It
 //! reads the few request and response attributes the five HTTP metrics need (by the names the
 //! glue declared in a `RequestFields`), takes the clock itself, calls the rest of the stack
-//! (`get_response`) and records, so a sync request crosses from Python into the core once. What
-//! is framework policy rather than measurement (settings, probes, tick hooks, a span reader,
-//! streamed bodies, counting exceptions, the async path) stays in Python
+//! (`get_response`) and records, so a sync request crosses from Python into the core once; an
+//! async one too (a `RecordedRequest` drives the coroutine of the stack below and records when
+//! it ends). What is framework policy rather than measurement (settings, probes, tick hooks, a
+//! span reader, streamed bodies, counting exceptions) stays in Python
 //! and is handed over as values and callables when the middleware is built; the core names no
 //! attribute of the framework's.
 
@@ -14,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::asyncio::CancelledError;
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -28,6 +31,8 @@ use crate::sync;
 
 /// How often one cause of failure may be logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+/// The status of an async request cancelled because the client went away (nginx's).
+const CLIENT_CLOSED: u16 = 499;
 
 /// The label of method slot `index`.
 fn method_name(index: usize) -> &'static str {
@@ -62,7 +67,7 @@ struct Hooks {
     // Where the glue keeps the current `RequestRules` (dict, key) until settings change: read
     // per request without a call.
     rules_slot: Option<(Py<PyDict>, Py<PyString>)>,
-    // (middleware, request) -> awaitable: the async path (async mode).
+    // (middleware, request) -> awaitable: a probe's request in async mode.
     acall: Option<Py<PyAny>>,
     // (middleware, request, exception): counts an exception that escaped the stack below.
     count_escaped: Py<PyAny>,
@@ -288,20 +293,240 @@ impl Hooks {
 /// The base of `MetricsMiddleware`: its `__call__` records a sync request in one call.
 ///
 /// Built empty; the Python subclass's `__init__` hands over the stack below and its hooks with
-/// `_bind`. Async requests go to the `acall` hook, which uses `_begin_request` and
-/// `_end_request` around its `await`.
+/// `_bind`. In async mode it returns a `RecordedRequest` to await (a probe's request goes to
+/// the `acall` hook first, which checks its host).
 #[pyclass(name = "RecordingMiddleware", module = "metrics._core", subclass, frozen)]
 pub struct PyRecordingMiddleware {
     hooks: OnceLock<Hooks>,
 }
 
-/// When a request entered the middleware, its method slot, and whether it was counted in progress.
-#[pyclass(name = "RequestStart", module = "metrics._core", frozen)]
-pub struct PyRequestStart {
+/// The async path of one recorded request: awaited in place of the coroutine of the stack below,
+/// which it drives, and recorded when that coroutine returns or raises, in the same call.
+///
+/// A coroutine to asyncio (`__await__`, `send`, `throw`, `close`): `asyncio.run()` and
+/// `create_task()` accept it as they accept the coroutine of an `async def`.
+#[pyclass(name = "RecordedRequest", module = "metrics._core")]
+pub struct PyRecordedRequest {
+    middleware: Py<PyRecordingMiddleware>,
+    request: Py<PyAny>,
+    state: Awaited,
+}
+
+/// Where a `RecordedRequest` stands.
+enum Awaited {
+    /// Not sent anything yet: nothing counted, no coroutine made.
+    Pending,
+    /// Counted in progress; the coroutine of the stack below runs.
+    Running(Running),
+    /// Recorded (or never begun).
+    Done,
+}
+
+/// A request counted in progress, and the coroutine of the stack below.
+struct Running {
+    coroutine: Py<PyAny>,
     index: usize,
-    // The in-progress series the request was counted in (None: it was not).
+    // The in-progress series the request was counted in (None: it was not); shared, to outlive
+    // the call that counted it.
     in_progress: Option<Arc<Series>>,
     start: Instant,
+}
+
+/// What one step of the coroutine below gave.
+enum Step<'py> {
+    Yielded(Bound<'py, PyAny>),
+    Returned(Bound<'py, PyAny>),
+    Raised(PyErr),
+}
+
+impl PyRecordedRequest {
+    /// Count the request in progress and make the coroutine of the stack below, on the first step.
+    fn begin(&mut self, py: Python<'_>) -> PyResult<()> {
+        if !matches!(self.state, Awaited::Pending) {
+            return Ok(());
+        }
+        let middleware = self.middleware.get();
+        let hooks = middleware.hooks()?;
+        let request = self.request.bind(py);
+        let (index, counted, start) = hooks.begin(py, request);
+        let in_progress = match (counted, &hooks.recorder) {
+            (Some(_), Some(recorder)) => recorder.in_progress_arc(py, index).ok(),
+            _ => None,
+        };
+        match hooks.get_response.bind(py).call1((request,)) {
+            Ok(coroutine) => {
+                let coroutine = coroutine.unbind();
+                self.state = Awaited::Running(Running { coroutine, index, in_progress, start });
+                Ok(())
+            }
+            Err(err) => {
+                let running = Running { coroutine: py.None(), index, in_progress, start };
+                Err(self.raised(py, running, err))
+            }
+        }
+    }
+
+    /// Send `value` into the coroutine below, or throw `exc` into it; record when it ends.
+    fn step(
+        &mut self,
+        py: Python<'_>,
+        value: Option<&Bound<'_, PyAny>>,
+        exc: Option<&Bound<'_, PyTuple>>,
+    ) -> PyResult<Py<PyAny>> {
+        if let (Awaited::Pending, Some(exc)) = (&self.state, exc) {
+            // Thrown in before it ran, like into an unstarted coroutine: it raises, unrecorded.
+            self.state = Awaited::Done;
+            let thrown = exc.get_item(0)?;
+            return Err(PyErr::from_value(thrown));
+        }
+        self.begin(py)?;
+        let Awaited::Running(running) = &self.state else {
+            return Err(PyRuntimeError::new_err("cannot reuse already awaited coroutine"));
+        };
+        let coroutine = running.coroutine.bind(py);
+        let step = match exc {
+            // The one-argument form when that is all there is (the three-argument one is
+            // deprecated since Python 3.12).
+            Some(exc) => match coroutine.call_method1(intern!(py, "throw"), trimmed(exc)?) {
+                Ok(yielded) => Step::Yielded(yielded),
+                Err(err) if err.is_instance_of::<PyStopIteration>(py) => {
+                    Step::Returned(err.value(py).getattr(intern!(py, "value"))?)
+                }
+                Err(err) => Step::Raised(err),
+            },
+            None => send(py, coroutine, value),
+        };
+        match step {
+            Step::Yielded(yielded) => Ok(yielded.unbind()),
+            Step::Returned(response) => {
+                if let Awaited::Running(running) = std::mem::replace(&mut self.state, Awaited::Done) {
+                    let hooks = self.middleware.get().hooks()?;
+                    let request = self.request.bind(py);
+                    let gauge = running.in_progress.as_deref();
+                    hooks.finish(py, request, running.index, gauge, running.start, Some(&response), 500);
+                }
+                Err(PyStopIteration::new_err((response.unbind(),)))
+            }
+            Step::Raised(err) => match std::mem::replace(&mut self.state, Awaited::Done) {
+                Awaited::Running(running) => Err(self.raised(py, running, err)),
+                _ => Err(err),
+            },
+        }
+    }
+
+    /// Record a request whose stack below raised `err` (a cancellation: the client went away,
+    /// nginx's 499; anything else: 500, and the exception counted); return `err`.
+    fn raised(&mut self, py: Python<'_>, running: Running, err: PyErr) -> PyErr {
+        self.state = Awaited::Done;
+        let Ok(hooks) = self.middleware.get().hooks() else { return err };
+        let request = self.request.bind(py);
+        let gauge = running.in_progress.as_deref();
+        if err.is_instance_of::<CancelledError>(py) {
+            hooks.finish(py, request, running.index, gauge, running.start, None, CLIENT_CLOSED);
+        } else {
+            hooks.finish(py, request, running.index, gauge, running.start, None, 500);
+            let exc = err.value(py).clone();
+            if let Err(e) = hooks.count_escaped.call1(py, (self.middleware.bind(py), request, exc)) {
+                hooks.log(py, "metrics: could not count an exception", e);
+            }
+        }
+        err
+    }
+
+    /// Close the coroutine below; a request it leaves unfinished is recorded as a 500, as
+    /// the `GeneratorExit` it gets would be.
+    fn close_running(&mut self, py: Python<'_>) -> PyResult<()> {
+        match std::mem::replace(&mut self.state, Awaited::Done) {
+            Awaited::Running(running) => {
+                let closed = running.coroutine.bind(py).call_method0(intern!(py, "close"));
+                if let Ok(hooks) = self.middleware.get().hooks() {
+                    let request = self.request.bind(py);
+                    let gauge = running.in_progress.as_deref();
+                    hooks.finish(py, request, running.index, gauge, running.start, None, 500);
+                }
+                closed.map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The arguments of a `throw`, without trailing Nones.
+fn trimmed<'py>(exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyTuple>> {
+    let mut len = exc.len();
+    while len > 1 && exc.get_item(len - 1)?.is_none() {
+        len -= 1;
+    }
+    Ok(exc.get_slice(0, len))
+}
+
+/// One `send` into `coroutine` (`value` None: `None`), without an exception for its return.
+fn send<'py>(py: Python<'py>, coroutine: &Bound<'py, PyAny>, value: Option<&Bound<'py, PyAny>>) -> Step<'py> {
+    let none = py.None();
+    let value = value.map_or(none.as_ptr(), |v| v.as_ptr());
+    let mut result: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: the GIL is held (`py`); `coroutine` and `value` are live references for the call;
+    // PyIter_Send leaves in `result` a new reference (NEXT, RETURN) or NULL with an exception
+    // set (ERROR), each taken over below exactly once.
+    let kind = unsafe { ffi::PyIter_Send(coroutine.as_ptr(), value, &mut result) };
+    match kind {
+        // SAFETY: `result` is the new, non-null reference PyIter_Send returned.
+        ffi::PySendResult::PYGEN_NEXT => Step::Yielded(unsafe { Bound::from_owned_ptr(py, result) }),
+        // SAFETY: as above.
+        ffi::PySendResult::PYGEN_RETURN => Step::Returned(unsafe { Bound::from_owned_ptr(py, result) }),
+        ffi::PySendResult::PYGEN_ERROR => Step::Raised(
+            PyErr::take(py)
+                .unwrap_or_else(|| PyRuntimeError::new_err("the coroutine failed without an exception")),
+        ),
+    }
+}
+
+impl Drop for PyRecordedRequest {
+    fn drop(&mut self) {
+        if matches!(self.state, Awaited::Running(_)) {
+            // Dropped while it ran (never finished, never closed): close it as Python closes a
+            // coroutine it collects, so the request leaves the in-progress gauge.
+            Python::attach(|py| {
+                if let Err(e) = self.close_running(py) {
+                    e.write_unraisable(py, None);
+                }
+            });
+        }
+    }
+}
+
+#[pymethods]
+impl PyRecordedRequest {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.step(py, None, None)
+    }
+
+    /// Send `value` into the coroutine below (what an event loop does to run it).
+    fn send(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.step(py, Some(value), None)
+    }
+
+    /// Throw an exception into the coroutine below (a cancellation, for one).
+    #[pyo3(signature = (*exc))]
+    fn throw(&mut self, py: Python<'_>, exc: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+        if exc.is_empty() {
+            return Err(PyTypeError::new_err("throw expected at least 1 argument, got 0"));
+        }
+        self.step(py, None, Some(exc))
+    }
+
+    /// Close the coroutine below.
+    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.close_running(py)
+    }
 }
 
 impl PyRecordingMiddleware {
@@ -386,8 +611,8 @@ impl PyRecordingMiddleware {
     fn __call__(slf: &Bound<'_, Self>, request: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let hooks = slf.get().hooks()?;
-        if let (true, Some(acall)) = (hooks.async_mode, &hooks.acall) {
-            return acall.call1(py, (slf, request));
+        if hooks.async_mode {
+            return Self::serve_async(slf, request, true);
         }
         let get_response = hooks.get_response.bind(py);
         // Monitoring never changes what the user gets: a failure to route serves the request
@@ -434,39 +659,42 @@ impl PyRecordingMiddleware {
         self.hooks()?.route_path(py, path)
     }
 
-    /// Count `request` in progress and start its clock (the async path).
-    #[pyo3(name = "_begin_request")]
-    fn begin_request(&self, request: &Bound<'_, PyAny>) -> PyResult<PyRequestStart> {
-        let py = request.py();
-        let hooks = self.hooks()?;
-        let (index, counted, start) = hooks.begin(py, request);
-        // Shared, to outlive this call: the request awaits between begin and end.
-        let in_progress = match (counted, &hooks.recorder) {
-            (Some(_), Some(recorder)) => recorder.in_progress_arc(py, index).ok(),
-            _ => None,
-        };
-        Ok(PyRequestStart { index, in_progress, start })
+    /// Serve `request` in async mode, the way `__call__` does, but a probe's path is no
+    /// exception: what the `acall` hook returns to once it has let a probe's request through.
+    #[pyo3(name = "_serve_async")]
+    fn py_serve_async(slf: &Bound<'_, Self>, request: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Self::serve_async(slf, request, false)
     }
+}
 
-    /// Record `request`, begun at `start` (the async path; `response` None: it raised).
-    #[pyo3(name = "_end_request", signature = (request, start, response=None, status_without_response=500))]
-    fn end_request(
-        &self,
-        request: &Bound<'_, PyAny>,
-        start: &Bound<'_, PyRequestStart>,
-        response: Option<&Bound<'_, PyAny>>,
-        status_without_response: u16,
-    ) -> PyResult<()> {
-        let s = start.get();
-        self.hooks()?.finish(
-            request.py(),
-            request,
-            s.index,
-            s.in_progress.as_deref(),
-            s.start,
-            response,
-            status_without_response,
-        );
-        Ok(())
+impl PyRecordingMiddleware {
+    /// Return the awaitable of an async request: the stack below's, or a `RecordedRequest`
+    /// around it that records the request when it ends. `probes`: a probe's request goes to
+    /// the `acall` hook (which checks its host, in Python, where the probe views are).
+    fn serve_async(slf: &Bound<'_, Self>, request: &Bound<'_, PyAny>, probes: bool) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let hooks = slf.get().hooks()?;
+        let get_response = hooks.get_response.bind(py);
+        let (probe, recorded) = match hooks.route(py, request) {
+            Ok(routed) => routed,
+            Err(e) => {
+                hooks.log(py, "metrics: could not route the request; served unrecorded", e);
+                (false, false)
+            }
+        };
+        if probes && probe {
+            if let Some(acall) = &hooks.acall {
+                return acall.call1(py, (slf, request));
+            }
+        }
+        if !recorded {
+            return Ok(get_response.call1((request,))?.unbind());
+        }
+        let awaitable = PyRecordedRequest {
+            middleware: slf.clone().unbind(),
+            request: request.clone().unbind(),
+            state: Awaited::Pending,
+        };
+        Ok(Py::new(py, awaitable)?.into_any())
     }
 }

@@ -119,7 +119,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<context::PyExceptionCounter>()?;
     m.add_class::<request::PyRequestMetrics>()?;
     m.add_class::<middleware::PyRecordingMiddleware>()?;
-    m.add_class::<middleware::PyRequestStart>()?;
+    m.add_class::<middleware::PyRecordedRequest>()?;
     m.add_class::<fields::PyRequestFields>()?;
     m.add_class::<compat::PyCompatRecorder>()?;
     m.add_class::<fields::PyRequestRules>()?;
