@@ -502,6 +502,43 @@ mod tests {
     }
 
     #[test]
+    fn native_parameters_round_trip_and_records_without_them_have_none() {
+        let plain =
+            Desc::new(Kind::Histogram, "h", "", vec![], "", "", "").unwrap().with_buckets(vec![1.0]).unwrap();
+        let native = plain.clone().with_native(1.1, 40, 0.5).unwrap();
+        for (desc, want) in [(&native, native.native), (&plain, None)] {
+            let mut file = write_header(&Header::default()).to_vec();
+            file.extend(family_record(0, desc));
+            let used = file.len();
+            let (recs, err) = read_records(&file, used);
+            assert!(err.is_none());
+            let Some(Record::Family(_, back)) = recs.first() else { panic!("expected a family") };
+            assert_eq!(back.native, want);
+            assert_eq!(back.cell_count(), desc.cell_count());
+        }
+        // A record as version 1 wrote it (states last, then zero padding) reads as no native
+        // buckets, whatever the padding's length.
+        for states in [vec![], vec!["a".to_string()], vec!["ab".to_string()], vec!["abcd".to_string()]] {
+            let desc = Desc { states, ..plain.clone() };
+            let rec = family_record(0, &desc);
+            let (recs, err) = read_records(
+                &[write_header(&Header::default()).as_slice(), &rec].concat(),
+                HEADER + rec.len(),
+            );
+            assert!(err.is_none());
+            assert!(matches!(recs.first(), Some(Record::Family(_, d)) if d.native.is_none()));
+        }
+        // Nonsense parameters are refused, not trusted.
+        let mut rec = family_record(0, &native);
+        let half = 0.5f64.to_bits().to_le_bytes();
+        let at = rec.windows(8).position(|w| w == half).unwrap();
+        rec[at..at + 8].copy_from_slice(&(-1.0f64).to_bits().to_le_bytes());
+        let (recs, err) =
+            read_records(&[write_header(&Header::default()).as_slice(), &rec].concat(), HEADER + rec.len());
+        assert!(recs.is_empty() && err.is_some());
+    }
+
+    #[test]
     fn records_round_trip_and_garbage_is_refused() {
         let desc = Desc::new(Kind::Histogram, "h", "help", vec!["a".into()], "", "", "")
             .unwrap()
