@@ -42,6 +42,7 @@ SETTING_ERROR_IDS = {
     "METRICS_COMPAT_DJANGO_PROMETHEUS": "metrics.E022",
     "METRICS_MODELS": "metrics.E023",
     "METRICS_MULTIPROCESS": "metrics.E025",
+    "METRICS_NATIVE_HISTOGRAMS": "metrics.E026",
 }
 
 _HINTS = {
@@ -68,6 +69,7 @@ _HINTS = {
     "METRICS_MODELS": "Use '*' for every model, or app_label.ModelName labels, e.g. 'shop.Item,auth.User'.",
     "METRICS_LATENCY_BUCKETS": "Use increasing numbers of seconds, e.g. '0.01,0.05,0.1,0.5,1,5'.",
     "METRICS_EXEMPLARS": "Use True or False.",
+    "METRICS_NATIVE_HISTOGRAMS": "Use True or False.",
     "METRICS_EXPORT_PORT": "Use a port (9100) or host:port (127.0.0.1:9100, [::1]:9100); 0 or unset: off.",
     "METRICS_MULTIPROCESS": "Use 'auto' (the default), 'off', or 'on' together with "
     "PROMETHEUS_MULTIPROC_DIR.",

@@ -36,6 +36,11 @@ logger = logging.getLogger("metrics")
 # importing the catalogue) only the environment counts. A bad value falls back to the default;
 # `manage.py check` reports it (metrics.E017).
 LATENCY_BUCKETS = app_settings.LATENCY_BUCKETS
+# `METRICS_NATIVE_HISTOGRAMS`, read once at import: the latency histograms (requests, queries,
+# tasks) also get native buckets, which Prometheus scrapes over protobuf; every other format shows
+# the classic buckets only. A factor of 1.1 is the Go client's usual choice (schema 3: 8 buckets
+# per doubling, at most 9% apart), and 160 buckets span 1 ms to 1 000 s at that resolution.
+NATIVE_BUCKET_FACTOR = 1.1 if app_settings.NATIVE_HISTOGRAMS else None
 # Body sizes in bytes: 100 B to 10 MB by decades, with midpoints.
 SIZE_BUCKETS = (100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000, 10_000_000)
 # Query latency in seconds: most queries take well under a millisecond.
@@ -56,6 +61,7 @@ http_request_duration_seconds = Histogram(
     "HTTP request latency in seconds, from middleware entry to response.",
     ["method", "view"],
     buckets=LATENCY_BUCKETS,
+    native_histogram_bucket_factor=NATIVE_BUCKET_FACTOR,
 )
 http_requests_in_progress = Gauge(
     "django_http_requests_in_progress",
@@ -93,6 +99,7 @@ db_query_duration_seconds = Histogram(
     "Database query execution time in seconds.",
     ["database", "operation"],
     buckets=QUERY_BUCKETS,
+    native_histogram_bucket_factor=NATIVE_BUCKET_FACTOR,
 )
 db_query_errors_total = Counter(
     "django_db_query_errors_total",
@@ -218,6 +225,7 @@ celery_task_duration_seconds = Histogram(
     "Celery task run time in seconds.",
     ["task"],
     buckets=TASK_BUCKETS,
+    native_histogram_bucket_factor=NATIVE_BUCKET_FACTOR,
 )
 celery_tasks_published_total = Counter(
     "celery_tasks_published_total",

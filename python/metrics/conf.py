@@ -417,6 +417,9 @@ METRICS_HEALTH_TIMEOUT = Setting("METRICS_HEALTH_TIMEOUT", parse_timeout, 0.8)
 METRICS_HEALTH_MIN_FREE_MB = Setting("METRICS_HEALTH_MIN_FREE_MB", parse_non_negative_number, 32.0)
 # Read once, when metrics.collectors creates the latency histogram (at import).
 METRICS_LATENCY_BUCKETS = Setting("METRICS_LATENCY_BUCKETS", parse_buckets, DEFAULT_LATENCY_BUCKETS)
+# Native (exponential) buckets on the built-in latency histograms, beside the classic ones; read once,
+# when metrics.collectors creates them (at import).
+METRICS_NATIVE_HISTOGRAMS = Setting("METRICS_NATIVE_HISTOGRAMS", parse_bool, False)
 METRICS_ACTIVE_USER_WINDOW = Setting("METRICS_ACTIVE_USER_WINDOW", parse_non_negative_int, 300)
 METRICS_MAX_LABEL_VALUES = Setting("METRICS_MAX_LABEL_VALUES", parse_positive_int, 100)
 # The Celery settings are read in workers without Django settings too (only the environment then).
@@ -455,6 +458,7 @@ SETTINGS: dict[str, Setting[Any]] = {
         METRICS_HEALTH_TIMEOUT,
         METRICS_HEALTH_MIN_FREE_MB,
         METRICS_LATENCY_BUCKETS,
+        METRICS_NATIVE_HISTOGRAMS,
         METRICS_ACTIVE_USER_WINDOW,
         METRICS_MAX_LABEL_VALUES,
         METRICS_CELERY_ENABLED,
@@ -576,6 +580,11 @@ class AppSettings:
     def LATENCY_BUCKETS(self) -> tuple[float, ...]:
         """Upper bounds of the request latency histogram (`METRICS_LATENCY_BUCKETS`)."""
         return self._get(METRICS_LATENCY_BUCKETS)
+
+    @property
+    def NATIVE_HISTOGRAMS(self) -> bool:
+        """Whether the built-in latency histograms have native buckets (`METRICS_NATIVE_HISTOGRAMS`)."""
+        return self._get(METRICS_NATIVE_HISTOGRAMS)
 
     @property
     def ACTIVE_USER_WINDOW(self) -> int:
