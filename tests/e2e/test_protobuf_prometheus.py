@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from tests.e2e.test_multiprocess_gunicorn import start_gunicorn, stop
-from tests.promstack import free_port, prom_query, start_prometheus, wait_for
+from tests.e2e.test_prometheus import promql_blocks
+from tests.promstack import ROOT, free_port, prom_query, start_prometheus, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -99,6 +100,8 @@ def test_prometheus_reads_native_histograms_merged_across_workers(tmp_path: Path
     try:
         for _ in range(REQUESTS):
             assert requests.get(f"{base}/about/", timeout=10).status_code == 200
+        # Database queries too, for the query latency examples of docs/promql.md.
+        assert requests.get(f"{base}/api/items/", timeout=10).status_code == 200
         prometheus = start_prometheus(
             config(base.removeprefix("http://"), None),
             tmp_path / "prom",
@@ -116,6 +119,17 @@ def test_prometheus_reads_native_histograms_merged_across_workers(tmp_path: Path
         assert median is not None and 0 < median < 10
         # Native, so no classic series were stored for it.
         assert prom_query(prometheus, "django_http_request_duration_seconds_bucket")["data"]["result"] == []
+        # The native histogram examples of docs/promql.md answer (`rate` needs two scrapes).
+        examples = [e for e in promql_blocks(ROOT / "docs" / "promql.md") if "duration_seconds[5m]" in e]
+        assert len(examples) >= 5
+        for expr in examples:
+            answer = prom_query(prometheus, expr)
+            if answer.get("status") != "success" and "histogram_fraction" in expr:
+                # Newer than Debian's Prometheus 2.42; valid PromQL for the versions that have it.
+                assert "unknown function" in str(answer.get("error")), answer
+                continue
+            assert answer.get("status") == "success", (expr, answer)
+            assert wait_for(lambda e=expr: prom_query(prometheus, e)["data"]["result"], 30, expr)
     finally:
         if prometheus is not None:
             prometheus.stop()
