@@ -123,8 +123,8 @@ impl Merge {
         let fam = &mut self.fams[idx];
         if !compatible(&fam.desc, desc) {
             self.warnings.push(format!(
-                "metric {} is defined differently by two processes (type, labels, buckets or mode); \
-                 the other definition's values are left out",
+                "metric {} is defined differently by two processes (type, labels, buckets, native \
+                 buckets or mode); the other definition's values are left out",
                 desc.name
             ));
             return;
