@@ -189,7 +189,8 @@ impl Layout {
         }
         let offset = |shift: u32| ((bits >> shift) & 0xf_ffff) as i64 - OFFSET_BIAS;
         Layout {
-            schema: ((bits >> 1) & 0xf) as i32 + SCHEMA_MIN,
+            // Four bits hold up to 11: a damaged word must not yield a schema no code expects.
+            schema: (((bits >> 1) & 0xf) as i32 + SCHEMA_MIN).min(SCHEMA_MAX),
             positive: (bits & (1 << 5) != 0).then(|| offset(12) as i32),
             negative: (bits & (1 << 6) != 0).then(|| offset(32) as i32),
             busy: bits & (1 << 7) != 0,
@@ -570,6 +571,10 @@ mod tests {
             );
         }
         assert_eq!(Layout::decode(0.0, 5), Layout::empty(5));
+        // Whatever a damaged cell holds decodes to a schema Prometheus accepts.
+        for v in [f64::NAN, -1.0, f64::MAX, 31.0, (1u64 << 52) as f64 - 1.0] {
+            assert!((SCHEMA_MIN..=SCHEMA_MAX).contains(&Layout::decode(v, 0).schema));
+        }
     }
 
     fn state(schema: i32, max: u32) -> (NativeState, Vec<AtomicU64>) {
