@@ -269,6 +269,13 @@ fn histogram(out: &mut Vec<u8>, h: &HistogramData<'_, '_>, guess: &mut usize) {
                     uint(span, 2, 0);
                 });
             }
+            // A scraper that keeps the native histogram reads its exemplars here (they must have
+            // a timestamp, which ours always do): the classic buckets', as client_golang sends them.
+            for e in h.buckets.iter().filter_map(|b| b.exemplar) {
+                if e.timestamp.is_finite() && e.timestamp > 0.0 {
+                    exemplar(m, 16, e);
+                }
+            }
         }
     });
 }
@@ -719,6 +726,31 @@ mod tests {
         assert_eq!(counts, vec![Value::Varint(1), Value::Varint(2), Value::Varint(3)]);
         let created = fields(&bytes_of(&h, 15)[0]);
         assert!(matches!(created[0], (1, Value::Varint(secs)) if secs > 1_600_000_000));
+    }
+
+    #[test]
+    fn native_histograms_carry_their_exemplars_in_the_histogram_too() {
+        let desc = Desc::new(Kind::Histogram, "n", "", vec![], "", "", "")
+            .unwrap()
+            .with_buckets(vec![1.0])
+            .unwrap()
+            .with_native(1.1, 20, 0.0)
+            .unwrap();
+        let fam = Family::new(desc);
+        let s = fam.series(vec![]).unwrap();
+        s.observe_histogram(&fam.desc.buckets, 0.5);
+        let ex = Exemplar::new(vec![("trace_id".into(), "t".into())], 0.5, 12.0, true).unwrap();
+        fam.set_exemplar(&s, 0, 2, ex);
+        let mut out = Vec::new();
+        encode(&mut out, &[fam.snapshot()], Options::default());
+        let family = fields(&delimited_messages(&out)[0]);
+        let h = fields(&bytes_of(&fields(&bytes_of(&family, 4)[0]), 7)[0]);
+        assert_eq!(h.iter().find(|(f, _)| *f == 5).map(|(_, v)| v.clone()), Some(Value::Varint(6)));
+        let native = bytes_of(&h, 16);
+        assert_eq!(native.len(), 1);
+        assert_eq!(fields(&native[0])[1], (2, Value::Fixed(0.5)));
+        // Still on its classic bucket as well.
+        assert_eq!(bytes_of(&h, 3).iter().filter(|b| !bytes_of(&fields(b), 3).is_empty()).count(), 1);
     }
 
     #[test]
