@@ -3,8 +3,9 @@
 Both run in the same interpreter, interleaved round by round, so machine noise hits both alike.
 Prints ns/op (median of rounds) and the ratio prometheus_client / ours (higher is better for us),
 then our protobuf scrape against our text scrape of the same 10k histogram series (ratio text /
-protobuf: at least 1.0 means protobuf is no slower). Run with `make bench` (release build);
-`python bench/core.py protobuf` runs the protobuf row alone.
+protobuf: at least 1.0 means protobuf is no slower), and observe with native buckets against
+classic buckets only (ratio native / classic: the goal is at most 1.3). Run with `make bench`
+(release build); `python bench/core.py protobuf` or `python bench/core.py native` runs that row alone.
 """
 
 from __future__ import annotations
@@ -93,9 +94,45 @@ def print_protobuf_row() -> None:
     print(f"{name:<34} {fmt(proto_ns):>14} {fmt(text_ns):>18} {text_ns / proto_ns:>7.2f}x")
 
 
+def native_row(n: int = 210_000, rounds: int = 7) -> tuple[str, float, float]:
+    """Time Histogram.observe() with native buckets on and off, interleaved, over varied latencies."""
+    registry = core.CollectorRegistry()
+    values = [0.001 * 1.01**i for i in range(700)]  # 1 ms to about 1 s
+    children = [
+        metrics.Histogram(
+            name, "L.", ["view"], native_histogram_bucket_factor=factor, registry=registry
+        ).labels("x")
+        for name, factor in (("bench_classic", None), ("bench_native", 1.1))
+    ]
+
+    def run(child) -> Callable[[int], None]:
+        def observe(n: int) -> None:
+            for _ in range(n // len(values)):
+                for v in values:
+                    child.observe(v)
+
+        return observe
+
+    classic, native = (run(c) for c in children)
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(per_op(native, n))
+        b.append(per_op(classic, n))
+    return "Histogram.observe() native", statistics.median(a), statistics.median(b)
+
+
+def print_native_row() -> None:
+    name, native_ns, classic_ns = native_row()
+    print(f"\n{'operation (ours)':<34} {'native':>14} {'classic only':>18} {'ratio':>8}")
+    print(f"{name:<34} {fmt(native_ns):>14} {fmt(classic_ns):>18} {native_ns / classic_ns:>7.2f}x")
+
+
 def main() -> int:
     if sys.argv[1:] == ["protobuf"]:
         print_protobuf_row()
+        return 0
+    if sys.argv[1:] == ["native"]:
+        print_native_row()
         return 0
     rows: list[tuple[str, float, float]] = []
     ours_reg, theirs_reg = core.CollectorRegistry(), prometheus_client.CollectorRegistry()
@@ -128,6 +165,7 @@ def main() -> int:
     for name, ours_ns, theirs_ns in rows:
         print(f"{name:<34} {fmt(ours_ns):>14} {fmt(theirs_ns):>18} {theirs_ns / ours_ns:>7.1f}x")
     print_protobuf_row()
+    print_native_row()
     return 0
 
 

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::names;
+use crate::native::{self, NativeParams};
 
 /// What kind of metric a family is; decides suffixes and cell layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +122,8 @@ pub struct Desc {
     pub states: Vec<String>,
     /// How gauges merge across processes.
     pub gauge_mode: GaugeMode,
+    /// A histogram's native (exponential) buckets, kept beside its classic ones; None: none.
+    pub native: Option<NativeParams>,
 }
 
 impl Desc {
@@ -145,6 +148,7 @@ impl Desc {
             buckets: Vec::new(),
             states: Vec::new(),
             gauge_mode: GaugeMode::All,
+            native: None,
         })
     }
 
@@ -160,6 +164,15 @@ impl Desc {
             return Err(Error::Invalid("Must have at least two buckets".into()));
         }
         self.buckets = buckets;
+        Ok(self)
+    }
+
+    /// Give a histogram native buckets as well (see [`NativeParams::new`]).
+    pub fn with_native(mut self, factor: f64, max_buckets: u32, zero_threshold: f64) -> Result<Desc> {
+        if self.kind != Kind::Histogram {
+            return Err(Error::Invalid("Only histograms have native buckets".into()));
+        }
+        self.native = Some(NativeParams::new(factor, max_buckets, zero_threshold)?);
         Ok(self)
     }
 
@@ -187,8 +200,8 @@ impl Desc {
             // Value, and the time of the last write.
             Kind::Gauge if self.tracks_time() => 2,
             Kind::Counter | Kind::Gauge | Kind::Enum => 1,
-            // One per bucket (not cumulative) plus the sum.
-            Kind::Histogram => self.buckets.len() + 1,
+            // One per bucket (not cumulative) plus the sum, then the native buckets' block.
+            Kind::Histogram => self.buckets.len() + 1 + self.native.as_ref().map_or(0, native::cell_count),
             // Count and sum.
             Kind::Summary => 2,
             Kind::Info => 0,

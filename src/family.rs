@@ -9,6 +9,7 @@ use crate::cell::{self, Cells, ExemplarSink};
 use crate::desc::{Desc, Kind};
 use crate::error::{Error, Result};
 use crate::exemplar::Exemplar;
+use crate::native::NativeState;
 use crate::snapshot::{FamilySnapshot, SeriesSnapshot};
 use crate::sync;
 
@@ -34,6 +35,8 @@ pub struct Series {
     // Set once the family let go of this series (`remove()`, `clear()`): whoever still holds
     // it writes where no scrape reads, unless it asks the family again (see `Handle`).
     detached: AtomicBool,
+    // A histogram with native buckets: their parameters and the lock taken to re-place them.
+    native: Option<NativeState>,
 }
 
 /// A series' exemplars: this process's copy, and where other processes can read them.
@@ -77,7 +80,8 @@ impl Series {
         cell::get(&self.cells.get()[0])
     }
 
-    /// Record one histogram observation against `buckets`.
+    /// Record one histogram observation against `buckets`, and in the native buckets if the
+    /// family has them (one more atomic add, see `native`).
     #[inline]
     pub fn observe_histogram(&self, buckets: &[f64], value: f64) {
         let cells = self.cells.get();
@@ -87,6 +91,11 @@ impl Series {
             let idx = buckets.partition_point(|b| *b < value);
             if let Some(c) = cells.get(idx) {
                 cell::add(c, 1.0);
+            }
+        }
+        if let Some(native) = &self.native {
+            if let Some(block) = cells.get(buckets.len() + 1..) {
+                native.observe(block, value);
             }
         }
     }
@@ -236,6 +245,7 @@ impl Family {
             stamped: self.desc.tracks_time(),
             exemplars: Mutex::new(ExemplarState::default()),
             detached: AtomicBool::new(false),
+            native: self.desc.native.map(NativeState::new),
         });
         map.insert(labels, Arc::clone(&series));
         Ok(series)

@@ -10,6 +10,7 @@ pub mod exemplar;
 pub mod family;
 pub mod float;
 pub mod names;
+pub mod native;
 pub mod registry;
 pub mod snapshot;
 pub mod store;
@@ -24,6 +25,7 @@ pub mod py;
 #[cfg(test)]
 const LAYERS: &[&[&str]] = &[
     &["error", "float", "names", "sync"],
+    &["native"],
     &["desc", "exemplar"],
     &["cell", "snapshot"],
     &["family"],

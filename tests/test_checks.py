@@ -36,6 +36,7 @@ from metrics.checks import MIDDLEWARE_PATH, check_middleware, check_settings
         ("METRICS_LATENCY_BUCKETS", "0.1,fast", "metrics.E017"),
         ("METRICS_EXPORT_PORT", "70000", "metrics.E019"),
         ("METRICS_EXEMPLARS", "sometimes", "metrics.E024"),
+        ("METRICS_NATIVE_HISTOGRAMS", "sparse", "metrics.E026"),
         ("METRICS_EXPORT_PORT", "host:", "metrics.E019"),
         ("METRICS_EXPORT_PORT", ":9100", "metrics.E019"),
         ("METRICS_CELERY_QUEUES", "celery," + "q" * 256, "metrics.E020"),

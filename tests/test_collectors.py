@@ -161,3 +161,43 @@ def test_a_bad_limit_reads_as_the_default(setting: str | None) -> None:
     with override_settings(METRICS_MAX_LABEL_VALUES=setting):
         kept = [bounded_label("bad_limit", "l", f"v{i}") for i in range(150)]
     assert sum(1 for v in kept if v != OTHER) == 100
+
+
+@pytest.mark.parametrize("value", ["1", None])
+def test_native_histograms_setting_gives_the_latency_histograms_native_buckets(value: str | None) -> None:
+    """METRICS_NATIVE_HISTOGRAMS adds native buckets to the request, query and task latencies only."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.core.test_protobuf import decode
+
+    code = (
+        "import sys, metrics.collectors as c, metrics.core as core; "
+        "c.http_request_duration_seconds.labels('GET', 'v').observe(0.2); "
+        "c.db_query_duration_seconds.labels('default', 'select').observe(0.001); "
+        "c.celery_task_duration_seconds.labels('t').observe(3.0); "
+        "c.http_request_size_bytes.labels('GET', 'v').observe(100); "
+        "sys.stdout.buffer.write(core.generate_latest_protobuf(core.REGISTRY))"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DJANGO_SETTINGS_MODULE", "METRICS_NATIVE_HISTOGRAMS")
+    }
+    if value is not None:
+        env["METRICS_NATIVE_HISTOGRAMS"] = value
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
+    families = decode(out.stdout)
+    latencies = [
+        "django_http_request_duration_seconds",
+        "django_db_query_duration_seconds",
+        "celery_task_duration_seconds",
+    ]
+    for name in latencies:
+        hist = families[name].metric[0].histogram
+        assert hist.HasField("schema") == (value is not None), name
+        if value is not None:
+            assert (hist.schema, hist.sample_count) == (3, 1)
+            assert sum(hist.positive_delta) == 1
+    assert not families["django_http_request_size_bytes"].metric[0].histogram.HasField("schema")

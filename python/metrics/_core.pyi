@@ -190,6 +190,9 @@ class Histogram(_Metric):
         unit: str = "",
         registry: CollectorRegistry | None = ...,
         buckets: Sequence[float | str] | None = None,
+        native_histogram_bucket_factor: float | None = None,
+        native_histogram_max_bucket_number: int = 160,
+        native_histogram_zero_threshold: float = ...,
     ) -> Self: ...
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None: ...
     def time(self) -> Timer: ...

@@ -38,11 +38,13 @@ class MetricsConfig(AppConfig):
         # before the settings were loaded (a settings file importing it): then it is decided now.
         prefork.choose_store(core)
 
-        from metrics.collectors import request_duration_histogram
+        from metrics.collectors import latency_histogram, request_duration_histogram
 
-        # Made now, with the settings loaded, so every process exposes it from start-up as it
-        # exposes the rest of the catalogue (it is made on first use, never at import).
+        # Made now, with the settings loaded, so every process exposes them from start-up as it
+        # exposes the rest of the catalogue (they are made on first use, never at import).
         request_duration_histogram()
+        latency_histogram("db_query_duration_seconds")
+        latency_histogram("celery_task_duration_seconds")
 
         from metrics.health import migrations_at_scrape
 

@@ -45,6 +45,60 @@ QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 # Celery queue waits: from a few milliseconds on an idle worker to an hour of backlog.
 QUEUE_WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+# Native buckets of the latency histograms under `METRICS_NATIVE_HISTOGRAMS`: the Go client's usual
+# factor (schema 3: 8 buckets per doubling, at most 9% apart); 160 buckets span 1 ms to 1,000 s.
+NATIVE_BUCKET_FACTOR = 1.1
+
+
+def _native_factor() -> float | None:
+    """Return the native bucket factor of the latency histograms under the current settings."""
+    return NATIVE_BUCKET_FACTOR if app_settings.NATIVE_HISTOGRAMS else None
+
+
+# The query and task latency histograms: (help, labels, buckets), made on first use so that
+# `METRICS_NATIVE_HISTOGRAMS` is read then, not at import; kept once made.
+_LATENCY = {
+    "db_query_duration_seconds": (
+        "django_db_query_duration_seconds",
+        "Database query execution time in seconds.",
+        ("database", "operation"),
+        QUERY_BUCKETS,
+    ),
+    "celery_task_duration_seconds": (
+        "celery_task_duration_seconds",
+        "Celery task run time in seconds.",
+        ("task",),
+        TASK_BUCKETS,
+    ),
+}
+_latency_made: dict[str, Histogram] = {}
+_latency_lock = threading.Lock()
+
+
+def latency_histogram(attribute: str) -> Histogram:
+    """Return the query or task latency histogram (`db_query_duration_seconds`, ...), made on first use.
+
+    Native buckets follow `METRICS_NATIVE_HISTOGRAMS` as it is then (at the latest when the app
+    is ready); the family is kept for the process's life, as its buckets are fixed once made.
+    """
+    found = _latency_made.get(attribute)
+    if found is not None:
+        return found
+    with _latency_lock:
+        found = _latency_made.get(attribute)
+        if found is None:
+            name, documentation, labels, buckets = _LATENCY[attribute]
+            found = Histogram(
+                name,
+                documentation,
+                list(labels),
+                buckets=buckets,
+                native_histogram_bucket_factor=_native_factor(),
+            )
+            found._reattach_after_removal()
+            _latency_made[attribute] = found
+    return found
+
 
 # --- HTTP ---
 http_requests_total = Counter(
@@ -56,10 +110,10 @@ http_requests_total = Counter(
 # attributes resolved on each access by `__getattr__` below, so that neither is read at import.
 http_request_duration_seconds: Histogram
 LATENCY_BUCKETS: tuple[float, ...]
-# The latency histogram of each bucket set used so far, and the set of the one registered now.
-_latency_families: dict[tuple[float, ...], Histogram] = {}
-_latency_buckets: tuple[float, ...] | None = None
-_latency_lock = threading.Lock()
+# The latency histogram of each (bucket set, native factor) used so far, and the key of the one
+# registered now.
+_latency_families: dict[tuple[tuple[float, ...], float | None], Histogram] = {}
+_latency_buckets: tuple[tuple[float, ...], float | None] | None = None
 
 
 def request_duration_histogram() -> Histogram:
@@ -74,26 +128,29 @@ def request_duration_histogram() -> Histogram:
     (metrics.E017).
     """
     global _latency_buckets
-    buckets = app_settings.LATENCY_BUCKETS
-    if buckets == _latency_buckets:
-        return _latency_families[buckets]
+    key = (app_settings.LATENCY_BUCKETS, _native_factor())
+    if key == _latency_buckets:
+        return _latency_families[key]
     with _latency_lock:
         if _latency_buckets is not None:
-            if buckets == _latency_buckets:
-                return _latency_families[buckets]
+            if key == _latency_buckets:
+                return _latency_families[key]
             # Its name is free again for the family of the new buckets.
             REGISTRY.unregister(_latency_families[_latency_buckets])
-        family = _latency_families.get(buckets)
+        family = _latency_families.get(key)
         if family is None:
-            family = _latency_families[buckets] = Histogram(
+            family = _latency_families[key] = Histogram(
                 "django_http_request_duration_seconds",
                 "HTTP request latency in seconds, from middleware entry to response.",
                 ["method", "view"],
-                buckets=buckets,
+                buckets=key[0],
+                native_histogram_bucket_factor=key[1],
             )
+            # Counting goes on after a user's clear() (see _keep_counting_after_removal).
+            family._reattach_after_removal()
         else:
             REGISTRY.register(family)
-        _latency_buckets = buckets
+        _latency_buckets = key
         return family
 
 
@@ -101,7 +158,10 @@ def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
     # Swapped at once, so that scrapes show the buckets of the settings in force even before
     # anything uses the histogram again. `metrics.conf`'s receiver, connected before this one
     # (this module imports it), has already dropped the cached value.
-    if setting == AppSettings.LATENCY_BUCKETS.name and _latency_buckets is not None:
+    if (
+        setting in (AppSettings.LATENCY_BUCKETS.name, AppSettings.NATIVE_HISTOGRAMS.name)
+        and _latency_buckets is not None
+    ):
         request_duration_histogram()
 
 
@@ -116,6 +176,8 @@ if not TYPE_CHECKING:
         """Resolve the attributes read from settings when they are used (PEP 562)."""
         if name == "http_request_duration_seconds":
             return request_duration_histogram()
+        if name in _LATENCY:
+            return latency_histogram(name)
         if name == "LATENCY_BUCKETS":
             return app_settings.LATENCY_BUCKETS
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -152,12 +214,8 @@ db_queries_total = Counter(
     "Database queries by alias and operation (select, insert, update, delete, other).",
     ["database", "operation"],
 )
-db_query_duration_seconds = Histogram(
-    "django_db_query_duration_seconds",
-    "Database query execution time in seconds.",
-    ["database", "operation"],
-    buckets=QUERY_BUCKETS,
-)
+# `django_db_query_duration_seconds`: made on first use (see `latency_histogram`).
+db_query_duration_seconds: Histogram
 db_query_errors_total = Counter(
     "django_db_query_errors_total",
     "Database queries that raised, by alias and operation.",
@@ -277,12 +335,8 @@ migrations_unapplied = Gauge(
 celery_tasks_total = Counter(
     "celery_tasks_total", "Celery tasks finished, by task and status.", ["task", "status"]
 )
-celery_task_duration_seconds = Histogram(
-    "celery_task_duration_seconds",
-    "Celery task run time in seconds.",
-    ["task"],
-    buckets=TASK_BUCKETS,
-)
+# `celery_task_duration_seconds`: made on first use (see `latency_histogram`).
+celery_task_duration_seconds: Histogram
 celery_tasks_published_total = Counter(
     "celery_tasks_published_total",
     "Celery tasks this process sent to the broker, by task and queue.",

@@ -552,6 +552,18 @@ class AppSettings:
         "(Prometheus needs `--enable-feature=exemplar-storage`), in multiprocess mode too. Read "
         "when the middleware starts.",
     )
+    NATIVE_HISTOGRAMS = Setting(
+        "METRICS_NATIVE_HISTOGRAMS",
+        parse_bool,
+        False,
+        check="metrics.E026",
+        hint=_BOOL_HINT,
+        doc="Give the latency histograms (`django_http_request_duration_seconds`, "
+        "`django_db_query_duration_seconds`, `celery_task_duration_seconds`) native buckets as "
+        "well, for a Prometheus that scrapes native histograms (see below). Classic buckets stay, "
+        "and are all the text formats show. Read when each histogram is first used, at the latest "
+        "at start-up.",
+    )
     EXPORT_PORT = Setting(
         "METRICS_EXPORT_PORT",
         parse_export_address,

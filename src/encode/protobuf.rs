@@ -12,13 +12,14 @@
 //! regrouped into the same messages by their OpenMetrics type; a type protobuf has no message
 //! for (`unknown`) is `UNTYPED`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::raw::{RawFamily, RawSample};
 use super::{FamilySnapshot, Options};
 use crate::desc::Kind;
 use crate::exemplar::Exemplar;
 use crate::names::{escape_name, Escaping};
+use crate::native::Sparse;
 
 /// Content type of this format (without an `escaping` parameter).
 pub const CONTENT_TYPE: &str =
@@ -182,6 +183,58 @@ pub(crate) struct HistogramData<'a, 'b> {
     pub buckets: &'b [Bucket<'a>],
     /// Creation time in seconds since the epoch, when it is to be written.
     pub created: Option<f64>,
+    /// Native buckets and the zero threshold, for a histogram that has them.
+    pub native: Option<(&'b Sparse, f64)>,
+}
+
+/// A signed varint field (`sint32`, `sint64`: zigzag).
+fn sint(out: &mut Vec<u8>, field: u32, v: i64) {
+    uint(out, field, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+/// Write one sign's native buckets as spans (`span_field`) and count deltas (`delta_field`,
+/// packed). Gaps of one or two empty buckets are written as zero counts within a span, which
+/// is shorter than a new span (as the Go client does).
+fn native_buckets(out: &mut Vec<u8>, span_field: u32, delta_field: u32, buckets: &BTreeMap<i32, f64>) {
+    let mut spans: Vec<(i32, u32)> = Vec::new();
+    let mut counts: Vec<u64> = Vec::new();
+    let mut next: Option<i32> = None;
+    for (k, v) in buckets {
+        let c = count(*v);
+        if c == 0 {
+            continue;
+        }
+        match next {
+            Some(n) if *k - n <= 2 => {
+                counts.resize(counts.len() + (*k - n) as usize, 0);
+                if let Some(last) = spans.last_mut() {
+                    last.1 += (*k - n) as u32 + 1;
+                }
+            }
+            Some(n) => spans.push((*k - n, 1)),
+            None => spans.push((*k, 1)),
+        }
+        counts.push(c);
+        next = Some(*k + 1);
+    }
+    for (offset, length) in &spans {
+        message(out, span_field, |m| {
+            sint(m, 1, i64::from(*offset));
+            uint(m, 2, u64::from(*length));
+        });
+    }
+    if !counts.is_empty() {
+        key(out, delta_field, LEN);
+        delimited(out, |m| {
+            let mut previous = 0i64;
+            for c in &counts {
+                let c = *c as i64;
+                let d = c - previous;
+                varint(m, ((d << 1) ^ (d >> 63)) as u64);
+                previous = c;
+            }
+        });
+    }
 }
 
 /// Write a `Metric.histogram` field (`guess`: see [`delimited_guess`]).
@@ -200,6 +253,29 @@ fn histogram(out: &mut Vec<u8>, h: &HistogramData<'_, '_>, guess: &mut usize) {
         }
         if let Some(created) = h.created {
             timestamp(m, 15, created);
+        }
+        if let Some((native, zero_threshold)) = h.native {
+            sint(m, 5, i64::from(native.schema));
+            double(m, 6, zero_threshold);
+            uint(m, 7, count(native.zero));
+            native_buckets(m, 9, 10, &native.negative);
+            native_buckets(m, 12, 13, &native.positive);
+            let empty = native.positive.values().chain(native.negative.values()).all(|v| count(*v) == 0);
+            if zero_threshold == 0.0 && count(native.zero) == 0 && empty {
+                // Without observations and with a zero threshold of 0, only a no-op span tells
+                // a scraper this is a native histogram.
+                message(m, 12, |span| {
+                    sint(span, 1, 0);
+                    uint(span, 2, 0);
+                });
+            }
+            // A scraper that keeps the native histogram reads its exemplars here (they must have
+            // a timestamp, which ours always do): the classic buckets', as client_golang sends them.
+            for e in h.buckets.iter().filter_map(|b| b.exemplar) {
+                if e.timestamp.is_finite() && e.timestamp > 0.0 {
+                    exemplar(m, 16, e);
+                }
+            }
         }
     });
 }
@@ -346,11 +422,20 @@ pub fn encode(out: &mut Vec<u8>, families: &[FamilySnapshot], opts: Options) {
                             acc += at(i);
                             buckets.push(Bucket { upper: *upper, cumulative: acc, exemplar: ex(i) });
                         }
+                        let classic = desc.buckets.len() + 1;
+                        let sparse = desc.native.as_ref().and_then(|p| {
+                            let block = series.values.get(classic..)?;
+                            Some((Sparse::from_cells(block, p)?, p.zero_threshold))
+                        });
                         let data = HistogramData {
-                            count: acc,
+                            // With native buckets, the count is theirs (a scraper checks they add
+                            // up to it); it is the classic one but while an observation is half
+                            // written (a NaN is in neither).
+                            count: sparse.as_ref().map_or(acc, |(s, _)| s.count()),
                             sum: at(desc.buckets.len()),
                             buckets: &buckets,
                             created,
+                            native: sparse.as_ref().map(|(s, z)| (s, *z)),
                         };
                         message_guess(f, 4, &mut metric_guess, |m| {
                             write_labels(m);
@@ -482,8 +567,13 @@ pub fn encode_raw(out: &mut Vec<u8>, families: &[RawFamily], opts: Options) {
                                         exemplar: *exemplar,
                                     })
                                     .collect();
-                                let data =
-                                    HistogramData { count: g.count, sum: g.sum, buckets: &buckets, created };
+                                let data = HistogramData {
+                                    count: g.count,
+                                    sum: g.sum,
+                                    buckets: &buckets,
+                                    created,
+                                    native: None,
+                                };
                                 histogram(m, &data, &mut 1);
                             }
                             _ => single(m, 5, g.value.unwrap_or(0.0)),
@@ -636,6 +726,31 @@ mod tests {
         assert_eq!(counts, vec![Value::Varint(1), Value::Varint(2), Value::Varint(3)]);
         let created = fields(&bytes_of(&h, 15)[0]);
         assert!(matches!(created[0], (1, Value::Varint(secs)) if secs > 1_600_000_000));
+    }
+
+    #[test]
+    fn native_histograms_carry_their_exemplars_in_the_histogram_too() {
+        let desc = Desc::new(Kind::Histogram, "n", "", vec![], "", "", "")
+            .unwrap()
+            .with_buckets(vec![1.0])
+            .unwrap()
+            .with_native(1.1, 20, 0.0)
+            .unwrap();
+        let fam = Family::new(desc);
+        let s = fam.series(vec![]).unwrap();
+        s.observe_histogram(&fam.desc.buckets, 0.5);
+        let ex = Exemplar::new(vec![("trace_id".into(), "t".into())], 0.5, 12.0, true).unwrap();
+        fam.set_exemplar(&s, 0, 2, ex);
+        let mut out = Vec::new();
+        encode(&mut out, &[fam.snapshot()], Options::default());
+        let family = fields(&delimited_messages(&out)[0]);
+        let h = fields(&bytes_of(&fields(&bytes_of(&family, 4)[0]), 7)[0]);
+        assert_eq!(h.iter().find(|(f, _)| *f == 5).map(|(_, v)| v.clone()), Some(Value::Varint(6)));
+        let native = bytes_of(&h, 16);
+        assert_eq!(native.len(), 1);
+        assert_eq!(fields(&native[0])[1], (2, Value::Fixed(0.5)));
+        // Still on its classic bucket as well.
+        assert_eq!(bytes_of(&h, 3).iter().filter(|b| !bytes_of(&fields(b), 3).is_empty()).count(), 1);
     }
 
     #[test]

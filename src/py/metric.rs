@@ -17,6 +17,7 @@ use crate::desc::{Desc, GaugeMode, Kind};
 use crate::exemplar::Exemplar;
 use crate::family::{now, Family, Handle, Series};
 use crate::names;
+use crate::native;
 use crate::store;
 
 /// prometheus_client's default histogram buckets.
@@ -577,7 +578,9 @@ pub fn gauge_functions(py: Python<'_>) -> Bound<'_, PyList> {
 metric_class!(PyHistogram, "Histogram", {
     #[new]
     #[pyo3(signature = (name, documentation, labelnames=None, namespace="", subsystem="", unit="",
-                        registry=RegistryArg::Default, buckets=None))]
+                        registry=RegistryArg::Default, buckets=None,
+                        native_histogram_bucket_factor=None, native_histogram_max_bucket_number=160,
+                        native_histogram_zero_threshold=native::DEFAULT_ZERO_THRESHOLD))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -589,14 +592,28 @@ metric_class!(PyHistogram, "Histogram", {
         unit: &str,
         registry: RegistryArg,
         buckets: Option<&Bound<'_, PyAny>>,
+        native_histogram_bucket_factor: Option<f64>,
+        native_histogram_max_bucket_number: u32,
+        native_histogram_zero_threshold: f64,
     ) -> PyResult<Self> {
         let bounds = match buckets {
             None => DEFAULT_BUCKETS.to_vec(),
             Some(b) => b.try_iter()?.map(|item| to_float(&item?)).collect::<PyResult<Vec<f64>>>()?,
         };
+        // As in the Go client, a factor of 1 or less (or none) means no native buckets; a NaN is
+        // refused below.
+        let factor = native_histogram_bucket_factor.filter(|f| f.is_nan() || *f > 1.0);
         let parts = NameParts { name, documentation, labelnames, namespace, subsystem, unit };
         Ok(PyHistogram {
-            m: Metric::build(py, Kind::Histogram, parts, registry, |d| d.with_buckets(bounds))?,
+            m: Metric::build(py, Kind::Histogram, parts, registry, |d| {
+                let d = d.with_buckets(bounds)?;
+                match factor {
+                    Some(f) => {
+                        d.with_native(f, native_histogram_max_bucket_number, native_histogram_zero_threshold)
+                    }
+                    None => Ok(d),
+                }
+            })?,
         })
     }
 

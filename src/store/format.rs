@@ -6,6 +6,8 @@
 //! record:             len u32 | tag u32 | payload, padded so the next record starts 8-aligned
 //! family payload:     index u32 | kind u8 | gauge mode u8 | pad u16 | name | help | unit
 //!                     | labelnames | buckets | states
+//!                     [| native u32 (0: none, 1: these follow) | schema i32 | max buckets u32
+//!                      | pad u32 | zero threshold f64]
 //! series payload:     family index u32 | cell count u32 | label values | pad to 8
 //!                     | created f64 | cells (f64 bits, 8-aligned)
 //! ```
@@ -13,12 +15,16 @@
 //! read with 8-byte atomic loads: its cells, its exemplar entries, and its first word (len |
 //! tag), which its writer replaces atomically to release the record (`TAG_RELEASED`). A gauge
 //! cell never written holds `cell::UNWRITTEN`.
+//! The native part was added after version 1 shipped: a family record without it (what older
+//! writers wrote, and their padding reads as `native 0`) has no native buckets, and an older
+//! reader ignores it, then skips the series whose cell count it does not expect.
 //! Strings are `u32` length + UTF-8 bytes; lists are `u32` count + items. All little-endian.
 //! Every read is bounds-checked: a truncated or foreign file yields an error, never a crash.
 
 use crate::desc::Kind;
 use crate::desc::{Desc, GaugeMode};
 use crate::error::{Error, Result};
+use crate::native::{self, NativeParams};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"MRSSLOT\0";
@@ -199,6 +205,13 @@ pub fn family_record(index: u32, desc: &Desc) -> Vec<u8> {
         r.extend_from_slice(&b.to_bits().to_le_bytes());
     }
     put_strs(&mut r, &desc.states);
+    if let Some(n) = &desc.native {
+        r.extend_from_slice(&1u32.to_le_bytes());
+        r.extend_from_slice(&n.schema.to_le_bytes());
+        r.extend_from_slice(&n.max_buckets.to_le_bytes());
+        r.extend_from_slice(&0u32.to_le_bytes());
+        r.extend_from_slice(&n.zero_threshold.to_bits().to_le_bytes());
+    }
     finish_record(r)
 }
 
@@ -409,7 +422,31 @@ fn read_family(c: &mut Cursor<'_>) -> Result<Record> {
     }
     let buckets = (0..nb).map(|_| c.u64().map(f64::from_bits)).collect::<Result<Vec<_>, _>>()?;
     let states = c.strings()?;
-    Ok(Record::Family(index, Desc { name, help, kind, unit, labelnames, buckets, states, gauge_mode: mode }))
+    let native = read_native(c)?;
+    Ok(Record::Family(
+        index,
+        Desc { name, help, kind, unit, labelnames, buckets, states, gauge_mode: mode, native },
+    ))
+}
+
+/// The optional native part of a family record (see the module's layout).
+fn read_native(c: &mut Cursor<'_>) -> Result<Option<NativeParams>> {
+    // Fewer than 4 bytes left, or a zero word: padding of a record without one.
+    if c.b.len().saturating_sub(c.at) < 4 || c.u32()? == 0 {
+        return Ok(None);
+    }
+    let schema = c.u32()? as i32;
+    let max_buckets = c.u32()?;
+    let _pad = c.u32()?;
+    let zero_threshold = f64::from_bits(c.u64()?);
+    let sane = (native::SCHEMA_MIN..=native::SCHEMA_MAX).contains(&schema)
+        && (1..=native::MAX_BUCKETS_LIMIT).contains(&max_buckets)
+        && zero_threshold >= 0.0
+        && zero_threshold.is_finite();
+    if !sane {
+        return Err(Error::corrupt("invalid native histogram parameters"));
+    }
+    Ok(Some(NativeParams { schema, max_buckets, zero_threshold }))
 }
 
 fn read_folded(c: &mut Cursor<'_>) -> Result<Record> {
@@ -462,6 +499,43 @@ mod tests {
         assert_eq!(rec.len() % 8, 0);
         assert_eq!(at % 8, 0);
         assert_eq!(rec.len() - at, 2 * EXEMPLAR_ENTRY);
+    }
+
+    #[test]
+    fn native_parameters_round_trip_and_records_without_them_have_none() {
+        let plain =
+            Desc::new(Kind::Histogram, "h", "", vec![], "", "", "").unwrap().with_buckets(vec![1.0]).unwrap();
+        let native = plain.clone().with_native(1.1, 40, 0.5).unwrap();
+        for (desc, want) in [(&native, native.native), (&plain, None)] {
+            let mut file = write_header(&Header::default()).to_vec();
+            file.extend(family_record(0, desc));
+            let used = file.len();
+            let (recs, err) = read_records(&file, used);
+            assert!(err.is_none());
+            let Some(Record::Family(_, back)) = recs.first() else { panic!("expected a family") };
+            assert_eq!(back.native, want);
+            assert_eq!(back.cell_count(), desc.cell_count());
+        }
+        // A record as version 1 wrote it (states last, then zero padding) reads as no native
+        // buckets, whatever the padding's length.
+        for states in [vec![], vec!["a".to_string()], vec!["ab".to_string()], vec!["abcd".to_string()]] {
+            let desc = Desc { states, ..plain.clone() };
+            let rec = family_record(0, &desc);
+            let (recs, err) = read_records(
+                &[write_header(&Header::default()).as_slice(), &rec].concat(),
+                HEADER + rec.len(),
+            );
+            assert!(err.is_none());
+            assert!(matches!(recs.first(), Some(Record::Family(_, d)) if d.native.is_none()));
+        }
+        // Nonsense parameters are refused, not trusted.
+        let mut rec = family_record(0, &native);
+        let half = 0.5f64.to_bits().to_le_bytes();
+        let at = rec.windows(8).position(|w| w == half).unwrap();
+        rec[at..at + 8].copy_from_slice(&(-1.0f64).to_bits().to_le_bytes());
+        let (recs, err) =
+            read_records(&[write_header(&Header::default()).as_slice(), &rec].concat(), HEADER + rec.len());
+        assert!(recs.is_empty() && err.is_some());
     }
 
     #[test]

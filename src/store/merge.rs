@@ -10,6 +10,7 @@ use crate::desc::{Desc, GaugeMode, Kind};
 use crate::error::Result;
 use crate::exemplar::Exemplar;
 use crate::family::Family;
+use crate::native::{self, Layout, NativeParams, Sparse};
 use crate::snapshot::{FamilySnapshot, SeriesSnapshot};
 
 /// Where values come from.
@@ -67,6 +68,7 @@ fn compatible(a: &Desc, b: &Desc) -> bool {
         && a.states == b.states
         && a.buckets.len() == b.buckets.len()
         && a.buckets.iter().zip(&b.buckets).all(|(x, y)| x.to_bits() == y.to_bits())
+        && a.native == b.native
 }
 
 #[derive(Clone)]
@@ -121,8 +123,8 @@ impl Merge {
         let fam = &mut self.fams[idx];
         if !compatible(&fam.desc, desc) {
             self.warnings.push(format!(
-                "metric {} is defined differently by two processes (type, labels, buckets or mode); \
-                 the other definition's values are left out",
+                "metric {} is defined differently by two processes (type, labels, buckets, native \
+                 buckets or mode); the other definition's values are left out",
                 desc.name
             ));
             return;
@@ -138,7 +140,13 @@ impl Merge {
             }
             Some(acc) => {
                 acc.created = acc.created.min(created);
-                combine(op, &mut acc.values, values);
+                match (&fam.desc.native, fam.desc.buckets.len() + 1) {
+                    (Some(params), classic) if acc.values.len() > classic && values.len() > classic => {
+                        combine(op, &mut acc.values[..classic], &values[..classic]);
+                        combine_native(params, &mut acc.values[classic..], &values[classic..]);
+                    }
+                    _ => combine(op, &mut acc.values, values),
+                }
             }
         }
     }
@@ -270,6 +278,21 @@ fn combine(op: Op, acc: &mut [f64], new: &[f64]) {
     }
 }
 
+/// Add the native buckets `new` to `acc` (both native cell blocks of `params`' layout): both at
+/// the coarser schema, summed per bucket index, then placed in `acc`'s window (at a lower
+/// resolution where the union does not fit it).
+fn combine_native(params: &NativeParams, acc: &mut [f64], new: &[f64]) {
+    let (Some(mut sum), Some(other)) = (Sparse::from_cells(acc, params), Sparse::from_cells(new, params))
+    else {
+        return;
+    };
+    let prefer = Layout::decode(acc[0], params.schema);
+    sum.merge(&other);
+    sum.fit(params.max_buckets as usize);
+    let placed = sum.to_cells(params, prefer);
+    acc.iter_mut().zip(placed).for_each(|(a, v)| *a = v);
+}
+
 /// The description to expose: with the per-process label appended, if the mode has one.
 fn shown_desc(d: &Desc, per_process: Option<&str>) -> Desc {
     let mut shown = d.clone();
@@ -331,7 +354,24 @@ pub fn decode(b: &[u8], used: usize, read_word: impl Fn(usize) -> u64) -> Result
                 if cells != desc.cell_count() || labels.len() != desc.labelnames.len() {
                     continue;
                 }
-                let bits: Vec<u64> = (0..cells).map(|i| read_word(cells_at + i * 8)).collect();
+                let mut bits: Vec<u64> = (0..cells).map(|i| read_word(cells_at + i * 8)).collect();
+                if let Some(params) = &desc.native {
+                    // Native buckets are moved as a whole now and then: read them settled.
+                    let first = desc.buckets.len() + 1;
+                    let read = |i: usize| read_value(read_word(cells_at + (first + i) * 8));
+                    match native::read_settled(cells - first, params, read) {
+                        Some(values) => {
+                            bits.truncate(first);
+                            bits.extend(values.into_iter().map(f64::to_bits));
+                        }
+                        // A process that died while moving them: its native buckets are lost
+                        // (its classic ones are whole), as an empty block.
+                        None => {
+                            bits.truncate(first);
+                            bits.resize(cells, 0);
+                        }
+                    }
+                }
                 // A gauge this process never wrote does not exist for the merge.
                 if desc.kind == Kind::Gauge && bits.first().is_some_and(|b| cell::is_unwritten(*b)) {
                     continue;

@@ -960,6 +960,52 @@ mod tests {
     }
 
     #[test]
+    fn native_buckets_merge_across_processes_and_survive_compaction() {
+        use crate::native::{NativeState, Sparse};
+        use std::collections::BTreeMap;
+        let dir = TempDir::new("native");
+        let desc = Desc::new(Kind::Histogram, "n", "N.", vec![], "", "", "")
+            .unwrap()
+            .with_buckets(vec![1.0])
+            .unwrap()
+            .with_native(1.1, 8, 0.0)
+            .unwrap();
+        let fam = Family::new(desc.clone());
+        let params = desc.native.unwrap();
+        let classic = desc.buckets.len() + 1;
+        let observe = |cells: &Cells, values: &[f64]| {
+            let state = NativeState::new(params);
+            for v in values {
+                state.observe(&cells.get()[classic..], *v);
+            }
+        };
+        let native_of = |store: &SharedStore| {
+            let values = value_of(&store.collect(&[Arc::clone(&fam)], false), "n", &[]).unwrap();
+            Sparse::from_cells(&values[classic..], &params).unwrap()
+        };
+        {
+            // Schema 3: indices 0, 2 and 3 fit a window of 8.
+            let dead = SharedStore::open(&dir.0).unwrap();
+            observe(&dead.alloc(&desc, &[], 1.0), &[1.0, 1.1, 1.2]);
+        }
+        let live = SharedStore::open(&dir.0).unwrap();
+        // Indices 0 and 13 at schema 3 do not fit 8: this process goes down to schema 2 (0, 7).
+        observe(&live.alloc(&desc, &[], 1.0), &[1.0, 3.0]);
+        // The dead process's buckets (folded into the archive meanwhile) come down to schema 2
+        // too, (0, 2, 3) becoming (0, 1, 2), and add up per index with the live one's.
+        let want = BTreeMap::from([(0, 2.0), (1, 1.0), (2, 1.0), (7, 1.0)]);
+        let merged = native_of(&live);
+        assert_eq!((merged.schema, &merged.positive), (2, &want));
+        assert!(dir.0.join(ARCHIVE).exists());
+        drop(live);
+        // Both dead: everything comes from the archive, compaction having kept the buckets.
+        let reader = SharedStore::open(&dir.0).unwrap();
+        let merged = native_of(&reader);
+        assert_eq!((merged.schema, &merged.positive, merged.count()), (2, &want, 5.0));
+        assert!(reader.take_warnings().is_empty());
+    }
+
+    #[test]
     fn exemplar_entries_round_trip() {
         let dir = TempDir::new("exemplars");
         let c = counter();

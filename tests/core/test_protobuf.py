@@ -8,6 +8,7 @@ shares nothing with our encoder. A real Prometheus scraping them is in tests/e2e
 from __future__ import annotations
 
 import gzip
+import math
 import time
 from typing import Any
 
@@ -317,3 +318,111 @@ def test_metrics_view_serves_protobuf_to_prometheus(sample: Any) -> None:
     }
     assert served[(("method", "GET"), ("status", "200"), ("view", "ok"))] == before
     assert TYPES[families["django_http_request_duration_seconds"].type] == "HISTOGRAM"
+
+
+def native_buckets(spans: Any, deltas: Any) -> dict[int, int]:
+    """Return {bucket index: count} from client_model's spans and count deltas."""
+    out: dict[int, int] = {}
+    index, count, at = 0, 0, 0
+    for i, span in enumerate(spans):
+        index = span.offset if i == 0 else index + span.offset
+        for _ in range(span.length):
+            count += deltas[at]
+            at += 1
+            if count:
+                out[index] = count
+            index += 1
+    assert at == len(deltas)
+    return out
+
+
+def expected_index(value: float, schema: int) -> int:
+    """Return the index of the bucket holding `value` by its definition: 2^((k-1)/2^s) < v <= 2^(k/2^s)."""
+    return math.ceil(math.log2(value) * 2**schema)
+
+
+def test_native_buckets_decode_with_schema_spans_and_counts(reg: CollectorRegistry) -> None:
+    """Schema 3 from a factor of 1.1, the zero bucket, both signs, and the classic buckets kept."""
+    h = Histogram("native", "N.", buckets=[0.1, 1.0], native_histogram_bucket_factor=1.1, registry=reg)
+    values = [0.01, 0.02, 0.021, 0.5, 1.5, 3.0, 3.0, 40.0, -2.0, 0.0]
+    for v in values:
+        h.observe(v)
+    (metric,) = decode(core.generate_latest_protobuf(reg))["native"].metric
+    hist = metric.histogram
+    assert (hist.schema, hist.zero_threshold, hist.zero_count) == (3, 2.0**-128, 1)
+    assert hist.sample_count == len(values)
+    assert hist.sample_sum == pytest.approx(sum(values))
+    positive: dict[int, int] = {}
+    for v in values:
+        if v > 0:
+            positive[expected_index(v, 3)] = positive.get(expected_index(v, 3), 0) + 1
+    assert native_buckets(hist.positive_span, hist.positive_delta) == positive
+    assert native_buckets(hist.negative_span, hist.negative_delta) == {8: 1}
+    # The classic buckets are as without native ones.
+    assert [(b.upper_bound, b.cumulative_count) for b in hist.bucket] == [(0.1, 5), (1.0, 6), (math.inf, 10)]
+
+
+def test_native_buckets_lower_their_resolution_at_the_limit(reg: CollectorRegistry) -> None:
+    """Past the bucket limit, pairs of buckets merge (the schema drops) and nothing is lost."""
+    h = Histogram(
+        "coarse",
+        "C.",
+        native_histogram_bucket_factor=1.01,
+        native_histogram_max_bucket_number=10,
+        registry=reg,
+    )
+    values = [0.001 * 1.7**i for i in range(25)]
+    for v in values:
+        h.observe(v)
+    hist = decode(core.generate_latest_protobuf(reg))["coarse"].metric[0].histogram
+    buckets = native_buckets(hist.positive_span, hist.positive_delta)
+    assert hist.schema < 6  # 1.01 asks for schema 6; 25 values over 0.001..300 do not fit 10 of those.
+    assert max(buckets) - min(buckets) < 10
+    want: dict[int, int] = {}
+    for v in values:
+        want[expected_index(v, hist.schema)] = want.get(expected_index(v, hist.schema), 0) + 1
+    assert buckets == want
+    assert sum(buckets.values()) == hist.sample_count == len(values)
+
+
+def test_an_empty_native_histogram_is_still_native(reg: CollectorRegistry) -> None:
+    """With a zero threshold of 0 and no observation, a no-op span marks it native (as client_golang)."""
+    Histogram(
+        "empty", "E.", native_histogram_bucket_factor=2, native_histogram_zero_threshold=0, registry=reg
+    )
+    Histogram("classic", "C.", registry=reg)
+    families = decode(core.generate_latest_protobuf(reg))
+    empty = families["empty"].metric[0].histogram
+    assert (empty.schema, empty.zero_threshold, empty.zero_count) == (0, 0.0, 0)
+    assert [(s.offset, s.length) for s in empty.positive_span] == [(0, 0)]
+    classic = families["classic"].metric[0].histogram
+    assert not classic.HasField("schema") and not classic.HasField("zero_threshold")
+    assert len(classic.positive_span) == 0
+
+
+def test_native_buckets_leave_the_text_formats_alone(reg: CollectorRegistry) -> None:
+    """The text format shows a native histogram exactly as the same classic one."""
+    other = CollectorRegistry()
+    for r, factor in ((reg, 1.1), (other, None)):
+        h = Histogram("same", "S.", ["a"], native_histogram_bucket_factor=factor, registry=r)
+        for v in (0.003, 0.2, 7.0):
+            h.labels("x").observe(v)
+
+    def without_created(text: bytes) -> list[bytes]:
+        return [line for line in text.splitlines() if b"_created" not in line]
+
+    assert without_created(core.generate_latest(reg)) == without_created(core.generate_latest(other))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"native_histogram_bucket_factor": 1.1, "native_histogram_max_bucket_number": 0},
+        {"native_histogram_bucket_factor": math.nan},
+        {"native_histogram_bucket_factor": 1.1, "native_histogram_zero_threshold": -1.0},
+    ],
+)
+def test_bad_native_parameters_are_refused(reg: CollectorRegistry, kwargs: dict[str, Any]) -> None:
+    """A limit of 0, a NaN factor or a negative zero threshold is a ValueError, as bad buckets are."""
+    with pytest.raises(ValueError, match="native_histogram"):
+        Histogram("bad", "B.", registry=reg, **kwargs)

@@ -14,14 +14,21 @@ import pytest
 import requests
 
 from tests.e2e.test_multiprocess_gunicorn import start_gunicorn, stop
-from tests.promstack import free_port, prom_query, start_prometheus, wait_for
+from tests.e2e.test_prometheus import promql_blocks
+from tests.promstack import ROOT, free_port, prom_query, start_prometheus, wait_for
 
 pytestmark = pytest.mark.slow
 
 REQUESTS = 24
 
 
-def config(site: str, export: str) -> str:
+def config(site: str, export: str | None) -> str:
+    master = f"""
+  - job_name: master
+    metrics_path: /metrics
+    static_configs:
+      - targets: ["{export}"]
+"""
     return f"""
 global:
   scrape_interval: 1s
@@ -30,11 +37,7 @@ scrape_configs:
     metrics_path: /metrics/
     static_configs:
       - targets: ["{site}"]
-  - job_name: master
-    metrics_path: /metrics
-    static_configs:
-      - targets: ["{export}"]
-"""
+{master if export else ""}"""
 
 
 def scalar(prometheus, expr: str) -> float | None:
@@ -80,6 +83,53 @@ def test_prometheus_reads_our_protobuf(tmp_path: Path) -> None:
         targets = requests.get(f"{prometheus.url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
         assert {t["labels"]["job"]: t["health"] for t in targets} == {"site": "up", "master": "up"}
         assert all(not t["lastError"] for t in targets)
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        stop(site)
+
+
+def test_prometheus_reads_native_histograms_merged_across_workers(tmp_path: Path) -> None:
+    """With METRICS_NATIVE_HISTOGRAMS, Prometheus stores the request latency as a native histogram.
+
+    Two workers recycled every few requests: the native buckets of live and dead processes are
+    merged, so the histogram counts every request the counter counts.
+    """
+    site, base, _ = start_gunicorn(tmp_path, workers=2, max_requests=8, METRICS_NATIVE_HISTOGRAMS="1")
+    prometheus = None
+    try:
+        for _ in range(REQUESTS):
+            assert requests.get(f"{base}/about/", timeout=10).status_code == 200
+        # Database queries too, for the query latency examples of docs/promql.md.
+        assert requests.get(f"{base}/api/items/", timeout=10).status_code == 200
+        prometheus = start_prometheus(
+            config(base.removeprefix("http://"), None),
+            tmp_path / "prom",
+            flags=("--enable-feature=native-histograms",),
+        )
+        selector = '{job="site",view="about/",method="GET"}'
+        counter = f"sum(django_http_requests_total{selector})"
+        assert wait_for(lambda: scalar(prometheus, counter), 60, "the counter in Prometheus") == REQUESTS
+        count = f"histogram_count(django_http_request_duration_seconds{selector})"
+        assert wait_for(lambda: scalar(prometheus, count), 30, "the native histogram") == REQUESTS
+        assert scalar(prometheus, count) == scalar(prometheus, counter)
+        median = scalar(
+            prometheus, f"histogram_quantile(0.5, django_http_request_duration_seconds{selector})"
+        )
+        assert median is not None and 0 < median < 10
+        # Native, so no classic series were stored for it.
+        assert prom_query(prometheus, "django_http_request_duration_seconds_bucket")["data"]["result"] == []
+        # The native histogram examples of docs/promql.md answer (`rate` needs two scrapes).
+        examples = [e for e in promql_blocks(ROOT / "docs" / "promql.md") if "duration_seconds[5m]" in e]
+        assert len(examples) >= 5
+        for expr in examples:
+            answer = prom_query(prometheus, expr)
+            if answer.get("status") != "success" and "histogram_fraction" in expr:
+                # Newer than Debian's Prometheus 2.42; valid PromQL for the versions that have it.
+                assert "unknown function" in str(answer.get("error")), answer
+                continue
+            assert answer.get("status") == "success", (expr, answer)
+            assert wait_for(lambda e=expr: prom_query(prometheus, e)["data"]["result"], 30, expr)
     finally:
         if prometheus is not None:
             prometheus.stop()
