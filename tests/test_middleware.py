@@ -571,31 +571,7 @@ def test_a_renamed_framework_attribute_fails_loudly_and_the_request_is_served(mo
     """Fields the glue names wrongly (a Django rename): the response goes out, the log names the attribute."""
     from metrics.core import RequestFields
 
-    renamed = RequestFields(
-        method="method",
-        path="path_info",
-        url_match="resolver_match",
-        pattern_name="url_name",
-        qualified_name="view_name",
-        route="route",
-        environ="META",
-        content_length="CONTENT_LENGTH",
-        status="status_kode",
-        streaming="streaming",
-        content="content",
-        body_chunks=None,
-        plain_content=HttpResponse.content,
-        traceparent="HTTP_TRACEPARENT",
-        scheme="scheme",
-        scheme_key="wsgi.url_scheme",
-        requested_with="HTTP_X_REQUESTED_WITH",
-        charset_override="_charset",
-        charset="charset",
-        headers="headers",
-        content_type="Content-Type",
-        header_store=None,
-        template_name="template_name",
-    )
+    renamed = RequestFields(**{**middleware.field_names(), "status": "status_kode"})
     monkeypatch.setattr(middleware, "_FIELDS", renamed)
     with caplog.at_level(logging.ERROR, logger="metrics"):
         response = Client().get("/ok/")

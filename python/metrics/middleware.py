@@ -56,40 +56,46 @@ UNRESOLVED = RecordingMiddleware.UNRESOLVED
 OTHER_METHOD = RecordingMiddleware.OTHER_METHOD
 
 
-def _fields() -> RequestFields:
+def field_names() -> dict[str, Any]:
     """Return where Django's requests and responses keep what the core reads: Django's names.
 
     The core names no Django attribute; they are declared here, once, so a Django release that
     renames one fails here, in Python, with an AttributeError the log shows, not a silent count.
+    The two private fast paths are named only when a real response has them.
     """
+    return {
+        "method": "method",
+        "path": "path_info",
+        "url_match": "resolver_match",
+        "pattern_name": "url_name",
+        "qualified_name": "view_name",
+        "route": "route",
+        "environ": "META",
+        "content_length": "CONTENT_LENGTH",
+        "status": "status_code",
+        "streaming": "streaming",
+        "content": "content",
+        "body_chunks": "_container" if _keeps_body_chunks() else None,
+        "plain_content": HttpResponse.content,
+        "traceparent": "HTTP_TRACEPARENT",
+        # What django-prometheus's families read besides (METRICS_COMPAT_DJANGO_PROMETHEUS).
+        "scheme": "scheme",
+        "scheme_key": "wsgi.url_scheme",
+        "requested_with": "HTTP_X_REQUESTED_WITH",
+        "charset_override": "_charset",
+        "charset": "charset",
+        "headers": "headers",
+        "content_type": "Content-Type",
+        "header_store": "_store" if _keeps_header_store() else None,
+        "template_name": "template_name",
+    }
+
+
+def _fields() -> RequestFields:
+    """Return the `RequestFields` of `field_names()`, made once."""
     global _FIELDS
     if _FIELDS is None:
-        _FIELDS = RequestFields(
-            method="method",
-            path="path_info",
-            url_match="resolver_match",
-            pattern_name="url_name",
-            qualified_name="view_name",
-            route="route",
-            environ="META",
-            content_length="CONTENT_LENGTH",
-            status="status_code",
-            streaming="streaming",
-            content="content",
-            body_chunks="_container" if _keeps_body_chunks() else None,
-            plain_content=HttpResponse.content,
-            traceparent="HTTP_TRACEPARENT",
-            # What django-prometheus's families read besides (METRICS_COMPAT_DJANGO_PROMETHEUS).
-            scheme="scheme",
-            scheme_key="wsgi.url_scheme",
-            requested_with="HTTP_X_REQUESTED_WITH",
-            charset_override="_charset",
-            charset="charset",
-            headers="headers",
-            content_type="Content-Type",
-            header_store="_store" if _keeps_header_store() else None,
-            template_name="template_name",
-        )
+        _FIELDS = RequestFields(**field_names())
     return _FIELDS
 
 

@@ -42,7 +42,7 @@ struct Bundle {
 }
 
 /// The compatibility families and the series found so far.
-struct Compat {
+pub(crate) struct Compat {
     requests_before: Handle,
     responses_before: Handle,
     latency_including: Handle,
@@ -145,7 +145,7 @@ impl Compat {
 
     /// Record one request in the compatibility families.
     #[allow(clippy::too_many_arguments)]
-    fn record(
+    pub(crate) fn record(
         &self,
         py: Python<'_>,
         fields: &PyRequestFields,
@@ -199,36 +199,7 @@ impl Compat {
 /// same call as its own (`METRICS_COMPAT_DJANGO_PROMETHEUS`).
 #[pyclass(name = "CompatRecorder", module = "metrics._core", frozen)]
 pub struct PyCompatRecorder {
-    inner: Arc<Compat>,
-}
-
-impl PyCompatRecorder {
-    /// Record one request (see [`Compat::record`]).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn record(
-        &self,
-        py: Python<'_>,
-        fields: &PyRequestFields,
-        request: &Bound<'_, PyAny>,
-        response: Option<&Bound<'_, PyAny>>,
-        method: usize,
-        status: u16,
-        duration: f64,
-        request_size: f64,
-        response_size: Option<f64>,
-    ) -> PyResult<()> {
-        self.inner.record(
-            py,
-            fields,
-            request,
-            response,
-            method,
-            status,
-            duration,
-            request_size,
-            response_size,
-        )
-    }
+    pub(crate) inner: Arc<Compat>,
 }
 
 #[pymethods]

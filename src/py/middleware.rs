@@ -232,7 +232,7 @@ impl Hooks {
                     (None, Some(response)) => fields.status(response)?,
                     (None, None) => status_without_response,
                 };
-                compat.get().record(
+                compat.get().inner.record(
                     py,
                     fields,
                     request,
