@@ -14,7 +14,7 @@ text 1.0.0 and OpenMetrics 1.0.0 (and here on protobuf) does it count; `undersco
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 ESCAPING_HEADER_TAG = "escaping"
 ALLOWUTF8 = "allow-utf-8"
@@ -51,6 +51,14 @@ class Exposition:
     format: Format
     escaping: str
     content_type: str
+
+    def encoder_options(self) -> dict[str, Any]:
+        """Return the keyword arguments of `metrics.core.exposition` that produce this answer."""
+        return {
+            "openmetrics": self.format == "openmetrics",
+            "protobuf": self.format == "protobuf",
+            "escaping": self.escaping,
+        }
 
 
 TEXT_0_0_4 = Exposition("text", UNDERSCORES, CONTENT_TYPE_PLAIN_0_0_4)

@@ -45,13 +45,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     gzip = accepts_gzip(request.headers.get("Accept-Encoding", ""))
     # `?name[]=a&name[]=b`: only those samples, as prometheus_client's handlers allow.
     names = request.GET.getlist("name[]") or None
-    body = core.exposition(
-        openmetrics=chosen.format == "openmetrics",
-        protobuf=chosen.format == "protobuf",
-        escaping=chosen.escaping,
-        gzip=gzip,
-        names=names,
-    )
+    body = core.exposition(**chosen.encoder_options(), gzip=gzip, names=names)
     response = HttpResponse(body, content_type=chosen.content_type)
     if gzip:
         response["Content-Encoding"] = "gzip"

@@ -91,13 +91,7 @@ class MetricsHandler(BaseHTTPRequestHandler):
         gzip = accepts_gzip(self.headers.get("Accept-Encoding", ""))
         try:
             names = parse_qs(urlsplit(self.path).query).get("name[]")
-            body = core.exposition(
-                openmetrics=chosen.format == "openmetrics",
-                protobuf=chosen.format == "protobuf",
-                escaping=chosen.escaping,
-                gzip=gzip,
-                names=names,
-            )
+            body = core.exposition(**chosen.encoder_options(), gzip=gzip, names=names)
         except Exception:
             logger.exception("metrics server: exposition failed")
             self._send(500, b"Exposition failed.\n", "text/plain; charset=utf-8", send_body)
