@@ -203,8 +203,8 @@ def tick() -> None:
 def _run_process_hook(hook: Callable[[], None]) -> None:
     try:
         hook()
-    except Exception:
-        logger.exception("metrics process hook %r failed", hook)
+    except Exception as exc:
+        _collector_failed("process hook", hook, exc)
 
 
 def _refresh_after_fork() -> None:

@@ -4,11 +4,10 @@ A sync request costs one call into the Rust core: `MetricsMiddleware` is a subcl
 `RecordingMiddleware`, whose `__call__` reads the request and response attributes it needs, takes
 the clock, calls the rest of the stack and records, on label children looked up once and kept.
 An async request too: the call returns an awaitable that drives the coroutine of the stack below
-and records when it ends. Label
-values are bounded: `view` is the URL pattern's `namespace:name`, else its route, else
-`<unresolved>`; methods outside the standard set are folded into `other`. An exception that
-escapes the stack below counts as status 500 and is re-raised; under ASGI, a request cancelled
-because the client disconnected counts as 499.
+and records when it ends. Label values are bounded: `view` is the URL pattern's `namespace:name`,
+else its route, else `<unresolved>`; methods outside the standard set are folded into `other`.
+An exception that escapes the stack below counts as status 500 and is re-raised; under ASGI, a
+request cancelled because the client disconnected counts as 499.
 
 Exceptions raised by views are counted in `django_http_exceptions_total{view,type}` from
 `process_exception` (Django calls it only when a view raises, so other requests pay nothing),
@@ -149,7 +148,8 @@ def view_label(request: HttpRequest) -> str:
 class MetricsMiddleware(RecordingMiddleware):
     """Record request count, latency, sizes and in-progress gauge, under WSGI and ASGI.
 
-    `__call__` is the core's (`RecordingMiddleware`); under ASGI it hands over to `__acall__`.
+    `__call__` is the core's (`RecordingMiddleware`); under ASGI it returns the core's awaitable,
+    and hands only a probe's request (whose host it checks) to `__acall__`.
     """
 
     sync_capable = True

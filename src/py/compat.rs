@@ -150,6 +150,7 @@ impl Compat {
         py: Python<'_>,
         fields: &PyRequestFields,
         request: &Bound<'_, PyAny>,
+        environ: &Bound<'_, PyAny>,
         response: Option<&Bound<'_, PyAny>>,
         method: usize,
         status: u16,
@@ -162,8 +163,8 @@ impl Compat {
             Some(_) => (UNNAMED_VIEW.to_owned(), true),
             None => (UNNAMED_VIEW.to_owned(), false),
         };
-        let secure = fields.is_secure(request, self.scheme_from_environ)?;
-        let ajax = fields.is_ajax(request)?;
+        let secure = fields.is_secure(request, environ, self.scheme_from_environ)?;
+        let ajax = fields.is_ajax(environ)?;
         let method = method.min(OTHER_INDEX);
         let bundle = self.bundle(py, &Key { method, view, status, secure, resolved })?;
         count(py, &self.requests_before);

@@ -104,16 +104,16 @@ impl PyRequestFields {
         Ok(if route.is_truthy()? { route } else { unresolved() })
     }
 
-    /// Return the request body size from its declared length (absent or not a number: 0).
-    pub(crate) fn request_size(&self, request: &Bound<'_, PyAny>) -> PyResult<f64> {
-        let py = request.py();
-        let environ = request.getattr(self.environ.bind(py))?;
-        let key = self.content_length.bind(py);
-        let length = match environ.cast::<PyDict>() {
-            Ok(environ) => environ.get_item(key)?,
-            Err(_) => Some(environ.call_method1(intern!(py, "get"), (key,))?),
-        };
-        let Some(length) = length else { return Ok(0.0) };
+    /// Return the request's `environ` mapping (read once per request, by whoever needs it first).
+    pub(crate) fn environ<'py>(&self, request: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        request.getattr(self.environ.bind(request.py()))
+    }
+
+    /// Return the request body size from its declared length in `environ` (absent or not a
+    /// number: 0).
+    pub(crate) fn request_size(&self, environ: &Bound<'_, PyAny>) -> PyResult<f64> {
+        let py = environ.py();
+        let Some(length) = environ_get(environ, self.content_length.bind(py))? else { return Ok(0.0) };
         if !length.is_truthy()? {
             return Ok(0.0);
         }
@@ -132,16 +132,11 @@ impl PyRequestFields {
         }
     }
 
-    /// Return the trace id of the request's valid `traceparent` header, if any.
-    pub(crate) fn trace_id(&self, request: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
-        let py = request.py();
-        let environ = request.getattr(self.environ.bind(py))?;
-        let key = self.traceparent.bind(py);
-        let header = match environ.cast::<PyDict>() {
-            Ok(environ) => environ.get_item(key)?,
-            Err(_) => Some(environ.call_method1(intern!(py, "get"), (key,))?),
+    /// Return the trace id of a valid `traceparent` header in `environ`, if any.
+    pub(crate) fn trace_id(&self, environ: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+        let Some(header) = environ_get(environ, self.traceparent.bind(environ.py()))? else {
+            return Ok(None);
         };
-        let Some(header) = header else { return Ok(None) };
         let Ok(header) = header.cast::<PyString>() else { return Ok(None) };
         Ok(crate::exemplar::trace_id_from_traceparent(header.to_str()?).map(str::to_owned))
     }
@@ -160,11 +155,15 @@ impl PyRequestFields {
     /// Return whether the request came over HTTPS: from the server's `environ` when
     /// `from_environ` (and the server set it), else from the request's scheme attribute (which
     /// trusts the configured proxy header).
-    pub(crate) fn is_secure(&self, request: &Bound<'_, PyAny>, from_environ: bool) -> PyResult<bool> {
+    pub(crate) fn is_secure(
+        &self,
+        request: &Bound<'_, PyAny>,
+        environ: &Bound<'_, PyAny>,
+        from_environ: bool,
+    ) -> PyResult<bool> {
         let py = request.py();
         if from_environ {
-            let environ = request.getattr(self.environ.bind(py))?;
-            if let Some(scheme) = environ_get(&environ, self.scheme_key.bind(py))? {
+            if let Some(scheme) = environ_get(environ, self.scheme_key.bind(py))? {
                 if let Ok(scheme) = scheme.cast::<PyString>() {
                     return Ok(scheme.to_str()? == "https");
                 }
@@ -175,10 +174,8 @@ impl PyRequestFields {
     }
 
     /// Return whether the request says it was made by a script (`X-Requested-With: XMLHttpRequest`).
-    pub(crate) fn is_ajax(&self, request: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let py = request.py();
-        let environ = request.getattr(self.environ.bind(py))?;
-        Ok(match environ_get(&environ, self.requested_with.bind(py))? {
+    pub(crate) fn is_ajax(&self, environ: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(match environ_get(environ, self.requested_with.bind(environ.py()))? {
             Some(value) => {
                 value.cast::<PyString>().is_ok_and(|v| v.to_str().is_ok_and(|v| v == "XMLHttpRequest"))
             }

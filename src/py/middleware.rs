@@ -47,7 +47,9 @@ fn monotonic_ns(now: Instant) -> u64 {
 }
 
 /// What `Hooks::record` read of a request, kept for the compatibility recorder.
-struct Read {
+struct Read<'py> {
+    // The request's environ, read once for every header the recorders need.
+    environ: Option<Bound<'py, PyAny>>,
     status: Option<u16>,
     request_size: f64,
     // None: streamed.
@@ -114,7 +116,7 @@ impl Hooks {
 
     /// The exemplar of the request's trace: the current span's, else its `traceparent` header's.
     /// A failing span source costs the request its exemplar, never its count.
-    fn exemplar(&self, py: Python<'_>, request: &Bound<'_, PyAny>, duration: f64) -> Option<Exemplar> {
+    fn exemplar(&self, py: Python<'_>, environ: &Bound<'_, PyAny>, duration: f64) -> Option<Exemplar> {
         let from_span = match &self.span_trace_id {
             Some(source) => match source.call0(py).and_then(|id| id.extract::<Option<String>>(py)) {
                 Ok(found) => found,
@@ -131,7 +133,7 @@ impl Hooks {
         };
         let trace_id = match from_span {
             Some(id) => Some(id),
-            None => match self.fields.get().trace_id(request) {
+            None => match self.fields.get().trace_id(environ) {
                 Ok(found) => found,
                 Err(e) => {
                     self.log(py, "metrics: could not read the traceparent header", e);
@@ -217,7 +219,7 @@ impl Hooks {
         if let Some(gauge) = in_progress {
             gauge.inc(-1.0);
         }
-        let mut read = Read { status: None, request_size: 0.0, response_size: Some(0.0) };
+        let mut read = Read { environ: None, status: None, request_size: 0.0, response_size: Some(0.0) };
         if let Err(e) =
             self.record(py, request, index, duration, response, status_without_response, &mut read)
         {
@@ -232,10 +234,15 @@ impl Hooks {
                     (None, Some(response)) => fields.status(response)?,
                     (None, None) => status_without_response,
                 };
+                let environ = match read.environ.take() {
+                    Some(environ) => environ,
+                    None => fields.environ(request)?,
+                };
                 compat.get().inner.record(
                     py,
                     fields,
                     request,
+                    &environ,
                     response,
                     index,
                     status,
@@ -251,15 +258,15 @@ impl Hooks {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record(
+    fn record<'py>(
         &self,
-        py: Python<'_>,
-        request: &Bound<'_, PyAny>,
+        py: Python<'py>,
+        request: &Bound<'py, PyAny>,
         index: usize,
         duration: f64,
         response: Option<&Bound<'_, PyAny>>,
         status_without_response: u16,
-        read: &mut Read,
+        read: &mut Read<'py>,
     ) -> PyResult<()> {
         let fields = self.fields.get();
         let view = fields.view_label(request)?;
@@ -269,9 +276,10 @@ impl Hooks {
             None => status_without_response,
         };
         read.status = Some(status);
-        read.request_size = fields.request_size(request)?;
+        let environ = read.environ.insert(fields.environ(request)?);
+        read.request_size = fields.request_size(environ)?;
         read.response_size = fields.response_size(response)?;
-        let exemplar = if self.exemplars { self.exemplar(py, request, duration) } else { None };
+        let exemplar = if self.exemplars { self.exemplar(py, environ, duration) } else { None };
         if let Some(recorder) = &self.recorder {
             let measured = Measured {
                 view: view.cast::<PyString>()?.to_str()?,
